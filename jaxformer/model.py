@@ -1,0 +1,207 @@
+"""BERT encoder as Flax Linen modules that own the parameters and call `jaxformer.ops`.
+
+Mirrors Devlin et al. 2019 and transformers/models/bert/modeling_bert.py (post-LN layers, learned
+absolute positions, tanh pooler), with pre-LN and sinusoidal positions as options.
+
+Parameter tree (BertModel):
+  embeddings/{token,position,token_type}/embedding, embeddings/layer_norm/{scale,bias}
+  layer_{i}/attention/{w_q,b_q,w_k,b_k,w_v,b_v,w_o,b_o}, layer_{i}/attention_norm/{scale,bias}
+  layer_{i}/mlp/{w1,b1,w2,b2}, layer_{i}/mlp_norm/{scale,bias}
+  pooler/{kernel,bias}
+BertForSequenceClassification nests that under `bert` and adds `classifier/{kernel,bias}`.
+Hidden states of every layer are sown into the "intermediates" collection
+(`model.apply(..., mutable=["intermediates"])`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxformer import ops
+from jaxformer.config import BertConfig
+
+Array = jax.Array
+
+
+def _init(config: BertConfig):
+    return nn.initializers.normal(stddev=config.initializer_range)
+
+
+class LayerNorm(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = self.config
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), c.params_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), c.params_dtype)
+        return ops.layer_norm(x, scale, bias, c.layer_norm_eps)
+
+
+class Embeddings(nn.Module):
+    """x = LayerNorm(E_tok[ids] + E_type[types] + P[positions]), then dropout."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, position_ids, train: bool) -> Array:
+        c = self.config
+        embed = lambda n, name: nn.Embed(  # noqa: E731
+            n, c.hidden_size, embedding_init=_init(c), param_dtype=c.params_dtype, name=name
+        )
+        token_table = embed(c.vocab_size, "token").embedding  # (vocab, m)
+        type_table = embed(c.type_vocab_size, "token_type").embedding  # (types, m)
+        if c.position_embedding_type == "sinusoidal":
+            position_table = ops.sinusoidal_positions(c.max_position_embeddings, c.hidden_size)
+        else:
+            position_table = embed(c.max_position_embeddings, "position").embedding  # (P, m)
+        x = ops.embed(input_ids, token_type_ids, position_ids, token_table, type_table,
+                      position_table).astype(c.compute_dtype)  # (b, t, m)
+        x = LayerNorm(c, name="layer_norm")(x)
+        return nn.Dropout(c.hidden_dropout_prob)(x, deterministic=not train)
+
+
+class SelfAttention(nn.Module):
+    """Q = x W_q, K = x W_k, V = x W_v per head; softmax(Q K^T / sqrt(d)) V; heads joined by W_o."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, train: bool) -> Array:
+        c = self.config
+        m, h, d = c.hidden_size, c.num_attention_heads, c.head_dim
+
+        def param(name, shape, init):
+            return self.param(name, init, shape, c.params_dtype).astype(c.compute_dtype)
+
+        w_q, w_k, w_v = (param(n, (m, h, d), _init(c)) for n in ("w_q", "w_k", "w_v"))
+        b_q, b_k, b_v = (param(n, (h, d), nn.initializers.zeros) for n in ("b_q", "b_k", "b_v"))
+        w_o = param("w_o", (h, d, m), _init(c))
+        b_o = param("b_o", (m,), nn.initializers.zeros)
+
+        q = jnp.einsum("btm,mhd->bthd", x, w_q) + b_q  # (b, t, h, d)
+        k = jnp.einsum("bsm,mhd->bshd", x, w_k) + b_k  # (b, s, h, d)
+        v = jnp.einsum("bsm,mhd->bshd", x, w_v) + b_v  # (b, s, h, d)
+        dropout = train and c.attention_probs_dropout_prob > 0
+        o = ops.dot_product_attention(
+            q, k, v, mask,
+            dropout_rate=c.attention_probs_dropout_prob if dropout else 0.0,
+            dropout_rng=self.make_rng("dropout") if dropout else None,
+            implementation=c.attention_impl,
+        )  # (b, t, h, d)
+        return jnp.einsum("bthd,hdm->btm", o, w_o) + b_o  # (b, t, m)
+
+
+class FeedForward(nn.Module):
+    """W_2 act(W_1 x + b_1) + b_2."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = self.config
+        m, f = c.hidden_size, c.intermediate_size
+
+        def param(name, shape, init):
+            return self.param(name, init, shape, c.params_dtype).astype(c.compute_dtype)
+
+        w1, b1 = param("w1", (m, f), _init(c)), param("b1", (f,), nn.initializers.zeros)
+        w2, b2 = param("w2", (f, m), _init(c)), param("b2", (m,), nn.initializers.zeros)
+        return ops.feed_forward(x, w1, b1, w2, b2, c.hidden_act)
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN (BERT): x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x))).
+    Pre-LN: x = x + Drop(Attn(LN(x))); x = x + Drop(FFN(LN(x)))."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, train: bool) -> Array:
+        c = self.config
+        drop = nn.Dropout(c.hidden_dropout_prob, deterministic=not train)
+        attention, attention_norm = SelfAttention(c, name="attention"), LayerNorm(c, name="attention_norm")
+        mlp, mlp_norm = FeedForward(c, name="mlp"), LayerNorm(c, name="mlp_norm")
+        if c.pre_layer_norm:
+            x = x + drop(attention(attention_norm(x), mask, train))
+            return x + drop(mlp(mlp_norm(x)))
+        x = attention_norm(x + drop(attention(x, mask, train)))
+        return mlp_norm(x + drop(mlp(x)))
+
+
+class BertOutput(NamedTuple):
+    sequence_output: Array  # (b, t, m): the last layer's hidden states
+    pooled_output: Array | None  # (b, m): tanh(W [CLS] + b), None without a pooler
+
+
+class BertModel(nn.Module):
+    config: BertConfig
+    add_pooling_layer: bool = True
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,  # (b, t) int
+        attention_mask: Array | None = None,  # (b, t) 1 = real token, 0 = padding
+        token_type_ids: Array | None = None,  # (b, t) int
+        position_ids: Array | None = None,  # (b, t) int
+        *,
+        train: bool = False,
+    ) -> BertOutput:
+        c = self.config
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+        x = Embeddings(c, name="embeddings")(input_ids, token_type_ids, position_ids, train)
+        self.sow("intermediates", "hidden_states", x)
+        mask = ops.padding_mask(attention_mask)  # (b, 1, 1, s)
+        layer_cls = nn.remat(EncoderLayer, static_argnums=(3,)) if c.remat else EncoderLayer
+        for i in range(c.num_hidden_layers):
+            x = layer_cls(c, name=f"layer_{i}")(x, mask, train)
+            self.sow("intermediates", "hidden_states", x)
+        if c.pre_layer_norm:
+            x = LayerNorm(c, name="final_norm")(x)
+        if not self.add_pooling_layer:
+            return BertOutput(x, None)
+        pooled = nn.tanh(
+            nn.Dense(c.hidden_size, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+                     kernel_init=_init(c), name="pooler")(x[:, 0])
+        )  # (b, m)
+        return BertOutput(x, pooled)
+
+
+class BertForSequenceClassification(nn.Module):
+    """logits = W Drop(pooled) + b, as transformers' BertForSequenceClassification."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                 *, train: bool = False) -> Array:
+        c = self.config
+        _, pooled = BertModel(c, name="bert")(
+            input_ids, attention_mask, token_type_ids, position_ids, train=train
+        )
+        rate = c.hidden_dropout_prob if c.classifier_dropout is None else c.classifier_dropout
+        pooled = nn.Dropout(rate)(pooled, deterministic=not train)
+        logits = nn.Dense(c.num_labels, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+                          kernel_init=_init(c), name="classifier")(pooled)
+        return logits.astype(jnp.float32)  # (b, num_labels)
+
+
+def init_params(model: nn.Module, rng: Array, length: int = 8) -> dict:
+    """Fresh parameters for `model` (a dict pytree), from a dummy batch of one."""
+    ids = jnp.zeros((1, length), jnp.int32)
+    return model.init({"params": rng}, ids, jnp.ones_like(ids))["params"]
+
+
+def param_shapes(model: nn.Module, length: int = 8) -> dict:
+    """Parameter shapes and dtypes without allocating (jax.ShapeDtypeStruct leaves)."""
+    return jax.eval_shape(lambda: init_params(model, jax.random.key(0), length))
