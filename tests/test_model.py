@@ -1,0 +1,105 @@
+"""Linen modules: shapes, padding invariance, options (pre-LN, sinusoidal, remat, dtypes)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxformer import BertConfig, BertForSequenceClassification, BertModel
+from jaxformer.model import init_params, param_shapes
+
+TINY = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=32, max_position_embeddings=32, num_labels=3)
+
+
+def batch(b=2, t=6, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = jnp.asarray(rng.integers(1, 50, size=(b, t)), jnp.int32)
+    mask = jnp.asarray(np.arange(t)[None] < np.array([t, t - 2])[:, None], jnp.int32)
+    return ids, mask
+
+
+def test_shapes_and_hidden_states_are_sown():
+    model = BertModel(TINY)
+    params = init_params(model, jax.random.key(0))
+    ids, mask = batch()
+    out, state = model.apply({"params": params}, ids, mask, mutable=["intermediates"])
+    assert out.sequence_output.shape == (2, 6, 16)
+    assert out.pooled_output.shape == (2, 16)
+    hidden = state["intermediates"]["hidden_states"]
+    assert len(hidden) == TINY.num_hidden_layers + 1  # embeddings, then each layer
+    np.testing.assert_array_equal(np.asarray(hidden[-1]), np.asarray(out.sequence_output))
+
+
+@pytest.mark.parametrize("impl", ["einsum", "fused"])
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_padding_invariance(impl, pre_ln):
+    """Appending padding tokens changes no output at real positions."""
+    config = TINY.replace(attention_impl=impl, pre_layer_norm=pre_ln)
+    model = BertForSequenceClassification(config)
+    params = init_params(model, jax.random.key(1))
+    ids, _ = batch(t=5)
+    short = model.apply({"params": params}, ids, jnp.ones_like(ids))
+    padded_ids = jnp.concatenate([ids, jnp.zeros((2, 7), jnp.int32)], axis=1)
+    padded_mask = jnp.concatenate([jnp.ones_like(ids), jnp.zeros((2, 7), jnp.int32)], axis=1)
+    long = model.apply({"params": params}, padded_ids, padded_mask)
+    np.testing.assert_allclose(np.asarray(short), np.asarray(long), atol=1e-5)
+
+
+def test_param_tree_matches_docstring_and_eval_shape():
+    shapes = param_shapes(BertForSequenceClassification(TINY))
+    attn = shapes["bert"]["layer_1"]["attention"]
+    assert attn["w_q"].shape == (16, 4, 4) and attn["w_o"].shape == (4, 4, 16)
+    assert shapes["bert"]["layer_0"]["mlp"]["w1"].shape == (16, 32)
+    assert shapes["classifier"]["kernel"].shape == (16, 3)
+    sinusoidal = param_shapes(BertModel(TINY.replace(position_embedding_type="sinusoidal")))
+    assert "position" not in sinusoidal["embeddings"]
+
+
+def test_dropout_only_when_training():
+    model = BertForSequenceClassification(TINY)
+    params = init_params(model, jax.random.key(0))
+    ids, mask = batch()
+    a = model.apply({"params": params}, ids, mask)
+    b = model.apply({"params": params}, ids, mask)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    c = model.apply({"params": params}, ids, mask, train=True, rngs={"dropout": jax.random.key(2)})
+    assert not np.allclose(np.asarray(a), np.asarray(c))
+
+
+def test_remat_gives_same_gradients():
+    ids, mask = batch()
+    plain = BertForSequenceClassification(TINY)
+    params = init_params(plain, jax.random.key(0))
+
+    def grads(model):
+        loss = lambda p: model.apply({"params": p}, ids, mask).sum()  # noqa: E731
+        return jax.grad(loss)(params)
+
+    g1, g2 = grads(plain), grads(BertForSequenceClassification(TINY.replace(remat=True)))
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    model = BertForSequenceClassification(TINY.replace(dtype="bfloat16"))
+    params = init_params(model, jax.random.key(0))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    ids, mask = batch()
+    logits = model.apply({"params": params}, ids, mask)
+    ref = BertForSequenceClassification(TINY).apply({"params": params}, ids, mask)
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(ref), atol=5e-2)
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match="divisible"):
+        BertConfig(hidden_size=10, num_attention_heads=3)
+    with pytest.raises(ValueError, match="hidden_act"):
+        BertConfig(hidden_act="mish")
+    with pytest.raises(ValueError, match="lacks required field"):
+        BertConfig.from_hf({"vocab_size": 10})
+    with pytest.raises(ValueError, match="not a BERT"):
+        BertConfig.from_hf({"model_type": "gpt2"})
+    with pytest.raises(ValueError, match="no transformers equivalent"):
+        TINY.replace(pre_layer_norm=True).to_hf("BertModel")

@@ -1,0 +1,143 @@
+"""The pure functions of jaxformer.ops against NumPy written straight from the equations."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxformer import ops
+
+RNG = np.random.default_rng(0)
+
+
+def np_softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def np_attention(q, k, v, mask):
+    """e_ts = softmax_s(q_t . k_s / sqrt(d)) over unmasked s; o_t = sum_s e_ts v_s, per head."""
+    b, t, h, d = q.shape
+    out = np.zeros((b, t, h, d))
+    for bi in range(b):
+        for hi in range(h):
+            for ti in range(t):
+                keys = np.flatnonzero(mask[bi, ti])
+                if len(keys) == 0:
+                    continue
+                scores = np.array([q[bi, ti, hi] @ k[bi, s, hi] / math.sqrt(d) for s in keys])
+                weights = np_softmax(scores)
+                out[bi, ti, hi] = sum(w * v[bi, s, hi] for w, s in zip(weights, keys, strict=True))
+    return out
+
+
+def qkv(b=2, t=5, s=5, h=3, d=4):
+    return (RNG.normal(size=(b, t, h, d)), RNG.normal(size=(b, s, h, d)),
+            RNG.normal(size=(b, s, h, d)))
+
+
+@pytest.mark.parametrize("implementation", ["einsum", "fused"])
+def test_attention_matches_numpy_with_padding_mask(implementation):
+    q, k, v = qkv()
+    lengths = np.array([5, 3])
+    key_mask = np.arange(5)[None, :] < lengths[:, None]  # (b, s)
+    full = np.broadcast_to(key_mask[:, None, :], (2, 5, 5))  # (b, t, s)
+    expected = np_attention(q, k, v, full)
+    got = ops.dot_product_attention(
+        jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32), jnp.asarray(v, jnp.float32),
+        ops.padding_mask(jnp.asarray(key_mask, jnp.int32)), implementation=implementation)
+    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
+
+
+def test_attention_rows_sum_to_one_and_masked_keys_get_exactly_zero():
+    q, k, _ = qkv()
+    mask = ops.padding_mask(jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
+    probs = np.asarray(ops.attention_weights(jnp.asarray(q, jnp.float32),
+                                             jnp.asarray(k, jnp.float32), mask))
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
+    assert (probs[0, :, :, 3:] == 0.0).all()  # exactly zero, not just small
+
+
+@pytest.mark.parametrize("implementation", ["einsum", "fused"])
+def test_fully_masked_rows_are_zero_not_nan(implementation):
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in qkv())
+    mask = jnp.zeros((2, 1, 5, 5), bool).at[1].set(True)  # batch 0: nothing to attend to
+    out = ops.dot_product_attention(q, k, v, mask, implementation=implementation)
+    assert not jnp.isnan(out).any()
+    assert (out[0] == 0).all()
+
+
+def test_einsum_and_fused_agree_with_bias_and_causal_mask():
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in qkv(t=6, s=6))
+    causal = jnp.tril(jnp.ones((6, 6), bool))[None, None]
+    bias = jnp.asarray(RNG.normal(size=(1, 3, 6, 6)), jnp.float32)
+    a = ops.dot_product_attention(q, k, v, causal, bias, implementation="einsum")
+    b = ops.dot_product_attention(q, k, v, causal, bias, implementation="fused")
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_attention_dropout_rescales_and_is_deterministic_per_key():
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in qkv())
+    kwargs = dict(dropout_rate=0.5, dropout_rng=jax.random.key(3))
+    a = ops.dot_product_attention(q, k, v, **kwargs)
+    b = ops.dot_product_attention(q, k, v, **kwargs)
+    c = ops.dot_product_attention(q, k, v)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.allclose(np.asarray(a), np.asarray(c))
+    with pytest.raises(ValueError, match="implementation"):
+        ops.dot_product_attention(q, k, v, implementation="flash")
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_new"])
+def test_feed_forward_matches_numpy(activation):
+    x = RNG.normal(size=(2, 3, 8))
+    w1, b1 = RNG.normal(size=(8, 16)), RNG.normal(size=16)
+    w2, b2 = RNG.normal(size=(16, 8)), RNG.normal(size=8)
+    erf = np.vectorize(math.erf)
+    act = {
+        "relu": lambda z: np.maximum(z, 0),
+        "gelu": lambda z: 0.5 * z * (1 + erf(z / math.sqrt(2))),
+        "gelu_new": lambda z: 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi)
+                                                     * (z + 0.044715 * z**3))),
+    }[activation]
+    expected = act(x @ w1 + b1) @ w2 + b2
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    got = ops.feed_forward(f32(x), f32(w1), f32(b1), f32(w2), f32(b2), activation)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("eps", [1e-12, 1e-6, 1e-1])
+def test_layer_norm_matches_numpy(eps):
+    x = RNG.normal(size=(2, 3, 8)) * 3 + 1
+    scale, bias = RNG.normal(size=8), RNG.normal(size=8)
+    expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    expected = expected * scale + bias
+    got = ops.layer_norm(jnp.asarray(x, jnp.float32), jnp.asarray(scale, jnp.float32),
+                         jnp.asarray(bias, jnp.float32), eps)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sinusoidal_positions_match_the_paper():
+    pe = np.asarray(ops.sinusoidal_positions(50, 16))
+    for p in (0, 1, 7, 49):
+        for i in range(8):
+            angle = p / 10000 ** (2 * i / 16)
+            assert pe[p, 2 * i] == pytest.approx(math.sin(angle), abs=1e-5)
+            assert pe[p, 2 * i + 1] == pytest.approx(math.cos(angle), abs=1e-5)
+
+
+def test_embed_sums_three_tables():
+    tok, typ, pos = (jnp.asarray(RNG.normal(size=(n, 4)), jnp.float32) for n in (10, 2, 6))
+    ids, types, positions = jnp.array([[3, 1]]), jnp.array([[0, 1]]), jnp.array([[0, 1]])
+    got = np.asarray(ops.embed(ids, types, positions, tok, typ, pos))
+    np.testing.assert_allclose(got[0, 1], np.asarray(tok[1] + typ[1] + pos[1]), atol=1e-6)
+
+
+def test_cross_entropy_ignores_weight_zero_examples():
+    logits = jnp.array([[2.0, 0.0], [0.0, 2.0], [100.0, -100.0]])
+    labels = jnp.array([0, 1, 1])
+    expected = -math.log(math.exp(2) / (math.exp(2) + 1))
+    got = ops.cross_entropy(logits, labels, jnp.array([1.0, 1.0, 0.0]))
+    assert float(got) == pytest.approx(expected, rel=1e-6)
