@@ -1,0 +1,558 @@
+"""IMDB for training: cached token ids, length-bucketed batches, eval batches, host shards.
+
+The raw reviews come from tensorflow-datasets (`jaxformer/imdb.py`). Here they are tokenized once
+per (tokenizer, max length, truncation, split, archive, subset) and cached as one .npz per split.
+
+Batches are dicts of numpy arrays with a fixed global batch size B:
+
+    input_ids       (B, L) int32   token ids, pad_id after each example
+    attention_mask  (B, L) int32   1 = real token, 0 = padding
+    token_type_ids  (B, L) int32   zeros (single-segment input)
+    labels          (B,)   int32   0 = neg, 1 = pos
+    weights         (B,)   float32 1 = real example, 0 = filler row (all padding, label 0)
+
+With bucketing, L is the smallest of a few fixed lengths (e.g. 64, 128, 256, 512) that holds the
+batch's longest example, so jit compiles one program per bucket and short reviews are not padded
+to 512; examples are sorted by length within shuffled chunks so a batch holds similar lengths
+(the length-grouped sampling of tensor2tensor's bucket_by_sequence_length and HF's
+group_by_length). Without it, every batch is padded to the max length.
+
+Training order is a pure function of (seed, epoch, step): a resumed run that knows only its
+global step sees exactly the batches it would have seen. Every example appears exactly once per
+epoch; the epoch's last batch is filled up with weight-0 rows rather than dropped, so losses and
+metrics must be weighted by `weights`. Each process gets a contiguous slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxformer import imdb
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, np.ndarray]
+DEFAULT_BUCKETS = (64, 128, 256, 512)
+CACHE_ENV = "JAXFORMER_CACHE"
+_CACHE_FORMAT = 1
+
+
+class Tokenizer(Protocol):
+    """What the pipeline needs of `jaxformer.tokenizer.load_tokenizer(...)`'s wrapper."""
+
+    pad_id: int
+    fingerprint: str
+
+    def encode_ids(self, texts: list[str]) -> list[np.ndarray]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedSplit:
+    """Token ids of one split, ragged: example i is `ids[offsets[i]:offsets[i + 1]]`."""
+
+    ids: np.ndarray  # (total_tokens,) int32
+    offsets: np.ndarray  # (n + 1,) int64, offsets[0] = 0
+    labels: np.ndarray  # (n,) int32
+    pad_id: int = 0
+    max_length: int | None = None  # the tokenizer's truncation length, if known
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(n,) tokens per example, [CLS] and [SEP] included."""
+        return np.diff(self.offsets)
+
+
+def default_cache_dir() -> Path:
+    """$JAXFORMER_CACHE, else ~/.cache/jaxformer."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "jaxformer")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenization and its cache
+
+
+def tokenize(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    tokenizer: Tokenizer,
+    chunk_size: int = 1000,
+    desc: str = "tokenize",
+) -> TokenizedSplit:
+    """Tokenize texts with one `encode_ids` call per `chunk_size` texts, showing progress."""
+    pieces = []
+    with tqdm(total=len(texts), desc=desc, unit="ex", disable=not texts) as bar:
+        for start in range(0, len(texts), chunk_size):
+            chunk = list(texts[start : start + chunk_size])
+            pieces.extend(np.asarray(x, dtype=np.int32) for x in tokenizer.encode_ids(chunk))
+            bar.update(len(chunk))
+    lengths = np.asarray([len(p) for p in pieces], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    return TokenizedSplit(
+        ids=ids,
+        offsets=offsets,
+        labels=np.asarray(labels, dtype=np.int32),
+        pad_id=int(tokenizer.pad_id),
+        max_length=getattr(tokenizer, "max_length", None),
+    )
+
+
+def cache_key(tokenizer: Tokenizer, split: str, source: str, **subset) -> dict:
+    """Everything the cached token ids of one split depend on."""
+    return {
+        "format": _CACHE_FORMAT,
+        "tokenizer": tokenizer.fingerprint,
+        "max_length": getattr(tokenizer, "max_length", None),
+        "truncation": getattr(tokenizer, "truncation", None),
+        "split": split,
+        "source": source,
+        **subset,
+    }
+
+
+def cache_path(cache_dir: str | os.PathLike, key: dict) -> Path:
+    """`cache_dir/<split>-<sha256(key)[:16]>.npz`."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{key['split']}-{digest}.npz"
+
+
+def save_tokenized(path: Path, split: TokenizedSplit, key: dict) -> None:
+    """Write the cache through a temporary file and `os.replace`, so it is never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(
+                f,
+                ids=split.ids,
+                offsets=split.offsets,
+                labels=split.labels,
+                key=np.asarray(json.dumps(key, sort_keys=True)),
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tokenized(path: Path, key: dict, pad_id: int, max_length: int | None) -> TokenizedSplit:
+    """Read a cache written by `save_tokenized`; ValueError if it is corrupt or for another key."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored_key = json.loads(str(z["key"]))
+            ids, offsets, labels = z["ids"], z["offsets"], z["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"unreadable token cache {path}: {type(e).__name__}: {e}") from e
+    if stored_key != json.loads(json.dumps(key, sort_keys=True)):
+        raise ValueError(f"token cache {path} was written for another key: {stored_key}")
+    consistent = (
+        ids.dtype == np.int32
+        and labels.dtype == np.int32
+        and offsets.ndim == 1
+        and len(offsets) == len(labels) + 1
+        and offsets[0] == 0
+        and offsets[-1] == len(ids)
+        and bool(np.all(np.diff(offsets) >= 0))
+    )
+    if not consistent:
+        raise ValueError(f"token cache {path} has inconsistent arrays")
+    return TokenizedSplit(ids, offsets, labels, pad_id=int(pad_id), max_length=max_length)
+
+
+def cached_tokenize(
+    path: Path,
+    key: dict,
+    tokenizer: Tokenizer,
+    load_texts: Callable[[], tuple[Sequence[str], np.ndarray]],
+    chunk_size: int = 1000,
+) -> TokenizedSplit:
+    """The split cached at `path`, or `load_texts()` tokenized and cached there.
+
+    A corrupt cache (or one for another key) is rebuilt with a warning.
+    """
+    max_length = getattr(tokenizer, "max_length", None)
+    if path.exists():
+        try:
+            return load_tokenized(path, key, tokenizer.pad_id, max_length)
+        except ValueError as e:
+            log.warning("Rebuilding token cache: %s", e)
+    texts, labels = load_texts()
+    split = tokenize(texts, labels, tokenizer, chunk_size, desc=f"tokenize {key['split']}")
+    save_tokenized(path, split, key)
+    return split
+
+
+def load_imdb(
+    tokenizer: Tokenizer,
+    *,
+    splits: Sequence[str] = imdb.SPLITS,
+    cache_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    archive: str | os.PathLike | None = None,
+    validation_fraction: float = 0.1,
+    split_seed: int = 0,
+    limits: dict[str, int | None] | None = None,
+    chunk_size: int = 1000,
+) -> dict[str, TokenizedSplit]:
+    """{split: TokenizedSplit} for IMDB "train", "validation" (carved from train) and "test".
+
+    Args:
+      tokenizer: has `encode_ids(list[str]) -> list[int32 array]`, `pad_id`, `fingerprint`
+        (and ideally `max_length`, `truncation`).
+      splits: which splits to return.
+      cache_dir: token ids go to `cache_dir/tokens`; default $JAXFORMER_CACHE or
+        ~/.cache/jaxformer.
+      data_dir: tfds data_dir for the IMDB build; default `cache_dir/tfds`.
+      archive: local aclImdb_v1.tar.gz; None reads $JAXFORMER_IMDB_ARCHIVE, then downloads.
+      validation_fraction: share of tfds train held out as "validation" (disjoint from "train").
+      split_seed: seed of the validation carve-out and of each split's (limited) order.
+      limits: {split: N} keeps the first N examples of the split's seeded shuffle.
+      chunk_size: texts per `encode_ids` call.
+
+    When every requested split is cached, tfds is not touched at all.
+    """
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    data_dir = Path(data_dir) if data_dir else cache_dir / "tfds"
+    limits = dict(limits or {})
+    local = imdb.resolve_archive(archive)
+    if local is not None:
+        source = f"archive-sha256:{imdb.archive_sha256(local)}"
+    else:
+        source = f"tfds:{imdb.TFDS_NAME}:{imdb.TFDS_VERSION}"
+
+    keys, paths = {}, {}
+    for name in splits:
+        subset = {"split_seed": split_seed, "limit": limits.get(name)}
+        if name != "test":
+            subset["validation_fraction"] = validation_fraction
+        keys[name] = cache_key(tokenizer, name, source, **subset)
+        paths[name] = cache_path(cache_dir / "tokens", keys[name])
+
+    builder, texts = None, {}
+
+    def texts_of(name: str) -> tuple[list[str], np.ndarray]:
+        nonlocal builder
+        if name not in texts:
+            if builder is None:
+                builder = imdb.imdb_builder(data_dir, local)
+            # Read every split still to tokenize at once: tfds train serves train and validation.
+            todo = [s for s in splits if s == name or (s not in texts and not paths[s].exists())]
+            texts.update(
+                imdb.load_texts(
+                    builder,
+                    todo,
+                    validation_fraction=validation_fraction,
+                    split_seed=split_seed,
+                    limits=limits,
+                )
+            )
+        return texts[name]
+
+    return {
+        name: cached_tokenize(
+            paths[name], keys[name], tokenizer, lambda n=name: texts_of(n), chunk_size
+        )
+        for name in splits
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+
+
+def bucket_lengths(buckets: Sequence[int] | None, max_length: int) -> tuple[int, ...]:
+    """The padded lengths a batch may take: `buckets` below `max_length`, then `max_length`.
+
+    `buckets=None` (no bucketing) gives `(max_length,)`.
+    """
+    below = sorted({int(b) for b in buckets or () if 0 < b < max_length})
+    return (*below, int(max_length))
+
+
+def process_slice(batch_size: int, process_index: int, process_count: int) -> slice:
+    """This process's contiguous rows of a global batch of `batch_size` rows."""
+    if batch_size % process_count:
+        raise ValueError(
+            f"global batch size {batch_size} does not divide by the process count "
+            f"{process_count}; choose a multiple of {process_count}"
+        )
+    per_process = batch_size // process_count
+    return slice(process_index * per_process, (process_index + 1) * per_process)
+
+
+def shard_batch(batch: Batch, process_index: int | None = None, process_count: int | None = None):
+    """This process's contiguous slice of every array of a global batch (default: jax's process)."""
+    process_index, process_count = _process(process_index, process_count)
+    rows = process_slice(len(batch["labels"]), process_index, process_count)
+    return {k: v[rows] for k, v in batch.items()}
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    return process_index, process_count
+
+
+def collate(split: TokenizedSplit, indices: np.ndarray, length: int) -> Batch:
+    """The batch of examples `indices` (-1 = weight-0 filler row) padded to `length` tokens."""
+    b = len(indices)
+    input_ids = np.full((b, length), split.pad_id, dtype=np.int32)  # (b, length)
+    attention_mask = np.zeros((b, length), dtype=np.int32)  # (b, length)
+    labels = np.zeros(b, dtype=np.int32)
+    weights = np.zeros(b, dtype=np.float32)
+    for row, i in enumerate(indices):
+        if i < 0:
+            continue
+        ids = split[i]
+        if len(ids) > length:
+            raise ValueError(f"example {i} has {len(ids)} tokens, more than the batch's {length}")
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
+        labels[row] = split.labels[i]
+        weights[row] = 1.0
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": np.zeros_like(input_ids),
+        "labels": labels,
+        "weights": weights,
+    }
+
+
+class _Batches:
+    """Shared by TrainBatches and EvalBatches: a plan of global batches, sliced per process."""
+
+    def __init__(
+        self,
+        split: TokenizedSplit,
+        batch_size: int,
+        buckets: Sequence[int] | None,
+        max_length: int | None,
+        bucketing: bool,
+        pad_id: int | None,
+        process_index: int | None,
+        process_count: int | None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if pad_id is not None:
+            split = dataclasses.replace(split, pad_id=int(pad_id))
+        self.split = split
+        self.batch_size = batch_size
+        self.bucketing = bucketing
+        self.process_index, self.process_count = _process(process_index, process_count)
+        self._rows = process_slice(batch_size, self.process_index, self.process_count)
+        longest = int(split.lengths.max(initial=1))
+        self.max_length = int(max_length or split.max_length or longest)
+        if longest > self.max_length:
+            raise ValueError(
+                f"the split has an example of {longest} tokens, longer than max_length "
+                f"{self.max_length}: tokenize with truncation to max_length"
+            )
+        self.buckets = bucket_lengths(buckets if bucketing else None, self.max_length)
+        self.num_batches = math.ceil(len(split) / batch_size)
+
+    @property
+    def per_process_batch_size(self) -> int:
+        return self.batch_size // self.process_count
+
+    def _plan(self, epoch: int) -> np.ndarray:
+        """(num_batches, batch_size) global example indices, -1 for filler rows."""
+        raise NotImplementedError
+
+    def _padded_length(self, indices: np.ndarray) -> int:
+        """The smallest bucket that holds the longest example of a global batch."""
+        real = indices[indices >= 0]
+        longest = int(self.split.lengths[real].max(initial=1))
+        return self.buckets[int(np.searchsorted(self.buckets, longest))]
+
+    def _batch(self, epoch: int, step: int) -> Batch:
+        if not 0 <= step < self.num_batches:
+            raise IndexError(f"step {step} not in [0, {self.num_batches})")
+        indices = self._plan(epoch)[step]
+        # The length comes from the global batch so that every process pads to the same shape.
+        return collate(self.split, indices[self._rows], self._padded_length(indices))
+
+    def _padding_fraction(self, epoch: int) -> float:
+        plan = self._plan(epoch)
+        total = sum(self._padded_length(indices) * len(indices) for indices in plan)
+        real = int(self.split.lengths.sum())
+        return 1.0 - real / total if total else 0.0
+
+
+def _pad_to_batches(order: np.ndarray, batch_size: int) -> np.ndarray:
+    """(n,) example order -> (ceil(n / batch_size), batch_size), the last row filled with -1."""
+    num_batches = math.ceil(len(order) / batch_size)
+    padded = np.full(num_batches * batch_size, -1, dtype=np.int64)
+    padded[: len(order)] = order
+    return padded.reshape(num_batches, batch_size)
+
+
+class TrainBatches(_Batches):
+    """Shuffled, length-bucketed training batches; the order is a function of (seed, epoch, step).
+
+    Each epoch: a seeded permutation of the examples, cut into chunks of `sort_chunk_batches`
+    batches; each chunk is sorted by length and cut into batches; the batches are shuffled.
+    The last batch of the epoch is filled with weight-0 rows, so every example is seen exactly
+    once per epoch and `num_batches == ceil(len(split) / batch_size)`.
+
+    Args:
+      split: tokenized examples.
+      batch_size: global batch size (all processes together).
+      seed: shuffling seed.
+      buckets: padded lengths a batch may take (capped at, and completed by, `max_length`).
+      max_length: the longest padded length; default the tokenizer's max length, else the
+        split's longest example.
+      bucketing: False pads every batch to `max_length` (the plain approach, for comparison).
+      sort_chunk_batches: batches per sorted chunk; larger wastes less padding, mixes less.
+      pad_id: padding token id; default the split's (the tokenizer's).
+      process_index, process_count: this process's slice; default jax's.
+    """
+
+    def __init__(
+        self,
+        split: TokenizedSplit,
+        batch_size: int,
+        seed: int = 0,
+        buckets: Sequence[int] | None = DEFAULT_BUCKETS,
+        max_length: int | None = None,
+        bucketing: bool = True,
+        sort_chunk_batches: int = 50,
+        pad_id: int | None = None,
+        process_index: int | None = None,
+        process_count: int | None = None,
+    ):
+        super().__init__(
+            split, batch_size, buckets, max_length, bucketing, pad_id, process_index, process_count
+        )
+        if len(split) == 0:
+            raise ValueError("cannot train on an empty split")
+        self.seed = seed
+        self.sort_chunk_batches = sort_chunk_batches
+        self._plans: dict[int, np.ndarray] = {}
+
+    @property
+    def num_batches_per_epoch(self) -> int:
+        return self.num_batches
+
+    def _plan(self, epoch: int) -> np.ndarray:
+        if epoch not in self._plans:
+            if len(self._plans) >= 2:  # keep the current and the next epoch
+                self._plans.pop(min(self._plans))
+            self._plans[epoch] = self._make_plan(epoch)
+        return self._plans[epoch]
+
+    def _make_plan(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.split))
+        if self.bucketing:
+            lengths = self.split.lengths
+            chunk = self.batch_size * self.sort_chunk_batches
+            for start in range(0, len(order), chunk):
+                part = order[start : start + chunk]
+                order[start : start + chunk] = part[np.argsort(lengths[part], kind="stable")]
+        plan = _pad_to_batches(order, self.batch_size)
+        return plan[rng.permutation(len(plan))]
+
+    def batch(self, epoch: int, step: int) -> Batch:
+        """This process's slice of batch `step` (0 <= step < num_batches_per_epoch) of `epoch`."""
+        return self._batch(epoch, step)
+
+    def batch_at(self, global_step: int) -> Batch:
+        """The batch a run sees at `global_step` (epochs follow each other)."""
+        return self._batch(*divmod(global_step, self.num_batches))
+
+    def iterate(self, start_step: int = 0, num_steps: int | None = None) -> Iterator[Batch]:
+        """Batches from `start_step` on, for `num_steps` steps or forever."""
+        stop = None if num_steps is None else start_step + num_steps
+        step = start_step
+        while stop is None or step < stop:
+            yield self.batch_at(step)
+            step += 1
+
+    def batch_indices(self, epoch: int, step: int) -> np.ndarray:
+        """(batch_size,) global example indices of a batch, -1 for filler rows."""
+        return self._plan(epoch)[step].copy()
+
+    def padding_fraction(self, epoch: int = 0) -> float:
+        """Pad tokens / all tokens over the global batches of `epoch` (filler rows included)."""
+        return self._padding_fraction(epoch)
+
+
+class EvalBatches(_Batches):
+    """Every example once, in a fixed order; the last batch is filled with weight-0 rows.
+
+    With bucketing the order is by length (stable), so batches group similar lengths; without it,
+    the split's order. Arguments as for TrainBatches.
+    """
+
+    def __init__(
+        self,
+        split: TokenizedSplit,
+        batch_size: int,
+        buckets: Sequence[int] | None = DEFAULT_BUCKETS,
+        max_length: int | None = None,
+        bucketing: bool = True,
+        pad_id: int | None = None,
+        process_index: int | None = None,
+        process_count: int | None = None,
+    ):
+        super().__init__(
+            split, batch_size, buckets, max_length, bucketing, pad_id, process_index, process_count
+        )
+        order = np.arange(len(split))
+        if bucketing:
+            order = np.argsort(split.lengths, kind="stable")
+        self._order = _pad_to_batches(order, batch_size)
+
+    def _plan(self, epoch: int) -> np.ndarray:
+        del epoch
+        return self._order
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        for step in range(self.num_batches):
+            yield self._batch(0, step)
+
+    def batch(self, step: int) -> Batch:
+        """This process's slice of eval batch `step`."""
+        return self._batch(0, step)
+
+    def batch_indices(self, step: int) -> np.ndarray:
+        """(batch_size,) global example indices of batch `step`, -1 for filler rows."""
+        return self._order[step].copy()
+
+    def padding_fraction(self) -> float:
+        """Pad tokens / all tokens over the global eval batches (filler rows included)."""
+        return self._padding_fraction(0)
+
+
+def eval_batches(split: TokenizedSplit, batch_size: int, **kwargs) -> EvalBatches:
+    """`EvalBatches(split, batch_size, **kwargs)`: every example once, weight-0 filler rows."""
+    return EvalBatches(split, batch_size, **kwargs)

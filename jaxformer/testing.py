@@ -1,0 +1,97 @@
+"""Test fixtures: a tiny aclImdb-format archive and a whitespace tokenizer.
+
+`write_fake_imdb_archive` mirrors the layout of the Large Movie Review Dataset archive
+(aclImdb_v1.tar.gz, see `jaxformer/imdb.py`) so tfds' real `imdb_reviews` builder can be built
+from it in a second. Positive reviews draw on positive words and negative ones on negative
+words, so a model can learn the labels.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+_NEUTRAL = "the a movie film plot actor scene story it was and of to is this".split()
+_POSITIVE = "great wonderful loved brilliant superb moving best enjoyable".split()
+_NEGATIVE = "awful boring worst terrible waste dull poor disappointing".split()
+
+# Reviews that must not crash the pipeline; they go to train/pos and train/neg.
+EMPTY_REVIEW = b""
+INVALID_UTF8_REVIEW = b"bad bytes \xff\xfe here<br /><br />still awful"
+
+
+def _review(rng: np.random.Generator, positive: bool) -> bytes:
+    n = int(rng.integers(3, 120))
+    words = list(rng.choice(_NEUTRAL, size=n))
+    sentiment = _POSITIVE if positive else _NEGATIVE
+    for i in rng.choice(n, size=max(1, n // 6), replace=False):
+        words[i] = str(rng.choice(sentiment))
+    text = " ".join(words)
+    if rng.random() < 0.3:
+        text += "<br /><br />" + text[: len(text) // 2]
+    return text.encode("utf-8")
+
+
+def write_fake_imdb_archive(path: str | os.PathLike, n_per_class: int = 20, seed: int = 0) -> Path:
+    """Write a tiny aclImdb_v1.tar.gz: `n_per_class` reviews per label in train and in test.
+
+    The file's bytes depend only on (n_per_class, seed), so its sha256 (and so its tfds build
+    and token caches) is stable. train/pos holds an empty review and train/neg one with invalid
+    UTF-8 bytes. Reviews are 3 to ~180 whitespace words. Returns the path.
+    """
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
+    rng = np.random.default_rng(seed)
+    files = {"aclImdb/README": b"Fake Large Movie Review Dataset for tests.\n"}
+    for split in ("train", "test"):
+        for label in ("neg", "pos"):
+            for i in range(n_per_class):
+                rating = int(rng.integers(7, 11) if label == "pos" else rng.integers(1, 5))
+                files[f"aclImdb/{split}/{label}/{i}_{rating}.txt"] = _review(rng, label == "pos")
+    first = {
+        c: next(n for n in files if n.startswith(f"aclImdb/train/{c}/")) for c in ("pos", "neg")
+    }
+    files[first["pos"]], files[first["neg"]] = EMPTY_REVIEW, INVALID_UTF8_REVIEW
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+class FakeTokenizer:
+    """Whitespace tokenizer hashing words into a small vocabulary, shaped like the real wrapper.
+
+    `encode_ids` adds [CLS]/[SEP] and truncates to `max_length` keeping the first tokens
+    (truncation="right"), like `jaxformer.tokenizer.load_tokenizer`'s wrapper.
+    """
+
+    pad_id, cls_id, sep_id = 0, 1, 2
+
+    def __init__(self, vocab_size: int = 100, max_length: int = 64, truncation: str = "right"):
+        self.vocab_size, self.max_length, self.truncation = vocab_size, max_length, truncation
+        self.fingerprint = f"fake-whitespace-{vocab_size}"
+        self.calls = 0  # number of encode_ids calls, for cache tests
+
+    def _word_id(self, word: str) -> int:
+        return 3 + zlib.crc32(word.encode("utf-8")) % (self.vocab_size - 3)
+
+    def encode_ids(self, texts: list[str]) -> list[np.ndarray]:
+        self.calls += 1
+        out = []
+        for text in texts:
+            words = text.replace("<br />", " ").split()[: self.max_length - 2]
+            ids = [self.cls_id, *map(self._word_id, words), self.sep_id]
+            out.append(np.asarray(ids, dtype=np.int32))
+        return out
