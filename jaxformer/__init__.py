@@ -1,7 +1,11 @@
 """jaxformer: BERT-family Transformer encoders as pure JAX functions and Flax Linen modules."""
 
 from jaxformer.config import BertConfig
+from jaxformer.convert import from_pretrained, resolve_checkpoint, save_pretrained
 from jaxformer.model import BertModel, BertForSequenceClassification, BertOutput
+from jaxformer.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["BertConfig", "BertModel", "BertForSequenceClassification", "BertOutput"]
+__all__ += ["from_pretrained", "save_pretrained", "resolve_checkpoint"]
+__all__ += ["load_tokenizer", "Tokenizer"]
 __version__ = "0.1.0"

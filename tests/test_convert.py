@@ -1,0 +1,467 @@
+"""Hugging Face checkpoints in and out: parity with transformers' PyTorch BERT, round trips, and
+the errors a bad checkpoint gives. PyTorch and transformers are the reference, used only here."""
+
+import json
+import logging
+import os
+import pickle
+import shutil
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import jaxformer
+from jaxformer import torch_pickle
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+TOL = 1e-4
+# Non-default shapes everywhere, so a transposed or mis-split tensor cannot go unnoticed.
+SMALL = dict(
+    vocab_size=211,
+    hidden_size=96,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=200,
+    type_vocab_size=3,
+    max_position_embeddings=40,
+    num_labels=3,
+)
+SENTENCES = [
+    "The movie was great!",
+    "I did not enjoy this film at all; the plot was thin and the acting wooden.",
+    "Okay.",
+    "A slow start, but the last half hour of this Café-set drama is superb, really worth it.",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_inference():
+    previous = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)
+    yield
+    torch.set_grad_enabled(previous)
+
+
+def random_hf_model(cls, hidden_act="gelu", seed=0):
+    """A transformers model of SMALL shape with every weight perturbed (non-zero biases, layer
+    norm scales != 1), in eval mode."""
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(**SMALL, hidden_act=hidden_act)
+    model = cls(config).eval()
+    for p in model.parameters():
+        p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def random_batch(seed=0, lengths=(12, 9, 5, 1)):
+    """A right-padded batch with random token types: input_ids, attention_mask, token_type_ids."""
+    rng = np.random.default_rng(seed)
+    b, t = len(lengths), max(lengths)
+    mask = (np.arange(t) < np.array(lengths)[:, None]).astype(np.int32)  # (b, t)
+    ids = rng.integers(1, SMALL["vocab_size"], (b, t)) * mask
+    types = rng.integers(0, SMALL["type_vocab_size"], (b, t)) * mask
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def torch_batch(batch):
+    return {k: torch.tensor(np.asarray(v), dtype=torch.long) for k, v in batch.items()}
+
+
+def jax_apply(model, params, batch, **kwargs):
+    return model.apply(
+        {"params": params},
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["token_type_ids"],
+        **kwargs,
+    )
+
+
+def max_diff(ours, theirs, mask=None):
+    """max |ours - theirs|, over the positions where mask (b, t) is 1 if given."""
+    diff = np.abs(np.asarray(ours, np.float64) - theirs.double().numpy())
+    return float(diff[np.asarray(mask, bool)].max() if mask is not None else diff.max())
+
+
+def assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert x.dtype == y.dtype and np.array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module", params=["relu", "gelu_new"])
+def classifier_checkpoint(request, tmp_path_factory):
+    """A random BertForSequenceClassification, saved by transformers (model.safetensors) and
+    with torch.save (pytorch_model.bin): (model, {format: folder})."""
+    model = random_hf_model(transformers.BertForSequenceClassification, request.param)
+    root = tmp_path_factory.mktemp(f"classifier_{request.param}")
+    model.save_pretrained(root / "safetensors")
+    model.config.save_pretrained(root / "bin")
+    torch.save(model.state_dict(), root / "bin" / "pytorch_model.bin")
+    return model, {"safetensors": root / "safetensors", "bin": root / "bin"}
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint(tmp_path_factory):
+    """A random BertModel saved by transformers: (model, folder)."""
+    model = random_hf_model(transformers.BertModel, seed=1)
+    folder = tmp_path_factory.mktemp("base")
+    model.save_pretrained(folder)
+    return model, folder
+
+
+@pytest.fixture(scope="module")
+def base_bin_dir(base_checkpoint, tmp_path_factory):
+    """The base checkpoint as config.json + pytorch_model.bin (torch.save of the state dict)."""
+    model, folder = base_checkpoint
+    bin_dir = tmp_path_factory.mktemp("base_bin")
+    shutil.copy(folder / "config.json", bin_dir)
+    torch.save(model.state_dict(), bin_dir / "pytorch_model.bin")
+    return bin_dir
+
+
+def copy_checkpoint(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+# --- Parity with transformers ---
+
+
+@pytest.fixture(scope="module")
+def minilm_torch(minilm_dir):
+    return transformers.BertModel.from_pretrained(minilm_dir, attn_implementation="eager").eval()
+
+
+@pytest.mark.parametrize("attention_impl", ["einsum", "fused"])
+def test_minilm_matches_transformers(minilm_dir, minilm_torch, attention_impl, caplog):
+    tok = jaxformer.load_tokenizer(minilm_dir)
+    batch = tok(SENTENCES)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    expected = hf_tok(SENTENCES, padding=True, return_tensors="np")
+    for k in ("input_ids", "attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(batch[k], expected[k], err_msg=k)
+    lengths = batch["attention_mask"].sum(1)
+    assert len(set(lengths)) == len(SENTENCES)  # all different, so padding is exercised
+
+    with caplog.at_level(logging.INFO, logger="jaxformer.convert"):
+        model, params = jaxformer.from_pretrained(
+            minilm_dir, task="base", attention_impl=attention_impl
+        )
+    assert not caplog.records  # complete checkpoint; embeddings.position_ids skipped silently
+    (sequence, pooled), state = jax_apply(model, params, batch, mutable=["intermediates"])
+    hidden = state["intermediates"]["hidden_states"]
+    out = minilm_torch(**torch_batch(batch), output_hidden_states=True)
+
+    mask = batch["attention_mask"]
+    assert len(hidden) == len(out.hidden_states) == 7
+    layer_diffs = [
+        max_diff(ours, theirs, mask) for ours, theirs in zip(hidden, out.hidden_states, strict=True)
+    ]
+    sequence_diff = max_diff(sequence, out.last_hidden_state, mask)
+    pooled_diff = max_diff(pooled, out.pooler_output)
+    print(
+        f"\nMiniLM {attention_impl}: per-layer max|diff| "
+        + " ".join(f"{d:.2e}" for d in layer_diffs)
+        + f" | sequence {sequence_diff:.2e} | pooled {pooled_diff:.2e}"
+    )
+    assert max(layer_diffs) < TOL and sequence_diff < TOL and pooled_diff < TOL
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_random_classifier_matches_transformers(classifier_checkpoint, fmt):
+    hf_model, folders = classifier_checkpoint
+    model, params = jaxformer.from_pretrained(folders[fmt])
+    assert model.config.num_labels == 3 and model.config.hidden_act == hf_model.config.hidden_act
+    batch = random_batch()
+    logits = jax_apply(model, params, batch)
+    diff = max_diff(logits, hf_model(**torch_batch(batch)).logits)
+    print(f"\nrandom classifier {hf_model.config.hidden_act} {fmt}: logits max|diff| {diff:.2e}")
+    assert logits.shape == (4, 3) and diff < TOL
+
+
+# --- Round trips ---
+
+
+def test_round_trip_classifier(classifier_checkpoint, tmp_path, minilm_dir):
+    _, folders = classifier_checkpoint
+    model, params = jaxformer.from_pretrained(folders["safetensors"])
+    tok = jaxformer.load_tokenizer(minilm_dir, max_length=64)
+    out = jaxformer.save_pretrained(model, params, tmp_path / "export", tokenizer=tok)
+
+    assert load_file(out / "model.safetensors")["classifier.weight"].dtype == np.float32
+    reloaded = transformers.BertForSequenceClassification.from_pretrained(out).eval()
+    batch = random_batch(seed=1)
+    diff = max_diff(jax_apply(model, params, batch), reloaded(**torch_batch(batch)).logits)
+    print(f"\nround trip classifier: jax vs transformers(saved) logits max|diff| {diff:.2e}")
+    assert diff < TOL
+
+    model2, params2 = jaxformer.from_pretrained(out)
+    assert model2.config == model.config
+    assert_trees_equal(params2, params)
+    # The tokenizer files make the folder self-contained, for transformers and for us.
+    hf_ids = transformers.AutoTokenizer.from_pretrained(out)(SENTENCES)["input_ids"]
+    assert [list(x) for x in jaxformer.load_tokenizer(out).encode_ids(SENTENCES)] == hf_ids
+
+
+def test_round_trip_base(base_checkpoint, tmp_path):
+    _, folder = base_checkpoint
+    model, params = jaxformer.from_pretrained(folder, task="base")
+    out = jaxformer.save_pretrained(model, params, tmp_path / "export")
+    assert "bert.pooler.dense.weight" not in load_file(out / "model.safetensors")
+
+    reloaded = transformers.BertModel.from_pretrained(out).eval()
+    batch = random_batch(seed=2)
+    sequence, pooled = jax_apply(model, params, batch)
+    theirs = reloaded(**torch_batch(batch))
+    diffs = (
+        max_diff(sequence, theirs.last_hidden_state, batch["attention_mask"]),
+        max_diff(pooled, theirs.pooler_output),
+    )
+    print(f"\nround trip base: sequence {diffs[0]:.2e} | pooled {diffs[1]:.2e}")
+    assert max(diffs) < TOL
+    assert_trees_equal(jaxformer.from_pretrained(out, task="base")[1], params)
+
+
+def test_save_pretrained_replaces_files_and_keeps_others(base_checkpoint, tmp_path):
+    _, folder = base_checkpoint
+    model, params = jaxformer.from_pretrained(folder, task="base")
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "config.json").write_text("stale")
+    jaxformer.save_pretrained(model, params, out)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertModel"]
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temporary folder left
+
+    with pytest.raises(ValueError, match="params do not fit the model"):
+        jaxformer.save_pretrained(model, {"embeddings": params["embeddings"]}, tmp_path / "bad")
+
+    class BrokenTokenizer:
+        def save(self, folder):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):  # fails after writing the weights
+        jaxformer.save_pretrained(model, params, tmp_path / "bad", tokenizer=BrokenTokenizer())
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # nothing half-written
+
+
+# --- Checkpoint kinds ---
+
+
+def test_base_checkpoint_gets_fresh_head(base_checkpoint, caplog):
+    _, folder = base_checkpoint
+    with caplog.at_level(logging.INFO, logger="jaxformer.convert"):
+        model, params = jaxformer.from_pretrained(folder, task="classification", num_labels=5)
+    assert "['classifier/bias', 'classifier/kernel']: initialised fresh" in caplog.text
+    assert len(caplog.records) == 1
+    head = params["classifier"]
+    assert head["kernel"].shape == (96, 5) and not head["bias"].any()
+    assert 0.01 < float(head["kernel"].std()) < 0.03  # normal(initializer_range=0.02)
+    assert_trees_equal(params["bert"], jaxformer.from_pretrained(folder, task="base")[1])
+
+
+def test_missing_pooler_is_initialised_and_reported(base_checkpoint, tmp_path, caplog):
+    _, folder = base_checkpoint
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["pooler.dense.weight"], tensors["pooler.dense.bias"]
+    shutil.copy(folder / "config.json", tmp_path)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with caplog.at_level(logging.INFO, logger="jaxformer.convert"):
+        _, params = jaxformer.from_pretrained(tmp_path, task="base")
+    assert "['pooler/bias', 'pooler/kernel']: initialised fresh" in caplog.text
+    assert params["pooler"]["kernel"].shape == (96, 96)
+
+
+def test_pretraining_checkpoint_reports_cls_unused(tmp_path, caplog):
+    hf_model = random_hf_model(transformers.BertForPreTraining, seed=2)
+    hf_model.save_pretrained(tmp_path)
+    with caplog.at_level(logging.INFO, logger="jaxformer.convert"):
+        model, params = jaxformer.from_pretrained(tmp_path, task="base")
+    assert "unused checkpoint tensors" in caplog.text and "cls.predictions.bias" in caplog.text
+    assert "cls.seq_relationship.weight" in caplog.text
+    batch = random_batch(seed=3)
+    diff = max_diff(jax_apply(model, params, batch)[1], hf_model.bert(**torch_batch(batch))[1])
+    assert diff < TOL
+
+
+def test_old_layer_norm_names(base_checkpoint, tmp_path):
+    _, folder = base_checkpoint
+    tensors = load_file(folder / "model.safetensors")
+    old_names = {"LayerNorm.weight": "LayerNorm.gamma", "LayerNorm.bias": "LayerNorm.beta"}
+    renamed = {}
+    for name, tensor in tensors.items():
+        for new, old in old_names.items():
+            name = name.replace(new, old)
+        renamed[name] = tensor
+    assert any(k.endswith("LayerNorm.gamma") for k in renamed)
+    shutil.copy(folder / "config.json", tmp_path)
+    save_file(renamed, tmp_path / "model.safetensors")
+    expected = jaxformer.from_pretrained(folder, task="base")[1]
+    assert_trees_equal(jaxformer.from_pretrained(tmp_path, task="base")[1], expected)
+
+
+def test_sharded_safetensors(base_checkpoint, tmp_path):
+    _, folder = base_checkpoint
+    tensors = load_file(folder / "model.safetensors")
+    names = sorted(tensors)
+    weight_map = {}
+    for shard, part in enumerate((names[::2], names[1::2])):
+        file = f"model-{shard + 1:05d}-of-00002.safetensors"
+        save_file({k: tensors[k] for k in part}, tmp_path / file)
+        weight_map |= dict.fromkeys(part, file)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    shutil.copy(folder / "config.json", tmp_path)
+    expected = jaxformer.from_pretrained(folder, task="base")[1]
+    assert_trees_equal(jaxformer.from_pretrained(tmp_path, task="base")[1], expected)
+
+
+def test_hub_id_of_minilm_resolves_to_the_installed_package(minilm_dir):
+    assert jaxformer.resolve_checkpoint("sentence-transformers/all-MiniLM-L6-v2") == minilm_dir
+
+
+def test_overrides_reach_the_config(base_checkpoint):
+    _, folder = base_checkpoint
+    model, params = jaxformer.from_pretrained(
+        folder, dtype="bfloat16", param_dtype="bfloat16", hidden_dropout_prob=0.2
+    )
+    assert model.config.dtype == "bfloat16" and model.config.hidden_dropout_prob == 0.2
+    assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype("bfloat16")}
+
+
+# --- The torch pickle reader ---
+
+
+def test_torch_pickle_reads_what_torch_saves(tmp_path):
+    state = {
+        "plain": torch.randn(2, 3),
+        "transposed": torch.randn(3, 2).t(),
+        "offset": torch.randn(5)[2:4],
+        "permuted": torch.randn(2, 3, 4).permute(2, 0, 1),
+        "bf16": torch.randn(3).bfloat16(),
+        "half": torch.randn(3).half(),
+        "long": torch.arange(4),
+        "empty": torch.zeros(0, 3),
+    }
+    torch.save(state, tmp_path / "x.bin")
+    loaded = torch_pickle.load_state_dict(tmp_path / "x.bin")
+    assert set(loaded) == set(state)
+    for k, v in state.items():
+        expected = v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
+        assert loaded[k].shape == tuple(v.shape), k
+        np.testing.assert_array_equal(loaded[k].astype(expected.dtype), expected, err_msg=k)
+    assert loaded["bf16"].dtype.name == "bfloat16"
+
+
+def test_torch_pickle_refuses_code(tmp_path):
+    path = tmp_path / "evil.bin"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"x": os.system}))
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load global (posix|nt)\.system"):
+        torch_pickle.load_state_dict(path)
+
+
+# --- Errors: each names what is wrong, where, and what to do ---
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_safetensors(base_checkpoint, tmp_path):
+    folder = copy_checkpoint(base_checkpoint[1], tmp_path / "ckpt")
+    truncate(folder / "model.safetensors")
+    with pytest.raises(ValueError, match=r"ckpt/model\.safetensors is truncated or corrupt"):
+        jaxformer.from_pretrained(folder, task="base")
+
+
+def test_truncated_bin(base_bin_dir, tmp_path):
+    folder = copy_checkpoint(base_bin_dir, tmp_path / "ckpt")
+    truncate(folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"ckpt/pytorch_model\.bin is truncated or corrupt"):
+        jaxformer.from_pretrained(folder, task="base")
+
+
+def test_legacy_bin(base_bin_dir, tmp_path):
+    folder = copy_checkpoint(base_bin_dir, tmp_path / "ckpt")
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"x": 1}, protocol=2))
+    with pytest.raises(ValueError, match="legacy .* format.*re-save it"):
+        jaxformer.from_pretrained(folder, task="base")
+
+
+def test_config_disagrees_with_weights(base_checkpoint, tmp_path):
+    folder = copy_checkpoint(base_checkpoint[1], tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"hidden_size": 128}))
+    with pytest.raises(
+        ValueError,
+        match=r"'embeddings\.word_embeddings\.weight' in .*ckpt/model\.safetensors has shape "
+        r"\(211, 96\), but the config expects \(211, 128\)",
+    ):
+        jaxformer.from_pretrained(folder, task="base")
+
+
+def test_classifier_width_disagrees(classifier_checkpoint):
+    with pytest.raises(ValueError, match="classifier has 3 labels: pass num_labels=3"):
+        jaxformer.from_pretrained(classifier_checkpoint[1]["safetensors"], num_labels=2)
+
+
+def test_config_missing_field(base_checkpoint, tmp_path):
+    folder = copy_checkpoint(base_checkpoint[1], tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    del config["num_attention_heads"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError, match=r"ckpt/config\.json lacks required field\(s\) \['num_attention_heads'\]"
+    ):
+        jaxformer.from_pretrained(folder)
+
+
+def test_missing_tensors_are_listed(base_checkpoint, tmp_path):
+    _, folder = base_checkpoint
+    tensors = {k: v for k, v in load_file(folder / "model.safetensors").items() if ".1." not in k}
+    shutil.copy(folder / "config.json", tmp_path)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(
+        ValueError, match=r"lacks 16 required tensor\(s\).*'encoder\.layer\.1\.attention"
+    ):
+        jaxformer.from_pretrained(tmp_path, task="base")
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"checkpoint folder .*nope does not exist"):
+        jaxformer.from_pretrained(tmp_path / "nope")
+
+
+def test_folder_without_weights(base_checkpoint, tmp_path):
+    shutil.copy(base_checkpoint[1] / "config.json", tmp_path)
+    with pytest.raises(FileNotFoundError, match="has no weights file: expected model.safetensors"):
+        jaxformer.from_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        jaxformer.from_pretrained(tmp_path)
+
+
+def test_bad_task(base_checkpoint):
+    with pytest.raises(ValueError, match="task='mlm'; choose one of"):
+        jaxformer.from_pretrained(base_checkpoint[1], task="mlm")
+
+
+def test_offline_hub_id(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    message = r"'jaxformer-test/no-such-model' is not a local folder.*download the checkpoint"
+    with pytest.raises(OSError, match=message):
+        jaxformer.from_pretrained("jaxformer-test/no-such-model")
+    with pytest.raises(OSError, match=message):
+        jaxformer.load_tokenizer("jaxformer-test/no-such-model")

@@ -1,0 +1,163 @@
+"""jaxformer.load_tokenizer: truncation positions, vocab.txt vs tokenizer.json, lower-casing,
+padding, argument checks."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import jaxformer
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = [f"w{k}" for k in range(300)]  # "wk" has id 5 + k
+TEXTS = [
+    "Hello, World! This film's ending was un-believable...",
+    "Café crème, naïve résumé: ÀÉÎÕÜ and 中文字符 [SEP] inside",
+    "  lots   of\twhitespace\n\nand émojis 🎬🍿 ",
+    "",
+]
+
+
+def write_vocab_folder(folder, tokens, **tokenizer_config):
+    folder.mkdir(exist_ok=True)
+    (folder / "vocab.txt").write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8")
+    if tokenizer_config:
+        (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    return folder
+
+
+@pytest.fixture
+def words_dir(tmp_path):
+    """A vocab.txt-only folder where the text "w0 w1 ... w299" has content ids 5 ... 304."""
+    return write_vocab_folder(tmp_path / "words", SPECIALS + WORDS)
+
+
+def test_head_truncation_keeps_the_first_tokens(words_dir):
+    tok = jaxformer.load_tokenizer(words_dir, max_length=140)
+    (ids,) = tok.encode_ids([" ".join(WORDS)])
+    assert tok.cls_id == 2 and tok.sep_id == 3 and tok.pad_id == 0
+    np.testing.assert_array_equal(ids, [2, *range(5, 5 + 138), 3])  # w0 ... w137
+    assert ids.dtype == np.int32
+
+
+def test_head_tail_truncation_keeps_128_first_and_the_last_tokens(words_dir):
+    tok = jaxformer.load_tokenizer(words_dir, max_length=140, truncation="head_tail")
+    (ids,) = tok.encode_ids([" ".join(WORDS)])
+    # w0 ... w127, then the last 140 - 130 = 10 words, w290 ... w299.
+    np.testing.assert_array_equal(ids, [2, *range(5, 5 + 128), *range(5 + 290, 5 + 300), 3])
+    (short,) = tok.encode_ids([" ".join(WORDS[:20])])  # fits: nothing dropped
+    np.testing.assert_array_equal(short, [2, *range(5, 25), 3])
+
+
+def test_vocab_txt_only_matches_tokenizer_json(minilm_dir, tmp_path):
+    folder = tmp_path / "vocab_only"
+    folder.mkdir()
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, folder)
+    from_json = jaxformer.load_tokenizer(minilm_dir, max_length=16)
+    from_vocab = jaxformer.load_tokenizer(folder, max_length=16)
+    for a, b in zip(from_json.encode_ids(TEXTS), from_vocab.encode_ids(TEXTS), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert from_vocab.vocab_size == from_json.vocab_size == 30522
+
+
+def test_lower_casing_follows_the_checkpoint(minilm_dir, tmp_path):
+    uncased = jaxformer.load_tokenizer(minilm_dir)
+    np.testing.assert_array_equal(
+        uncased("HeLLo WORLD")["input_ids"], uncased("hello world")["input_ids"]
+    )
+
+    tokens = SPECIALS + ["Hello", "hello"]
+    cased = jaxformer.load_tokenizer(
+        write_vocab_folder(tmp_path / "c", tokens, do_lower_case=False)
+    )
+    assert [list(x) for x in cased.encode_ids(["Hello", "hello"])] == [[2, 5, 3], [2, 6, 3]]
+    lowered = jaxformer.load_tokenizer(write_vocab_folder(tmp_path / "u", tokens))  # default True
+    assert [list(x) for x in lowered.encode_ids(["Hello", "hello"])] == [[2, 6, 3], [2, 6, 3]]
+
+
+@pytest.mark.parametrize("tokenizer_class", ["BertTokenizer", None])
+def test_do_lower_case_with_tokenizer_json_as_transformers(minilm_dir, tmp_path, tokenizer_class):
+    """MiniLM's tokenizer.json lower-cases; a BertTokenizer's do_lower_case=False overrides that
+    (transformers rebuilds the normalizer), without a tokenizer class tokenizer.json rules."""
+    transformers = pytest.importorskip("transformers")
+    shutil.copy(minilm_dir / "tokenizer.json", tmp_path)
+    config = {"do_lower_case": False, "tokenizer_class": tokenizer_class}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    ours = [list(x) for x in jaxformer.load_tokenizer(tmp_path).encode_ids(TEXTS)]
+    assert ours == transformers.AutoTokenizer.from_pretrained(tmp_path)(TEXTS)["input_ids"]
+    hello = 100 if tokenizer_class else 7592  # "Hello": [UNK] in the uncased vocab, or "hello"
+    assert ours[0][1] == hello
+
+
+def test_padding_and_masks(minilm_dir):
+    tok = jaxformer.load_tokenizer(minilm_dir, max_length=32)
+    lengths = [len(x) for x in tok.encode_ids(TEXTS)]
+    batch = tok(TEXTS)
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert all(v.shape == (4, max(lengths)) and v.dtype == np.int32 for v in batch.values())
+    np.testing.assert_array_equal(batch["attention_mask"].sum(1), lengths)
+    assert (batch["input_ids"][batch["attention_mask"] == 0] == tok.pad_id).all()
+    assert not batch["token_type_ids"].any()
+    assert lengths[-1] == 2  # the empty text is [CLS] [SEP]
+
+    fixed = tok(TEXTS, padding="max_length")
+    assert fixed["input_ids"].shape == (4, 32)
+    np.testing.assert_array_equal(fixed["input_ids"][:, : max(lengths)], batch["input_ids"])
+    assert tok(TEXTS, max_length=8)["input_ids"].shape == (4, 8)  # per-call truncation
+    assert tok("one text")["input_ids"].shape == (1, 4)
+
+
+def test_matches_transformers_truncation(minilm_dir):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    long_texts = [" ".join(["a long review of the film"] * 40), "short one"]
+    expected = hf(long_texts, padding="max_length", truncation=True, max_length=64)
+    ours = jaxformer.load_tokenizer(minilm_dir, max_length=64)(long_texts, padding="max_length")
+    for k in ("input_ids", "attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(ours[k], expected[k], err_msg=k)
+
+
+def test_fingerprint(minilm_dir, words_dir):
+    a = jaxformer.load_tokenizer(minilm_dir)
+    assert a.fingerprint == jaxformer.load_tokenizer(minilm_dir).fingerprint
+    others = {
+        jaxformer.load_tokenizer(minilm_dir, max_length=256).fingerprint,
+        jaxformer.load_tokenizer(minilm_dir, truncation="head_tail").fingerprint,
+        jaxformer.load_tokenizer(words_dir).fingerprint,
+    }
+    assert a.fingerprint not in others and len(others) == 3
+
+
+def test_save_and_reload(minilm_dir, tmp_path):
+    tok = jaxformer.load_tokenizer(minilm_dir, max_length=64)
+    tok.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"tokenizer.json", "vocab.txt"}
+    again = jaxformer.load_tokenizer(tmp_path, max_length=64)
+    assert again.fingerprint == tok.fingerprint
+    (tmp_path / "tokenizer.json").unlink()  # vocab.txt + tokenizer_config.json alone suffice
+    from_vocab = jaxformer.load_tokenizer(tmp_path, max_length=64)
+    for a, b in zip(tok.encode_ids(TEXTS), from_vocab.encode_ids(TEXTS), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_arguments(minilm_dir, words_dir, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"truncation='tail'; choose one of \('head', 'head_tail'\)"
+    ):
+        jaxformer.load_tokenizer(minilm_dir, truncation="tail")
+    with pytest.raises(ValueError, match="max_length=130 is too short for truncation='head_tail'"):
+        jaxformer.load_tokenizer(minilm_dir, max_length=130, truncation="head_tail")
+    tok = jaxformer.load_tokenizer(words_dir, max_length=16)
+    with pytest.raises(TypeError, match=r"texts\[1\] is a bytes, not a str"):
+        tok(["fine", b"bytes"])
+    with pytest.raises(ValueError, match="padding='left'; choose one of"):
+        tok(["fine"], padding="left")
+    with pytest.raises(ValueError, match="max_length=2 is too short"):
+        tok(["fine"], max_length=2)
+    with pytest.raises(FileNotFoundError, match="has neither tokenizer.json nor vocab.txt"):
+        jaxformer.load_tokenizer(tmp_path)
+    no_cls = write_vocab_folder(tmp_path / "no_cls", ["[PAD]", "[UNK]", "[SEP]", "w"])
+    with pytest.raises(ValueError, match=r"special token '\[CLS\]' is not in the tokenizer"):
+        jaxformer.load_tokenizer(no_cls)
