@@ -2,7 +2,7 @@
 
 from jaxformer.config import BertConfig
 from jaxformer.convert import from_pretrained, resolve_checkpoint, save_pretrained
-from jaxformer.model import BertModel, BertForSequenceClassification, BertOutput
+from jaxformer.model import BertForSequenceClassification, BertModel, BertOutput
 from jaxformer.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["BertConfig", "BertModel", "BertForSequenceClassification", "BertOutput"]

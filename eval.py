@@ -1,0 +1,38 @@
+"""Evaluate a trained classifier on an IMDB split and write workdir/eval_<split>.json.
+
+    python eval.py --workdir runs/minilm --split test              # best checkpoint
+    python eval.py --workdir runs/minilm --split test --step 700   # another step
+    python eval.py --hf_dir runs/minilm/hf_export --split test     # an exported HF folder
+"""
+
+import json
+
+from absl import app, flags
+
+from jaxformer import eval_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints).")
+flags.DEFINE_string("hf_dir", None, "Hugging Face folder to evaluate instead of a checkpoint.")
+flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "IMDB split.")
+flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint of the workdir.")
+flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step instead.")
+flags.DEFINE_integer("limit", None, "Only the first N reviews of the split (seeded subset).")
+flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default: the config's).")
+flags.DEFINE_bool("json", False, "Print the metrics as JSON instead of a table.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        metrics = eval_lib.evaluate_split(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint,
+                                          FLAGS.step, FLAGS.hf_dir, FLAGS.limit,
+                                          FLAGS.batch_size)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(json.dumps(metrics, indent=2) if FLAGS.json else eval_lib.format_metrics(metrics))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,124 @@
+"""Evaluating and predicting with a trained classifier: from a workdir's Orbax checkpoint
+(best, latest or a given step) or from a Hugging Face folder written by `save_pretrained`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxformer import base_config, train_lib
+from jaxformer.config import BertConfig
+from jaxformer.convert import from_pretrained
+from jaxformer.model import BertForSequenceClassification
+from jaxformer.tokenizer import load_tokenizer
+
+
+def load_workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: {workdir} is not a training workdir (train.py writes config.json "
+            "there); pass the --workdir of a training run, or --hf_dir for an exported folder"
+        )
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_classifier(workdir: str | Path | None = None, checkpoint: str = "best",
+                    step: int | None = None, hf_dir: str | Path | None = None,
+                    config: ml_collections.ConfigDict | None = None):
+    """(config, tokenizer, model, params, description) for a trained classifier."""
+    if hf_dir is not None:
+        model, params = from_pretrained(str(hf_dir), task="classification")
+        if config is None:
+            config = (load_workdir_config(workdir) if workdir else _default_config())
+        tokenizer = load_tokenizer(str(hf_dir), max_length=config.data.max_length,
+                                   truncation=config.data.truncation)
+        return config, tokenizer, model, params, f"Hugging Face folder {hf_dir}"
+    if workdir is None:
+        raise ValueError("give a --workdir (Orbax checkpoints) or an --hf_dir (exported folder)")
+    workdir = Path(workdir)
+    config = config or load_workdir_config(workdir)
+    arch = BertConfig(**json.loads((workdir / "model_config.json").read_text()))
+    model = BertForSequenceClassification(arch)
+    tokenizer = load_tokenizer(config.tokenizer or config.model.checkpoint,
+                               max_length=config.data.max_length,
+                               truncation=config.data.truncation)
+    which = "latest" if step is not None else checkpoint
+    # The optimizer state's shapes come from the params alone; the step count is irrelevant.
+    abstract = jax.eval_shape(lambda: train_lib.create_state(
+        model, train_lib.init_params(model, jax.random.PRNGKey(0)), config, 1))
+    ckpts = train_lib.Checkpoints(workdir, create=False)
+    try:
+        state, meta = ckpts.restore(which, step, abstract)
+    finally:
+        ckpts.close()
+    return config, tokenizer, model, state.params, f"{which} checkpoint, step {meta['step']}"
+
+
+def _default_config() -> ml_collections.ConfigDict:
+    return base_config.get_config()
+
+
+def evaluate_split(workdir=None, split: str = "test", checkpoint: str = "best",
+                   step: int | None = None, hf_dir=None, limit: int | None = None,
+                   batch_size: int | None = None) -> dict:
+    """Metrics of a trained classifier on an IMDB split; written to workdir/eval_<split>.json."""
+    if split not in ("train", "validation", "test"):
+        raise ValueError(f"split must be train, validation or test, got {split!r}")
+    config, tokenizer, model, params, source = load_classifier(workdir, checkpoint, step, hf_dir)
+    config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
+    if limit is not None:
+        config.data[f"{split}_limit"] = limit
+    if batch_size is not None:
+        config.eval_batch_size = batch_size
+    par = train_lib.Parallelism(config.parallelism)
+    par.check_batch_size(config.eval_batch_size, "eval_batch_size")
+    _, splits = train_lib.build_data(config, tokenizer)
+    state = train_lib.TrainState(step=0, apply_fn=model.apply, params=params, tx=None,
+                                 opt_state=None, rng=jax.random.PRNGKey(0))
+    state = par.put_state(state)
+    eval_fn = par.compile_eval(train_lib.eval_step)
+    start = time.perf_counter()
+    metrics = train_lib.evaluate(eval_fn, par, state,
+                                 train_lib.eval_batches(config, splits[split], tokenizer),
+                                 config.num_labels, desc=f"eval {split}")
+    metrics.update(split=split, source=source, wall_seconds=time.perf_counter() - start,
+                   max_length=config.data.max_length, truncation=config.data.truncation)
+    if workdir is not None:
+        out = Path(workdir) / f"eval_{split}{'_hf' if hf_dir is not None else ''}.json"
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(metrics, indent=2))
+        tmp.replace(out)
+    return metrics
+
+
+def format_metrics(m: dict) -> str:
+    cm = np.asarray(m["confusion_matrix"])
+    lines = [
+        f"{m['split']} split, {m['source']}: {m['examples']} reviews "
+        f"(max length {m['max_length']}, {m['truncation']} truncation)",
+        f"  accuracy   {m['accuracy']:.4f}",
+        f"  loss       {m['loss']:.4f}",
+        f"  precision  {m['precision']:.4f}",
+        f"  recall     {m['recall']:.4f}",
+        f"  F1         {m['f1']:.4f}",
+        f"  speed      {m['examples_per_s']:.1f} examples/s ({m['seconds']:.1f} s)",
+        "  confusion matrix (rows: true neg/pos, columns: predicted neg/pos)",
+    ]
+    lines += ["    " + "  ".join(f"{v:6d}" for v in row) for row in cm]
+    return "\n".join(lines)
+
+
+def predict(texts: list[str], tokenizer, model, params, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities (n, labels) for raw texts, batch by batch, padded to the longest."""
+    apply = jax.jit(lambda p, ids, mask: jax.nn.softmax(model.apply({"params": p}, ids, mask)))
+    probs = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i : i + batch_size])
+        probs.append(np.asarray(apply(params, enc["input_ids"], enc["attention_mask"])))
+    return np.concatenate(probs) if probs else np.zeros((0, model.config.num_labels))

@@ -1,0 +1,39 @@
+"""Fine-tune (or train from scratch) a BERT classifier on IMDB.
+
+    python train.py --config configs/imdb_minilm.py --workdir runs/minilm \
+        --config.optimizer.learning_rate=3e-5
+
+Rerunning the same command resumes from the latest checkpoint in the workdir.
+"""
+
+from pathlib import Path
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxformer import train_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host).")
+config_flags.DEFINE_config_file(
+    "config", str(Path(__file__).parent / "configs" / "imdb_minilm.py"),
+    "Experiment config file; override fields with --config.x=y.", lock_config=True)
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.multihost:
+        jax.distributed.initialize()
+    logging.info("JAX devices: %s", jax.devices())
+    try:
+        train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except train_lib.TrainingError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    app.run(main)
