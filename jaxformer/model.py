@@ -42,6 +42,18 @@ class LayerNorm(nn.Module):
         return ops.layer_norm(x, scale, bias, c.layer_norm_eps)
 
 
+class Dropout(nn.Module):
+    """`ops.dropout` with a fresh "dropout" key per call; the identity when not training."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        if not train or self.rate == 0.0:
+            return x
+        return ops.dropout(x, self.rate, self.make_rng("dropout"))
+
+
 class Embeddings(nn.Module):
     """x = LayerNorm(E_tok[ids] + E_type[types] + P[positions]), then dropout."""
 
@@ -62,7 +74,7 @@ class Embeddings(nn.Module):
         x = ops.embed(input_ids, token_type_ids, position_ids, token_table, type_table,
                       position_table).astype(c.compute_dtype)  # (b, t, m)
         x = LayerNorm(c, name="layer_norm")(x)
-        return nn.Dropout(c.hidden_dropout_prob)(x, deterministic=not train)
+        return Dropout(c.hidden_dropout_prob)(x, train)
 
 
 class SelfAttention(nn.Module):
@@ -83,9 +95,11 @@ class SelfAttention(nn.Module):
         w_o = param("w_o", (h, d, m), _init(c))
         b_o = param("b_o", (m,), nn.initializers.zeros)
 
-        q = jnp.einsum("btm,mhd->bthd", x, w_q) + b_q  # (b, t, h, d)
-        k = jnp.einsum("bsm,mhd->bshd", x, w_k) + b_k  # (b, s, h, d)
-        v = jnp.einsum("bsm,mhd->bshd", x, w_v) + b_v  # (b, s, h, d)
+        # Q, K, V in one GEMM (m -> 3 h d) rather than three: better use of the matmul units.
+        w_qkv = jnp.stack([w_q, w_k, w_v], axis=1)  # (m, 3, h, d)
+        b_qkv = jnp.stack([b_q, b_k, b_v])  # (3, h, d)
+        qkv = jnp.einsum("btm,mchd->btchd", x, w_qkv) + b_qkv  # (b, t, 3, h, d)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (b, t, h, d) each; t = s
         dropout = train and c.attention_probs_dropout_prob > 0
         o = ops.dot_product_attention(
             q, k, v, mask,
@@ -123,7 +137,10 @@ class EncoderLayer(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: Array, train: bool) -> Array:
         c = self.config
-        drop = nn.Dropout(c.hidden_dropout_prob, deterministic=not train)
+
+        def drop(y):
+            return Dropout(c.hidden_dropout_prob)(y, train)
+
         attention, attention_norm = SelfAttention(c, name="attention"), LayerNorm(c, name="attention_norm")
         mlp, mlp_norm = FeedForward(c, name="mlp"), LayerNorm(c, name="mlp_norm")
         if c.pre_layer_norm:
@@ -190,7 +207,7 @@ class BertForSequenceClassification(nn.Module):
             input_ids, attention_mask, token_type_ids, position_ids, train=train
         )
         rate = c.hidden_dropout_prob if c.classifier_dropout is None else c.classifier_dropout
-        pooled = nn.Dropout(rate)(pooled, deterministic=not train)
+        pooled = Dropout(rate)(pooled, train)
         logits = nn.Dense(c.num_labels, dtype=c.compute_dtype, param_dtype=c.params_dtype,
                           kernel_init=_init(c), name="classifier")(pooled)
         return logits.astype(jnp.float32)  # (b, num_labels)
