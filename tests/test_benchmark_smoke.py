@@ -1,0 +1,80 @@
+"""Smoke test of benchmarks/vs_pytorch.py: its measuring path on a tiny random model.
+
+Checks the rows' fields and that the numbers are positive; never timings against each other.
+"""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vs_pytorch.py"
+REQUIRED = (
+    "workload",
+    "model",
+    "batch",
+    "length",
+    "jax_examples_per_s",
+    "torch_eager_examples_per_s",
+    "ratio_vs_eager",
+)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("vs_pytorch", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_rows_have_required_fields(bench, tmp_path):
+    rows, machine = bench.run_benchmark(
+        ["tiny"],
+        [(2, 16)],
+        ["train", "infer"],
+        reps=2,
+        warmup=0,
+        workdir=tmp_path,
+        progress=False,
+    )
+    assert [r["workload"] for r in rows] == ["train", "infer"]
+    for row in rows:
+        for field in REQUIRED:
+            assert field in row, field
+        assert (row["model"], row["batch"], row["length"]) == ("tiny", 2, 16)
+        for field in (
+            "jax_examples_per_s",
+            "torch_eager_examples_per_s",
+            "ratio_vs_eager",
+            "jax_tokens_per_s",
+            "jax_tflops",
+            "jax_first_call_s",
+        ):
+            assert math.isfinite(row[field]) and row[field] > 0, (field, row[field])
+        assert row["jax_tokens_per_s"] == pytest.approx(16 * row["jax_examples_per_s"])
+        assert "ratio_vs_compile" not in row  # torch.compile not requested
+    assert machine["gemm_tflops"]["peak"] > 0
+    json.dumps(rows)  # what --json writes
+    report = bench.markdown(rows, machine, "python benchmarks/vs_pytorch.py --models=tiny")
+    assert "| train | tiny | 2x16 |" in report and "| infer | tiny | 2x16 |" in report
+
+
+def test_flop_count_by_hand(bench):
+    # One layer, m=2, f=4, t=3: 2 * (4*4 + 2*2*4) + 4 * 3 * 2 = 64 + 24.
+    hf = {"num_hidden_layers": 1, "hidden_size": 2, "intermediate_size": 4}
+    assert bench.fwd_flops_per_token(hf, 3) == 88
+
+
+def test_batch_masks_pad_positions(bench):
+    batch = bench.make_batch(4, 10, vocab=1000)
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (4, 10)
+    assert (batch["input_ids"][batch["attention_mask"] == 0] == 0).all()
+    assert (batch["attention_mask"].sum(1) >= 5).all()
