@@ -1,15 +1,15 @@
 """Evaluate a trained classifier on an IMDB split and write workdir/eval_<split>.json.
 
-    python eval.py --workdir runs/minilm --split test              # best checkpoint
-    python eval.py --workdir runs/minilm --split test --step 700   # another step
-    python eval.py --hf_dir runs/minilm/hf_export --split test     # an exported HF folder
+python eval.py --workdir runs/minilm --split test              # best checkpoint
+python eval.py --workdir runs/minilm --split test --step 700   # another step
+python eval.py --hf_dir runs/minilm/hf_export --split test     # an exported HF folder
 """
 
 import json
 
 from absl import app, flags
 
-from jaxformer import eval_lib
+from jaxformer import eval_lib, train_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints).")
@@ -25,10 +25,17 @@ flags.DEFINE_bool("json", False, "Print the metrics as JSON instead of a table."
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    train_lib.quiet_library_logs()
     try:
-        metrics = eval_lib.evaluate_split(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint,
-                                          FLAGS.step, FLAGS.hf_dir, FLAGS.limit,
-                                          FLAGS.batch_size)
+        metrics = eval_lib.evaluate_split(
+            FLAGS.workdir,
+            FLAGS.split,
+            FLAGS.checkpoint,
+            FLAGS.step,
+            FLAGS.hf_dir,
+            FLAGS.limit,
+            FLAGS.batch_size,
+        )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print(json.dumps(metrics, indent=2) if FLAGS.json else eval_lib.format_metrics(metrics))

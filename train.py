@@ -18,8 +18,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host).")
 config_flags.DEFINE_config_file(
-    "config", str(Path(__file__).parent / "configs" / "imdb_minilm.py"),
-    "Experiment config file; override fields with --config.x=y.", lock_config=True)
+    "config",
+    str(Path(__file__).parent / "configs" / "imdb_minilm.py"),
+    "Experiment config file; override fields with --config.x=y.",
+    lock_config=True,
+)
 flags.mark_flag_as_required("workdir")
 
 
@@ -28,6 +31,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.multihost:
         jax.distributed.initialize()
+    train_lib.quiet_library_logs()
     logging.info("JAX devices: %s", jax.devices())
     try:
         train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)

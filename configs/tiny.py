@@ -11,9 +11,15 @@ def get_config():
     c = base.get_config()
     c.model.checkpoint = None
     c.tokenizer = "sentence-transformers/all-MiniLM-L6-v2"
-    c.model.arch = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    c.model.arch = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     c.data.max_length = 64
     c.data.truncation = "head"
     c.data.buckets = (16, 32, 64)

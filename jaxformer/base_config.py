@@ -2,43 +2,61 @@
 configs/ (imdb_minilm.py, imdb_bert_base.py, imdb_scratch.py, tiny.py) start from it."""
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0  # parameters of fresh heads, dropout, data order
     c.num_labels = 2  # IMDB: 0 = negative, 1 = positive
-    c.tokenizer = None  # folder or hub id; None: the checkpoint's own tokenizer
+    c.tokenizer = placeholder(str)  # folder or hub id; None: the checkpoint's own tokenizer
 
     c.model = ml_collections.ConfigDict()
     # Hugging Face BERT folder or hub id to fine-tune; None: train model.arch from scratch.
-    c.model.checkpoint = "sentence-transformers/all-MiniLM-L6-v2"
+    c.model.checkpoint = ml_collections.FieldReference(
+        "sentence-transformers/all-MiniLM-L6-v2", field_type=str
+    )
     # BertConfig fields for a model trained from scratch (vocab size comes from the tokenizer).
-    c.model.arch = ml_collections.ConfigDict(dict(
-        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-        hidden_act="gelu", max_position_embeddings=512, position_embedding_type="absolute"))
+    c.model.arch = ml_collections.ConfigDict(
+        dict(
+            hidden_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=1024,
+            hidden_act="gelu",
+            max_position_embeddings=512,
+            position_embedding_type="absolute",
+        )
+    )
     # BertConfig fields that override the checkpoint's: dtype, attention_impl, remat, dropouts.
-    c.model.overrides = ml_collections.ConfigDict(dict(dtype="float32", attention_impl="fused",
-                                                       remat=False))
+    c.model.overrides = ml_collections.ConfigDict(
+        dict(dtype="float32", attention_impl="fused", remat=False)
+    )
 
     c.data = ml_collections.ConfigDict()
-    c.data.archive = None  # aclImdb_v1.tar.gz; None: $JAXFORMER_IMDB_ARCHIVE, ../shared/data, or tfds download
+    c.data.archive = placeholder(
+        str
+    )  # aclImdb_v1.tar.gz; None: $JAXFORMER_IMDB_ARCHIVE, ../shared/data, or tfds download
     c.data.cache_dir = "cache"  # token ids in cache_dir/tokens, keyed by tokenizer, length, split
-    c.data.data_dir = None  # where tfds builds imdb_reviews (array_record); None: cache_dir/tfds
+    c.data.data_dir = placeholder(
+        str
+    )  # where tfds builds imdb_reviews (array_record); None: cache_dir/tfds
     c.data.max_length = 256
     c.data.truncation = "head_tail"  # "head" or "head_tail" (first 128 + last max_length-130)
     c.data.bucketing = True  # pad each batch to the smallest bucket that fits; False: to max_length
     c.data.buckets = (64, 128, 256, 512)
     c.data.validation_fraction = 0.1  # carved from train with split_seed, for model selection
     c.data.split_seed = 0
-    c.data.train_limit = None  # use only the first N examples of a split (seeded), None: all
-    c.data.validation_limit = None
-    c.data.test_limit = None
+    c.data.train_limit = placeholder(
+        int
+    )  # use only the first N examples of a split (seeded), None: all
+    c.data.validation_limit = placeholder(int)
+    c.data.test_limit = placeholder(int)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 5e-5  # peak, after linear warmup; then linear decay to 0
     c.optimizer.warmup_fraction = 0.1
-    c.optimizer.warmup_steps = ml_collections.config_dict.placeholder(int)  # wins over fraction
+    c.optimizer.warmup_steps = placeholder(int)  # wins over fraction
     c.optimizer.weight_decay = 0.01  # AdamW, not on biases and LayerNorm
     c.optimizer.b1 = 0.9
     c.optimizer.b2 = 0.999
@@ -49,12 +67,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 32  # global, over all devices and hosts
     c.eval_batch_size = 64
     c.num_epochs = 1.0
-    c.num_train_steps = ml_collections.config_dict.placeholder(int)  # wins over num_epochs
+    c.num_train_steps = placeholder(int)  # wins over num_epochs
     c.parallelism = "jit"  # "jit" (Mesh + NamedSharding), "pmap", or "single"
 
     c.log_every = 50
     c.eval_every = 500
     c.checkpoint_every = 500
     c.keep_checkpoints = 2
-    c.export_dir = "hf_export"  # best checkpoint as a Hugging Face folder; None: no export
+    c.export_dir = ml_collections.FieldReference(
+        "hf_export", field_type=str
+    )  # best checkpoint as a Hugging Face folder; None: no export
     return c

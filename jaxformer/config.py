@@ -80,7 +80,9 @@ class BertConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_hf(cls, hf: dict[str, Any], source: str = "config.json", **overrides: Any) -> BertConfig:
+    def from_hf(
+        cls, hf: dict[str, Any], source: str = "config.json", **overrides: Any
+    ) -> BertConfig:
         """Builds a config from a Hugging Face config.json dict; `overrides` win."""
         model_type = hf.get("model_type", "bert")
         if model_type != "bert":

@@ -28,16 +28,21 @@ def load_workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def load_classifier(workdir: str | Path | None = None, checkpoint: str = "best",
-                    step: int | None = None, hf_dir: str | Path | None = None,
-                    config: ml_collections.ConfigDict | None = None):
+def load_classifier(
+    workdir: str | Path | None = None,
+    checkpoint: str = "best",
+    step: int | None = None,
+    hf_dir: str | Path | None = None,
+    config: ml_collections.ConfigDict | None = None,
+):
     """(config, tokenizer, model, params, description) for a trained classifier."""
     if hf_dir is not None:
         model, params = from_pretrained(str(hf_dir), task="classification")
         if config is None:
-            config = (load_workdir_config(workdir) if workdir else _default_config())
-        tokenizer = load_tokenizer(str(hf_dir), max_length=config.data.max_length,
-                                   truncation=config.data.truncation)
+            config = load_workdir_config(workdir) if workdir else _default_config()
+        tokenizer = load_tokenizer(
+            str(hf_dir), max_length=config.data.max_length, truncation=config.data.truncation
+        )
         return config, tokenizer, model, params, f"Hugging Face folder {hf_dir}"
     if workdir is None:
         raise ValueError("give a --workdir (Orbax checkpoints) or an --hf_dir (exported folder)")
@@ -45,13 +50,18 @@ def load_classifier(workdir: str | Path | None = None, checkpoint: str = "best",
     config = config or load_workdir_config(workdir)
     arch = BertConfig(**json.loads((workdir / "model_config.json").read_text()))
     model = BertForSequenceClassification(arch)
-    tokenizer = load_tokenizer(config.tokenizer or config.model.checkpoint,
-                               max_length=config.data.max_length,
-                               truncation=config.data.truncation)
+    tokenizer = load_tokenizer(
+        config.tokenizer or config.model.checkpoint,
+        max_length=config.data.max_length,
+        truncation=config.data.truncation,
+    )
     which = "latest" if step is not None else checkpoint
     # The optimizer state's shapes come from the params alone; the step count is irrelevant.
-    abstract = jax.eval_shape(lambda: train_lib.create_state(
-        model, train_lib.init_params(model, jax.random.PRNGKey(0)), config, 1))
+    abstract = jax.eval_shape(
+        lambda: train_lib.create_state(
+            model, train_lib.init_params(model, jax.random.PRNGKey(0)), config, 1
+        )
+    )
     ckpts = train_lib.Checkpoints(workdir, create=False)
     try:
         state, meta = ckpts.restore(which, step, abstract)
@@ -64,9 +74,15 @@ def _default_config() -> ml_collections.ConfigDict:
     return base_config.get_config()
 
 
-def evaluate_split(workdir=None, split: str = "test", checkpoint: str = "best",
-                   step: int | None = None, hf_dir=None, limit: int | None = None,
-                   batch_size: int | None = None) -> dict:
+def evaluate_split(
+    workdir=None,
+    split: str = "test",
+    checkpoint: str = "best",
+    step: int | None = None,
+    hf_dir=None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+) -> dict:
     """Metrics of a trained classifier on an IMDB split; written to workdir/eval_<split>.json."""
     if split not in ("train", "validation", "test"):
         raise ValueError(f"split must be train, validation or test, got {split!r}")
@@ -79,16 +95,32 @@ def evaluate_split(workdir=None, split: str = "test", checkpoint: str = "best",
     par = train_lib.Parallelism(config.parallelism)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     _, splits = train_lib.build_data(config, tokenizer)
-    state = train_lib.TrainState(step=0, apply_fn=model.apply, params=params, tx=None,
-                                 opt_state=None, rng=jax.random.PRNGKey(0))
+    state = train_lib.TrainState(
+        step=0,
+        apply_fn=model.apply,
+        params=params,
+        tx=None,
+        opt_state=None,
+        rng=jax.random.PRNGKey(0),
+    )
     state = par.put_state(state)
     eval_fn = par.compile_eval(train_lib.eval_step)
     start = time.perf_counter()
-    metrics = train_lib.evaluate(eval_fn, par, state,
-                                 train_lib.eval_batches(config, splits[split], tokenizer),
-                                 config.num_labels, desc=f"eval {split}")
-    metrics.update(split=split, source=source, wall_seconds=time.perf_counter() - start,
-                   max_length=config.data.max_length, truncation=config.data.truncation)
+    metrics = train_lib.evaluate(
+        eval_fn,
+        par,
+        state,
+        train_lib.eval_batches(config, splits[split], tokenizer),
+        config.num_labels,
+        desc=f"eval {split}",
+    )
+    metrics.update(
+        split=split,
+        source=source,
+        wall_seconds=time.perf_counter() - start,
+        max_length=config.data.max_length,
+        truncation=config.data.truncation,
+    )
     if workdir is not None:
         out = Path(workdir) / f"eval_{split}{'_hf' if hf_dir is not None else ''}.json"
         tmp = out.with_suffix(".tmp")

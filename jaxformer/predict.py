@@ -1,8 +1,8 @@
 """Label reviews with a trained classifier: one line of output per input text.
 
-    python -m jaxformer.predict --workdir runs/minilm "A wonderful, moving film."
-    python -m jaxformer.predict --workdir runs/minilm --file reviews.txt   # one review a line
-    cat reviews.txt | python -m jaxformer.predict --hf_dir runs/minilm/hf_export
+python -m jaxformer.predict --workdir runs/minilm "A wonderful, moving film."
+python -m jaxformer.predict --workdir runs/minilm --file reviews.txt   # one review a line
+cat reviews.txt | python -m jaxformer.predict --hf_dir runs/minilm/hf_export
 """
 
 import sys
@@ -30,7 +30,8 @@ def main(argv):
         raise app.UsageError("give reviews as arguments, with --file, or on standard input")
     try:
         _, tokenizer, model, params, _ = eval_lib.load_classifier(
-            FLAGS.workdir, FLAGS.checkpoint, hf_dir=FLAGS.hf_dir)
+            FLAGS.workdir, FLAGS.checkpoint, hf_dir=FLAGS.hf_dir
+        )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     probs = eval_lib.predict(texts, tokenizer, model, params)

@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -58,7 +59,9 @@ def decay_mask(params) -> Any:
 
 def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to the peak learning rate, then linear decay to 0."""
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_fraction * num_steps)
+    warmup = (
+        cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_fraction * num_steps)
+    )
     warmup = min(max(warmup, 1), num_steps)
     return optax.join_schedules(
         [
@@ -72,8 +75,14 @@ def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Sched
 def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
-        optax.adamw(make_schedule(cfg, num_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                    weight_decay=cfg.weight_decay, mask=decay_mask),
+        optax.adamw(
+            make_schedule(cfg, num_steps),
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            mask=decay_mask,
+        ),
     )
 
 
@@ -82,8 +91,14 @@ def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Grad
 
 def _loss_sums(params, apply_fn, batch, dropout_rng):
     """Sums over real examples (weight 1), so micro-batches and devices can be added up."""
-    logits = apply_fn({"params": params}, batch["input_ids"], batch["attention_mask"],
-                      batch["token_type_ids"], train=True, rngs={"dropout": dropout_rng})
+    logits = apply_fn(
+        {"params": params},
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["token_type_ids"],
+        train=True,
+        rngs={"dropout": dropout_rng},
+    )
     logp = jax.nn.log_softmax(logits, axis=-1)  # (b, labels)
     nll = -jnp.take_along_axis(logp, batch["labels"][:, None], axis=-1)[:, 0]  # (b,)
     w = batch["weights"]
@@ -91,8 +106,14 @@ def _loss_sums(params, apply_fn, batch, dropout_rng):
     return (nll * w).sum(), (correct.sum(), w.sum())
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, *, accum_steps: int = 1,
-               axis_name: str | None = None) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    batch: dict,
+    rng: jax.Array,
+    *,
+    accum_steps: int = 1,
+    axis_name: str | None = None,
+) -> tuple[TrainState, dict]:
     """One AdamW update on a global batch of (b,) examples; gradients averaged over weights.
 
     With `accum_steps` > 1 the batch is split into that many micro-batches (lax.scan) whose
@@ -104,20 +125,23 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, accum_steps: i
         dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
     grad_fn = jax.value_and_grad(_loss_sums, has_aux=True)
     if accum_steps == 1:
-        (loss_sum, (correct, count)), grads = grad_fn(state.params, state.apply_fn, batch,
-                                                      dropout_rng)
+        (loss_sum, (correct, count)), grads = grad_fn(
+            state.params, state.apply_fn, batch, dropout_rng
+        )
     else:
         micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
 
         def accumulate(carry, i_mb):
             i, mb = i_mb
-            (l, (c, n)), g = grad_fn(state.params, state.apply_fn, mb,
-                                     jax.random.fold_in(dropout_rng, i))
+            (l, (c, n)), g = grad_fn(
+                state.params, state.apply_fn, mb, jax.random.fold_in(dropout_rng, i)
+            )
             return jax.tree.map(jnp.add, carry, (l, c, n, g)), None
 
         zeros = (0.0, 0.0, 0.0, jax.tree.map(jnp.zeros_like, state.params))
         (loss_sum, correct, count, grads), _ = jax.lax.scan(
-            accumulate, zeros, (jnp.arange(accum_steps), micro))
+            accumulate, zeros, (jnp.arange(accum_steps), micro)
+        )
     if axis_name is not None:
         loss_sum, correct, count, grads = jax.lax.psum((loss_sum, correct, count, grads), axis_name)
     denom = jnp.maximum(count, 1.0)
@@ -136,8 +160,12 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, accum_steps: i
 
 def eval_step(state: TrainState, batch: dict) -> jax.Array:
     """Deterministic logits (b, labels) for a batch; metrics are computed on the host."""
-    return state.apply_fn({"params": state.params}, batch["input_ids"], batch["attention_mask"],
-                          batch["token_type_ids"])
+    return state.apply_fn(
+        {"params": state.params},
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["token_type_ids"],
+    )
 
 
 # ----------------------------------------------------------------------------- parallelism
@@ -183,33 +211,45 @@ class Parallelism:
             n = self.num_devices
             return jax.device_put(
                 jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), state),
-                self.stacked)
+                self.stacked,
+            )
         return jax.device_put(state, self.devices[0])
 
     def put_batch(self, batch: dict):
         """This process's slice of the global batch -> device arrays."""
         if self.kind == "jit":
             return jax.tree.map(
-                lambda x: jax.make_array_from_process_local_data(self.sharded, x), batch)
+                lambda x: jax.make_array_from_process_local_data(self.sharded, x), batch
+            )
         if self.kind == "pmap":
             n = self.num_devices
-            return jax.device_put(jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch),
-                                  self.stacked)
+            return jax.device_put(
+                jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch), self.stacked
+            )
         return jax.device_put(batch, self.devices[0])
 
     def compile_train(self, step: Callable) -> Callable:
         if self.kind == "jit":
-            return jax.jit(step, in_shardings=(self.replicated, self.sharded, self.replicated),
-                           out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+            return jax.jit(
+                step,
+                in_shardings=(self.replicated, self.sharded, self.replicated),
+                out_shardings=(self.replicated, self.replicated),
+                donate_argnums=0,
+            )
         if self.kind == "pmap":
-            return jax.pmap(functools.partial(step, axis_name="batch"), axis_name="batch",
-                            in_axes=(0, 0, None), donate_argnums=0)
+            return jax.pmap(
+                functools.partial(step, axis_name="batch"),
+                axis_name="batch",
+                in_axes=(0, 0, None),
+                donate_argnums=0,
+            )
         return jax.jit(step, donate_argnums=0)
 
     def compile_eval(self, step: Callable) -> Callable:
         if self.kind == "jit":
-            return jax.jit(step, in_shardings=(self.replicated, self.sharded),
-                           out_shardings=self.sharded)
+            return jax.jit(
+                step, in_shardings=(self.replicated, self.sharded), out_shardings=self.sharded
+            )
         if self.kind == "pmap":
             return jax.pmap(step, axis_name="batch")
         return jax.jit(step)
@@ -239,15 +279,23 @@ def build_model(config: ml_collections.ConfigDict, rng: jax.Array):
     """(tokenizer, model, params) from a pretrained checkpoint or a fresh architecture."""
     m = config.model
     overrides = dict(m.overrides)
-    tokenizer = load_tokenizer(config.tokenizer or m.checkpoint, max_length=config.data.max_length,
-                               truncation=config.data.truncation)
+    tokenizer = load_tokenizer(
+        config.tokenizer or m.checkpoint,
+        max_length=config.data.max_length,
+        truncation=config.data.truncation,
+    )
     if m.checkpoint:
-        model, params = from_pretrained(m.checkpoint, task="classification",
-                                        num_labels=config.num_labels, **overrides)
+        model, params = from_pretrained(
+            m.checkpoint, task="classification", num_labels=config.num_labels, **overrides
+        )
     else:
-        arch = BertConfig(**dict(m.arch), num_labels=config.num_labels,
-                          vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
-                          **overrides)
+        arch = BertConfig(
+            **dict(m.arch),
+            num_labels=config.num_labels,
+            vocab_size=tokenizer.vocab_size,
+            pad_token_id=tokenizer.pad_id,
+            **overrides,
+        )
         model = BertForSequenceClassification(arch)
         params = init_params(model, rng)
     if config.data.max_length > model.config.max_position_embeddings:
@@ -262,28 +310,45 @@ def build_data(config: ml_collections.ConfigDict, tokenizer, workdir: Path | Non
     """(train batches, {split name: tokenized split}) for IMDB as the config asks."""
     d = config.data
     splits = data_lib.load_imdb(
-        tokenizer, archive=d.archive, data_dir=d.data_dir, cache_dir=d.cache_dir,
-        validation_fraction=d.validation_fraction, split_seed=d.split_seed,
+        tokenizer,
+        archive=d.archive,
+        data_dir=d.data_dir,
+        cache_dir=d.cache_dir,
+        validation_fraction=d.validation_fraction,
+        split_seed=d.split_seed,
         limits={"train": d.train_limit, "validation": d.validation_limit, "test": d.test_limit},
     )
     train = data_lib.TrainBatches(
-        splits["train"], batch_size=config.batch_size, seed=config.seed, buckets=tuple(d.buckets),
-        max_length=d.max_length, bucketing=d.bucketing, pad_id=tokenizer.pad_id,
+        splits["train"],
+        batch_size=config.batch_size,
+        seed=config.seed,
+        buckets=tuple(d.buckets),
+        max_length=d.max_length,
+        bucketing=d.bucketing,
+        pad_id=tokenizer.pad_id,
     )
     return train, splits
 
 
 def eval_batches(config, split, tokenizer) -> data_lib.EvalBatches:
     d = config.data
-    return data_lib.EvalBatches(split, batch_size=config.eval_batch_size,
-                                buckets=tuple(d.buckets), max_length=d.max_length,
-                                bucketing=d.bucketing, pad_id=tokenizer.pad_id)
+    return data_lib.EvalBatches(
+        split,
+        batch_size=config.eval_batch_size,
+        buckets=tuple(d.buckets),
+        max_length=d.max_length,
+        bucketing=d.bucketing,
+        pad_id=tokenizer.pad_id,
+    )
 
 
 def create_state(model, params, config, num_steps: int) -> TrainState:
-    return TrainState.create(apply_fn=model.apply, params=params,
-                             tx=make_optimizer(config.optimizer, num_steps),
-                             rng=jax.random.PRNGKey(config.seed))
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=params,
+        tx=make_optimizer(config.optimizer, num_steps),
+        rng=jax.random.PRNGKey(config.seed),
+    )
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -299,13 +364,19 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: i
     tp = np.diag(confusion).astype(np.float64)
     precision = np.divide(tp, confusion.sum(0), out=np.zeros_like(tp), where=confusion.sum(0) > 0)
     recall = np.divide(tp, confusion.sum(1), out=np.zeros_like(tp), where=confusion.sum(1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
-                   where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(tp),
+        where=(precision + recall) > 0,
+    )
     pos = 1 if num_labels == 2 else slice(None)
     return {
         "examples": int(len(labels)),
         "accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
-        "loss": float(-logp[np.arange(len(labels)), labels].mean()) if len(labels) else float("nan"),
+        "loss": float(-logp[np.arange(len(labels)), labels].mean())
+        if len(labels)
+        else float("nan"),
         "precision": np.mean(precision[pos]).item(),
         "recall": np.mean(recall[pos]).item(),
         "f1": np.mean(f1[pos]).item(),
@@ -313,8 +384,15 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: i
     }
 
 
-def evaluate(eval_fn, par: Parallelism, state, batches: Iterable[dict], num_labels: int,
-             desc: str = "eval", total: int | None = None) -> dict:
+def evaluate(
+    eval_fn,
+    par: Parallelism,
+    state,
+    batches: Iterable[dict],
+    num_labels: int,
+    desc: str = "eval",
+    total: int | None = None,
+) -> dict:
     """Runs `eval_fn` over every batch; padding examples (weight 0) are dropped on the host."""
     all_logits, all_labels = [], []
     start = time.perf_counter()
@@ -342,16 +420,22 @@ class Checkpoints:
 
     def __init__(self, workdir: Path, keep: int = 2, create: bool = True):
         opts = lambda k: ocp.CheckpointManagerOptions(max_to_keep=k, create=create)  # noqa: E731
-        self.latest = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints",
-                                            options=opts(keep))
+        self.latest = ocp.CheckpointManager(
+            Path(workdir).absolute() / "checkpoints", options=opts(keep)
+        )
         self.best = ocp.CheckpointManager(Path(workdir).absolute() / "best", options=opts(1))
 
     def manager(self, which: str) -> ocp.CheckpointManager:
         return self.best if which == "best" else self.latest
 
     def save(self, which: str, step: int, state, meta: dict) -> None:
-        self.manager(which).save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager(which).save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
 
     def restore(self, which: str, step: int | None, abstract_state) -> tuple[Any, dict]:
         mngr = self.manager(which)
@@ -361,8 +445,12 @@ class Checkpoints:
                 f"no {which} checkpoint{'' if step is None else f' at step {step}'} in "
                 f"{mngr.directory} (steps there: {list(mngr.all_steps()) or 'none'})"
             )
-        restored = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        restored = mngr.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+            ),
+        )
         return restored.state, restored.meta
 
     def wait(self) -> None:
@@ -378,7 +466,8 @@ def abstract_state_for(state, par: Parallelism | None = None):
     """ShapeDtypeStructs (with the target sharding under jit) for restoring `state`."""
     sharding = par.replicated if par is not None and par.kind == "jit" else None
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype, sharding=sharding), state)
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype, sharding=sharding), state
+    )
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -472,12 +561,31 @@ def _check_finite(step: int, rows: list[dict]) -> None:
             )
 
 
+def quiet_library_logs() -> None:
+    """Keep Orbax's and tfds' INFO chatter (one line per checkpoint operation) out of the
+    console: their warnings still show."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        noisy = any(
+            f"{os.sep}{lib}{os.sep}" in record.pathname
+            for lib in ("orbax", "tensorflow_datasets", "etils")
+        )
+        return record.levelno >= logging.WARNING or not noisy
+
+    from absl import logging as absl_logging
+
+    absl_logging.get_absl_handler().addFilter(keep)
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
     path = workdir / "config.json"
     text = config.to_json_best_effort(indent=2, sort_keys=True)
     if path.exists() and path.read_text() != text:
-        log.warning("config differs from the one this workdir was started with; the new one "
-                    "is saved as %s (the old one as config.previous.json)", path)
+        log.warning(
+            "config differs from the one this workdir was started with; the new one "
+            "is saved as %s (the old one as config.previous.json)",
+            path,
+        )
         path.replace(workdir / "config.previous.json")
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
@@ -492,20 +600,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     par.check_batch_size(config.batch_size)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     if config.batch_size % config.optimizer.accum_steps:
-        raise ValueError(f"batch_size={config.batch_size} must be divisible by "
-                         f"optimizer.accum_steps={config.optimizer.accum_steps}")
+        raise ValueError(
+            f"batch_size={config.batch_size} must be divisible by "
+            f"optimizer.accum_steps={config.optimizer.accum_steps}"
+        )
     rng = jax.random.PRNGKey(config.seed)
     tokenizer, model, params = build_model(config, rng)
     train_batches, splits = build_data(config, tokenizer, workdir)
     steps_per_epoch = train_batches.num_batches_per_epoch
     padding = train_batches.padding_fraction(0)
-    log.info("%d training examples, %d steps per epoch, padding fraction %.3f (%s)",
-             len(splits["train"]), steps_per_epoch, padding,
-             f"buckets {train_batches.buckets}" if config.data.bucketing else "no bucketing")
+    log.info(
+        "%d training examples, %d steps per epoch, padding fraction %.3f (%s)",
+        len(splits["train"]),
+        steps_per_epoch,
+        padding,
+        f"buckets {train_batches.buckets}" if config.data.bucketing else "no bucketing",
+    )
     num_steps = config.num_train_steps or int(config.num_epochs * steps_per_epoch)
     if num_steps <= 0:
-        raise ValueError(f"nothing to train: num_train_steps={num_steps} "
-                         f"({len(splits['train'])} training examples, batch {config.batch_size})")
+        raise ValueError(
+            f"nothing to train: num_train_steps={num_steps} "
+            f"({len(splits['train'])} training examples, batch {config.batch_size})"
+        )
     state = create_state(model, params, config, num_steps)
     del params
 
@@ -516,14 +632,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         log.info("resuming from step %d in %s", meta["step"], workdir)
     save_config(config, workdir)
     (workdir / "model_config.json").write_text(
-        json.dumps(dataclasses.asdict(model.config), indent=2))
+        json.dumps(dataclasses.asdict(model.config), indent=2)
+    )
     start = int(meta["step"])
     if start >= num_steps:
         log.info("already trained to step %d of %d", start, num_steps)
 
     state = par.put_state(state)
-    train_fn = par.compile_train(functools.partial(train_step,
-                                                   accum_steps=config.optimizer.accum_steps))
+    train_fn = par.compile_train(
+        functools.partial(train_step, accum_steps=config.optimizer.accum_steps)
+    )
     eval_fn = par.compile_eval(eval_step)
     schedule = make_schedule(config.optimizer, num_steps)
     dropout_rng = jax.random.PRNGKey(config.seed + 1)
@@ -534,19 +652,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     def validate(step):
         nonlocal val_metrics
         batches = eval_batches(config, splits["validation"], tokenizer)
-        val_metrics = evaluate(eval_fn, par, state, batches, config.num_labels,
-                               desc="validation", total=len(batches))
+        val_metrics = evaluate(
+            eval_fn, par, state, batches, config.num_labels, desc="validation", total=len(batches)
+        )
         writer.write(step, "validation", val_metrics)
-        tqdm.write(f"step {step} | validation accuracy {val_metrics['accuracy']:.4f} | "
-                   f"loss {val_metrics['loss']:.4f} | {val_metrics['examples_per_s']:.0f} ex/s")
+        tqdm.write(
+            f"step {step} | validation accuracy {val_metrics['accuracy']:.4f} | "
+            f"loss {val_metrics['loss']:.4f} | {val_metrics['examples_per_s']:.0f} ex/s"
+        )
         if val_metrics["accuracy"] > meta["best_accuracy"]:
             meta.update(best_accuracy=val_metrics["accuracy"], best_step=step)
             ckpts.save("best", step, host_state(), dict(meta, step=step))
 
     pending: list[dict] = []
     window_start, window_examples = time.perf_counter(), 0
-    with _StopRequest() as stop, tqdm(total=num_steps, initial=start, desc="train",
-                                      unit="step", dynamic_ncols=True) as bar:
+    with (
+        _StopRequest() as stop,
+        tqdm(total=num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True) as bar,
+    ):
         step = start
         try:
             for step in range(start + 1, num_steps + 1):
@@ -554,6 +677,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 batch = train_batches.batch(epoch, index)
                 state, metrics = train_fn(state, par.put_batch(batch), dropout_rng)
                 pending.append(metrics)
+                if len(pending) > 1:  # at most two steps in flight: honest progress and ETA
+                    jax.block_until_ready(pending[-2]["loss"])
                 window_examples += int(batch["weights"].sum())
                 bar.update(1)
                 last = step == num_steps
@@ -564,28 +689,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     _check_finite(step, rows)
                     elapsed = time.perf_counter() - window_start
                     summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-                    summary.update(learning_rate=float(schedule(step - 1)), epoch=epoch,
-                                   examples_per_s=window_examples * jax.process_count() / elapsed)
+                    summary.update(
+                        learning_rate=float(schedule(step - 1)),
+                        epoch=epoch,
+                        examples_per_s=window_examples * jax.process_count() / elapsed,
+                    )
                     writer.write(step, "train", summary)
-                    bar.set_postfix(loss=f"{summary['loss']:.3f}",
-                                    ex_s=f"{summary['examples_per_s']:.0f}")
-                    tqdm.write(f"step {step} | loss {summary['loss']:.3f} | acc "
-                               f"{summary['accuracy']:.3f} | lr {summary['learning_rate']:.1e} | "
-                               f"{summary['examples_per_s']:.0f} ex/s")
+                    bar.set_postfix(
+                        loss=f"{summary['loss']:.3f}", ex_s=f"{summary['examples_per_s']:.0f}"
+                    )
+                    tqdm.write(
+                        f"step {step} | loss {summary['loss']:.3f} | acc "
+                        f"{summary['accuracy']:.3f} | lr {summary['learning_rate']:.1e} | "
+                        f"{summary['examples_per_s']:.0f} ex/s"
+                    )
                     window_start, window_examples = time.perf_counter(), 0
                 if step % config.eval_every == 0 or last:
                     validate(step)
                 if step % config.checkpoint_every == 0 or last or stop.signal is not None:
                     if pending:  # never save a state whose loss was not checked
-                        rows = [{k: float(np.ravel(v)[0]) for k, v in par.to_host(m).items()}
-                                for m in pending]
+                        rows = [
+                            {k: float(np.ravel(v)[0]) for k, v in par.to_host(m).items()}
+                            for m in pending
+                        ]
                         _check_finite(step, rows)
                     meta["step"] = step
                     ckpts.save("latest", step, host_state(), meta)
                 if stop.signal is not None:
                     ckpts.wait()
-                    raise KeyboardInterrupt(f"stopped by signal at step {step}; rerun the same "
-                                            "command to resume")
+                    raise KeyboardInterrupt(
+                        f"stopped by signal at step {step}; rerun the same command to resume"
+                    )
         finally:
             ckpts.wait()
             ckpts.close()
@@ -596,7 +730,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         best = Checkpoints(workdir, create=False)
         best_state, _ = best.restore("best", None, abstract_state_for(host_state()))
         best.close()
-        out = save_pretrained(model, best_state.params, workdir / config.export_dir,
-                              tokenizer=tokenizer)
+        out = save_pretrained(
+            model, best_state.params, workdir / config.export_dir, tokenizer=tokenizer
+        )
         log.info("exported the best checkpoint as a Hugging Face folder: %s", out)
     return val_metrics

@@ -8,8 +8,15 @@ import pytest
 from jaxformer import BertConfig, BertForSequenceClassification, BertModel
 from jaxformer.model import init_params, param_shapes
 
-TINY = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=32, max_position_embeddings=32, num_labels=3)
+TINY = BertConfig(
+    vocab_size=50,
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=32,
+    max_position_embeddings=32,
+    num_labels=3,
+)
 
 
 def batch(b=2, t=6, seed=0):

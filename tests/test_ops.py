@@ -34,8 +34,11 @@ def np_attention(q, k, v, mask):
 
 
 def qkv(b=2, t=5, s=5, h=3, d=4):
-    return (RNG.normal(size=(b, t, h, d)), RNG.normal(size=(b, s, h, d)),
-            RNG.normal(size=(b, s, h, d)))
+    return (
+        RNG.normal(size=(b, t, h, d)),
+        RNG.normal(size=(b, s, h, d)),
+        RNG.normal(size=(b, s, h, d)),
+    )
 
 
 @pytest.mark.parametrize("implementation", ["einsum", "fused"])
@@ -46,16 +49,21 @@ def test_attention_matches_numpy_with_padding_mask(implementation):
     full = np.broadcast_to(key_mask[:, None, :], (2, 5, 5))  # (b, t, s)
     expected = np_attention(q, k, v, full)
     got = ops.dot_product_attention(
-        jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32), jnp.asarray(v, jnp.float32),
-        ops.padding_mask(jnp.asarray(key_mask, jnp.int32)), implementation=implementation)
+        jnp.asarray(q, jnp.float32),
+        jnp.asarray(k, jnp.float32),
+        jnp.asarray(v, jnp.float32),
+        ops.padding_mask(jnp.asarray(key_mask, jnp.int32)),
+        implementation=implementation,
+    )
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
 
 
 def test_attention_rows_sum_to_one_and_masked_keys_get_exactly_zero():
     q, k, _ = qkv()
     mask = ops.padding_mask(jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
-    probs = np.asarray(ops.attention_weights(jnp.asarray(q, jnp.float32),
-                                             jnp.asarray(k, jnp.float32), mask))
+    probs = np.asarray(
+        ops.attention_weights(jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32), mask)
+    )
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
     assert (probs[0, :, :, 3:] == 0.0).all()  # exactly zero, not just small
 
@@ -99,8 +107,9 @@ def test_feed_forward_matches_numpy(activation):
     act = {
         "relu": lambda z: np.maximum(z, 0),
         "gelu": lambda z: 0.5 * z * (1 + erf(z / math.sqrt(2))),
-        "gelu_new": lambda z: 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi)
-                                                     * (z + 0.044715 * z**3))),
+        "gelu_new": lambda z: (
+            0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)))
+        ),
     }[activation]
     expected = act(x @ w1 + b1) @ w2 + b2
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
@@ -114,8 +123,12 @@ def test_layer_norm_matches_numpy(eps):
     scale, bias = RNG.normal(size=8), RNG.normal(size=8)
     expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
     expected = expected * scale + bias
-    got = ops.layer_norm(jnp.asarray(x, jnp.float32), jnp.asarray(scale, jnp.float32),
-                         jnp.asarray(bias, jnp.float32), eps)
+    got = ops.layer_norm(
+        jnp.asarray(x, jnp.float32),
+        jnp.asarray(scale, jnp.float32),
+        jnp.asarray(bias, jnp.float32),
+        eps,
+    )
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
 
 

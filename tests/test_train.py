@@ -21,8 +21,9 @@ from configs import tiny  # noqa: E402
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    return write_fake_imdb_archive(tmp_path_factory.mktemp("imdb") / "aclImdb_v1.tar.gz",
-                                   n_per_class=24, seed=0)
+    return write_fake_imdb_archive(
+        tmp_path_factory.mktemp("imdb") / "aclImdb_v1.tar.gz", n_per_class=24, seed=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,10 @@ def test_tiny_run_learns_and_eval_reads_it(tmp_path, archive, cache):
     hf = transformers.BertForSequenceClassification.from_pretrained(workdir / "hf").eval()
     enc = tok(texts)
     with torch.no_grad():
-        logits = hf(input_ids=torch.tensor(enc["input_ids"], dtype=torch.long),
-                    attention_mask=torch.tensor(enc["attention_mask"], dtype=torch.long)).logits
+        logits = hf(
+            input_ids=torch.tensor(enc["input_ids"], dtype=torch.long),
+            attention_mask=torch.tensor(enc["attention_mask"], dtype=torch.long),
+        ).logits
     np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), ours, atol=1e-5)
     hf_metrics = eval_lib.evaluate_split(workdir, "test", hf_dir=workdir / "hf")
     assert hf_metrics["accuracy"] == metrics["accuracy"]
@@ -136,8 +139,15 @@ def test_parallel_paths_agree(tmp_path, archive, cache):
         pytest.skip("needs 4 devices: XLA_FLAGS=--xla_force_host_platform_device_count=4")
     losses = {}
     for kind in ("jit", "pmap", "single"):
-        config = make_config(archive, cache, num_train_steps=5, log_every=1, eval_every=100,
-                             parallelism=kind, export_dir=None)
+        config = make_config(
+            archive,
+            cache,
+            num_train_steps=5,
+            log_every=1,
+            eval_every=100,
+            parallelism=kind,
+            export_dir=None,
+        )
         train_lib.train_and_evaluate(config, tmp_path / kind)
         losses[kind] = [r["loss"] for r in read_metrics(tmp_path / kind, "train")]
     assert len(losses["jit"]) == 5
@@ -173,13 +183,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, arch
 
 
 def run_script(*args, cwd=REPO):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):
-    r = run_script("train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path),
-                   "--config.optimizer.learnin_rate=1e-3")
+    r = run_script(
+        "train.py",
+        "--config",
+        "configs/tiny.py",
+        "--workdir",
+        str(tmp_path),
+        "--config.optimizer.learnin_rate=1e-3",
+    )
     assert r.returncode != 0
     assert "learnin_rate" in r.stderr
     assert not any(tmp_path.iterdir())  # nothing written
@@ -190,9 +212,18 @@ def test_eval_of_a_workdir_without_checkpoint_is_a_clear_error(tmp_path):
     assert r.returncode != 0
     assert "not a training workdir" in r.stderr
     (tmp_path / "config.json").write_text(tiny.get_config().to_json())
-    (tmp_path / "model_config.json").write_text(json.dumps(
-        {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "intermediate_size": 64, "max_position_embeddings": 128}))
+    (tmp_path / "model_config.json").write_text(
+        json.dumps(
+            {
+                "vocab_size": 30522,
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "intermediate_size": 64,
+                "max_position_embeddings": 128,
+            }
+        )
+    )
     with pytest.raises(FileNotFoundError, match="no best checkpoint"):
         eval_lib.load_classifier(tmp_path)
 
@@ -202,14 +233,23 @@ def test_missing_archive_is_a_clear_error(tmp_path, cache):
     with pytest.raises(Exception, match="aclImdb_v1.tar.gz"):
         train_lib.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists() or not any(
-        (tmp_path / "run" / "checkpoints").iterdir())
+        (tmp_path / "run" / "checkpoints").iterdir()
+    )
 
 
 def test_predict_cli(tmp_path, archive, cache):
     config = make_config(archive, cache, num_train_steps=2)
     train_lib.train_and_evaluate(config, tmp_path / "run")
-    r = run_script("-m", "jaxformer.predict", "--workdir", str(tmp_path / "run"),
-                   "--checkpoint", "latest", "a wonderful superb film", "awful boring")
+    r = run_script(
+        "-m",
+        "jaxformer.predict",
+        "--workdir",
+        str(tmp_path / "run"),
+        "--checkpoint",
+        "latest",
+        "a wonderful superb film",
+        "awful boring",
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 2 and all(x.split("\t")[0] in ("positive", "negative") for x in lines)
@@ -225,10 +265,18 @@ def test_minilm_fine_tunes_on_real_imdb(tmp_path, minilm_dir):
 
     config = imdb_minilm.get_config()
     config.model.checkpoint = str(minilm_dir)
-    config.data.update(archive=str(archive), cache_dir=str(tmp_path / "cache"), max_length=128, truncation="head",
-                       train_limit=1000, validation_limit=200, test_limit=1000)
-    config.update(num_epochs=1.0, eval_every=1000, checkpoint_every=1000, export_dir=None,
-                  log_every=10)
+    config.data.update(
+        archive=str(archive),
+        cache_dir=str(tmp_path / "cache"),
+        max_length=128,
+        truncation="head",
+        train_limit=1000,
+        validation_limit=200,
+        test_limit=1000,
+    )
+    config.update(
+        num_epochs=1.0, eval_every=1000, checkpoint_every=1000, export_dir=None, log_every=10
+    )
     train_lib.train_and_evaluate(config, tmp_path / "run")
     metrics = eval_lib.evaluate_split(tmp_path / "run", "test")
     print(f"MiniLM, 1,000 train reviews, length 128: test accuracy {metrics['accuracy']:.4f}")
