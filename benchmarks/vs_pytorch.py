@@ -374,6 +374,7 @@ def run_benchmark(
     dtype: str = "float32",
     workdir: Path | None = None,
     progress: bool = True,
+    partial_json: str | None = None,
 ) -> tuple[list[dict], dict]:
     """All (model, shape, workload) rows, and the machine description (with the GEMM peak)."""
     import torch
@@ -408,6 +409,8 @@ def run_benchmark(
                 )
             )
             bar.write(summary_line(rows[-1]))
+            if partial_json:  # a long run that is stopped still leaves its rows
+                Path(partial_json).write_text(json.dumps(rows, indent=1))
     machine["load_avg_after"] = os.getloadavg()
     return rows, machine
 
@@ -599,6 +602,18 @@ def parse_shapes(shapes: Sequence[str]) -> list[tuple[int, int]]:
     return [tuple(int(n) for n in s.lower().split("x")) for s in shapes]
 
 
+NOTES_MARKER = "<!-- Everything below is kept when the report above is regenerated. -->"
+
+
+def write_markdown(path: str, report: str) -> None:
+    """Writes `report`, keeping the hand-written notes after NOTES_MARKER in an existing file."""
+    notes = ""
+    if Path(path).exists():
+        _, marker, notes = Path(path).read_text().partition(NOTES_MARKER)
+        notes = marker + notes
+    Path(path).write_text(report + ("\n" + notes if notes else ""))
+
+
 def render(json_files: Sequence[str], out: str) -> None:
     rows, commands, machine = [], [], None
     for name in json_files:
@@ -607,7 +622,7 @@ def render(json_files: Sequence[str], out: str) -> None:
         machine = machine or meta["machine"]
         machine["load_avg_after"] = meta["machine"].get("load_avg_after")
         commands.append(meta["command"])
-    Path(out).write_text(markdown(rows, machine, "\n    ".join(commands)))
+    write_markdown(out, markdown(rows, machine, "\n    ".join(commands)))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -628,6 +643,7 @@ def main(argv: Sequence[str]) -> None:
         warmup=FLAGS.warmup,
         compile_models=compile_models,
         dtype=FLAGS.dtype,
+        partial_json=FLAGS.json,
     )
     if FLAGS.e2e:
         rows += e2e_epochs(
@@ -646,7 +662,7 @@ def main(argv: Sequence[str]) -> None:
             json.dumps({"machine": machine, "command": command}, indent=1)
         )
     if FLAGS.markdown:
-        Path(FLAGS.markdown).write_text(markdown(rows, machine, command))
+        write_markdown(FLAGS.markdown, markdown(rows, machine, command))
 
 
 if __name__ == "__main__":
