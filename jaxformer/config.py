@@ -22,6 +22,8 @@ REQUIRED_HF_FIELDS = (
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
 POSITION_TYPES = ("absolute", "sinusoidal")
 ATTENTION_IMPLS = ("einsum", "fused")
+# Ours, not Hugging Face's: never read from or written to config.json.
+COMPUTE_FIELDS = ("pre_layer_norm", "attention_impl", "dtype", "param_dtype", "remat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +99,9 @@ class BertConfig:
                 f"{source} lacks required field(s) {missing}; a BERT config.json needs "
                 f"{list(REQUIRED_HF_FIELDS)}"
             )
-        names = {f.name for f in dataclasses.fields(cls)}
+        # config.json's "dtype" (transformers 5) / "torch_dtype" is the storage dtype, not our
+        # compute dtype: compute settings only come from `overrides`.
+        names = {f.name for f in dataclasses.fields(cls)} - set(COMPUTE_FIELDS)
         kwargs = {k: v for k, v in hf.items() if k in names}
         if "id2label" in hf and "num_labels" not in hf:
             kwargs["num_labels"] = len(hf["id2label"])
@@ -117,8 +121,11 @@ class BertConfig:
                 f"pre_layer_norm={self.pre_layer_norm}, position_embedding_type="
                 f"{self.position_embedding_type!r} has no transformers equivalent to export to"
             )
-        skip = {"pre_layer_norm", "attention_impl", "dtype", "param_dtype", "remat"}
-        hf = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        hf = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in COMPUTE_FIELDS
+        }
         hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}
         hf["label2id"] = {f"LABEL_{i}": i for i in range(self.num_labels)}
         del hf["num_labels"]

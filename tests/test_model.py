@@ -110,3 +110,21 @@ def test_config_validation_messages():
         BertConfig.from_hf({"model_type": "gpt2"})
     with pytest.raises(ValueError, match="no transformers equivalent"):
         TINY.replace(pre_layer_norm=True).to_hf("BertModel")
+
+
+def test_hf_dtype_field_is_not_the_compute_dtype():
+    """transformers 5 writes "dtype": "float32" (or null) into config.json: storage, not compute."""
+    hf = dict(
+        vocab_size=10,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        dtype=None,
+        torch_dtype="float16",
+        attention_impl="x",
+    )
+    config = BertConfig.from_hf(hf, dtype="bfloat16")
+    assert config.dtype == "bfloat16" and config.attention_impl == "fused"
+    assert BertConfig.from_hf(hf).dtype == "float32"
+    assert "attention_impl" not in config.to_hf("BertModel")
