@@ -47,9 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.buckets = (64, 128, 256, 512)
     c.data.validation_fraction = 0.1  # carved from train with split_seed, for model selection
     c.data.split_seed = 0
-    c.data.train_limit = placeholder(
-        int
-    )  # use only the first N examples of a split (seeded), None: all
+    c.data.train_limit = placeholder(int)  # first N examples of a seeded shuffle; None or -1: all
     c.data.validation_limit = placeholder(int)
     c.data.test_limit = placeholder(int)
 

@@ -316,7 +316,14 @@ def build_data(config: ml_collections.ConfigDict, tokenizer, workdir: Path | Non
         cache_dir=d.cache_dir,
         validation_fraction=d.validation_fraction,
         split_seed=d.split_seed,
-        limits={"train": d.train_limit, "validation": d.validation_limit, "test": d.test_limit},
+        limits={
+            name: limit if limit and limit > 0 else None  # None or -1: the whole split
+            for name, limit in (
+                ("train", d.train_limit),
+                ("validation", d.validation_limit),
+                ("test", d.test_limit),
+            )
+        },
     )
     train = data_lib.TrainBatches(
         splits["train"],
