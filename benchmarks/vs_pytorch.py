@@ -470,8 +470,9 @@ def e2e_epochs(
     folder = minilm_folder()
     tokenizer = jaxformer.load_tokenizer(folder, max_length=max_length)
     archive = archive or os.environ.get("JAXFORMER_IMDB_ARCHIVE")
-    if archive is None and Path("/work/shared/data/aclImdb_v1.tar.gz").exists():
-        archive = "/work/shared/data/aclImdb_v1.tar.gz"
+    beside_repo = Path(__file__).resolve().parents[2] / "shared/data/aclImdb_v1.tar.gz"
+    if archive is None and beside_repo.exists():
+        archive = str(beside_repo)
     split = data.load_imdb(
         tokenizer, splits=("train",), archive=archive, limits={"train": examples}
     )["train"]
