@@ -274,9 +274,18 @@ def test_minilm_fine_tunes_on_real_imdb(tmp_path, minilm_dir):
         validation_limit=200,
         test_limit=1000,
     )
+    # With only 1,000 reviews, more and larger updates than the main job's (batch 32, 5e-5):
+    # batch 8 at 1e-4 gives 125 steps. Measured here: 79.0% (batch 32 at 5e-5: 64.6%).
     config.update(
-        num_epochs=1.0, eval_every=1000, checkpoint_every=1000, export_dir=None, log_every=10
+        num_epochs=1.0,
+        eval_every=1000,
+        checkpoint_every=1000,
+        export_dir=None,
+        log_every=10,
+        batch_size=8,
+        eval_batch_size=32,
     )
+    config.optimizer.learning_rate = 1e-4
     train_lib.train_and_evaluate(config, tmp_path / "run")
     metrics = eval_lib.evaluate_split(tmp_path / "run", "test")
     print(f"MiniLM, 1,000 train reviews, length 128: test accuracy {metrics['accuracy']:.4f}")
