@@ -71,8 +71,9 @@ class Embeddings(nn.Module):
             position_table = ops.sinusoidal_positions(c.max_position_embeddings, c.hidden_size)
         else:
             position_table = embed(c.max_position_embeddings, "position").embedding  # (P, m)
-        x = ops.embed(input_ids, token_type_ids, position_ids, token_table, type_table,
-                      position_table).astype(c.compute_dtype)  # (b, t, m)
+        x = ops.embed(
+            input_ids, token_type_ids, position_ids, token_table, type_table, position_table
+        ).astype(c.compute_dtype)  # (b, t, m)
         x = LayerNorm(c, name="layer_norm")(x)
         return Dropout(c.hidden_dropout_prob)(x, train)
 
@@ -102,7 +103,10 @@ class SelfAttention(nn.Module):
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (b, t, h, d) each; t = s
         dropout = train and c.attention_probs_dropout_prob > 0
         o = ops.dot_product_attention(
-            q, k, v, mask,
+            q,
+            k,
+            v,
+            mask,
             dropout_rate=c.attention_probs_dropout_prob if dropout else 0.0,
             dropout_rng=self.make_rng("dropout") if dropout else None,
             implementation=c.attention_impl,
@@ -141,7 +145,10 @@ class EncoderLayer(nn.Module):
         def drop(y):
             return Dropout(c.hidden_dropout_prob)(y, train)
 
-        attention, attention_norm = SelfAttention(c, name="attention"), LayerNorm(c, name="attention_norm")
+        attention, attention_norm = (
+            SelfAttention(c, name="attention"),
+            LayerNorm(c, name="attention_norm"),
+        )
         mlp, mlp_norm = FeedForward(c, name="mlp"), LayerNorm(c, name="mlp_norm")
         if c.pre_layer_norm:
             x = x + drop(attention(attention_norm(x), mask, train))
@@ -188,8 +195,13 @@ class BertModel(nn.Module):
         if not self.add_pooling_layer:
             return BertOutput(x, None)
         pooled = nn.tanh(
-            nn.Dense(c.hidden_size, dtype=c.compute_dtype, param_dtype=c.params_dtype,
-                     kernel_init=_init(c), name="pooler")(x[:, 0])
+            nn.Dense(
+                c.hidden_size,
+                dtype=c.compute_dtype,
+                param_dtype=c.params_dtype,
+                kernel_init=_init(c),
+                name="pooler",
+            )(x[:, 0])
         )  # (b, m)
         return BertOutput(x, pooled)
 
@@ -200,16 +212,28 @@ class BertForSequenceClassification(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 *, train: bool = False) -> Array:
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        *,
+        train: bool = False,
+    ) -> Array:
         c = self.config
         _, pooled = BertModel(c, name="bert")(
             input_ids, attention_mask, token_type_ids, position_ids, train=train
         )
         rate = c.hidden_dropout_prob if c.classifier_dropout is None else c.classifier_dropout
         pooled = Dropout(rate)(pooled, train)
-        logits = nn.Dense(c.num_labels, dtype=c.compute_dtype, param_dtype=c.params_dtype,
-                          kernel_init=_init(c), name="classifier")(pooled)
+        logits = nn.Dense(
+            c.num_labels,
+            dtype=c.compute_dtype,
+            param_dtype=c.params_dtype,
+            kernel_init=_init(c),
+            name="classifier",
+        )(pooled)
         return logits.astype(jnp.float32)  # (b, num_labels)
 
 
