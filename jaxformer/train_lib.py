@@ -557,6 +557,11 @@ def plot_metrics(workdir: Path) -> Path | None:
     return out
 
 
+def _host_rows(par: Parallelism, pending: list[dict]) -> list[dict[str, float]]:
+    """Per-step device metrics -> floats on the host (the only device-to-host copy of them)."""
+    return [{k: float(np.ravel(v)[0]) for k, v in par.to_host(m).items()} for m in pending]
+
+
 def _check_finite(step: int, rows: list[dict]) -> None:
     for i, row in enumerate(rows):
         bad = [k for k in ("loss", "grad_norm") if not math.isfinite(row[k])]
@@ -690,8 +695,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 bar.update(1)
                 last = step == num_steps
                 if step % config.log_every == 0 or last or stop.signal is not None:
-                    rows = [par.to_host(m) for m in pending]
-                    rows = [{k: float(np.ravel(v)[0]) for k, v in r.items()} for r in rows]
+                    rows = _host_rows(par, pending)
                     pending.clear()
                     _check_finite(step, rows)
                     elapsed = time.perf_counter() - window_start
@@ -715,11 +719,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     validate(step)
                 if step % config.checkpoint_every == 0 or last or stop.signal is not None:
                     if pending:  # never save a state whose loss was not checked
-                        rows = [
-                            {k: float(np.ravel(v)[0]) for k, v in par.to_host(m).items()}
-                            for m in pending
-                        ]
-                        _check_finite(step, rows)
+                        _check_finite(step, _host_rows(par, pending))
                     meta["step"] = step
                     ckpts.save("latest", step, host_state(), meta)
                 if stop.signal is not None:
@@ -731,8 +731,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             ckpts.wait()
             ckpts.close()
             writer.close()
-    if start < num_steps or not val_metrics:
-        plot_metrics(workdir)
+    plot_metrics(workdir)
     if config.export_dir:
         best = Checkpoints(workdir, create=False)
         best_state, _ = best.restore("best", None, abstract_state_for(host_state()))
