@@ -306,7 +306,7 @@ def build_model(config: ml_collections.ConfigDict, rng: jax.Array):
     return tokenizer, model, params
 
 
-def build_data(config: ml_collections.ConfigDict, tokenizer, workdir: Path | None = None):
+def build_data(config: ml_collections.ConfigDict, tokenizer):
     """(train batches, {split name: tokenized split}) for IMDB as the config asks."""
     d = config.data
     splits = data_lib.load_imdb(
@@ -618,7 +618,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         )
     rng = jax.random.PRNGKey(config.seed)
     tokenizer, model, params = build_model(config, rng)
-    train_batches, splits = build_data(config, tokenizer, workdir)
+    train_batches, splits = build_data(config, tokenizer)
     steps_per_epoch = train_batches.num_batches_per_epoch
     padding = train_batches.padding_fraction(0)
     log.info(
