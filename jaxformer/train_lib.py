@@ -549,8 +549,8 @@ def plot_metrics(workdir: Path) -> Path | None:
         ax2 = ax.twinx()
         ax2.plot(*zip(*val, strict=True), "o-", label="validation accuracy", color="tab:orange")
         ax2.set_ylabel("validation accuracy")
-    fig.legend(loc="upper right")
-    fig.tight_layout()
+    fig.legend(loc="upper center", ncol=2, frameon=False)  # above the axes, over no curve
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     out = workdir / "metrics.png"
     fig.savefig(out, dpi=100)
     plt.close(fig)
