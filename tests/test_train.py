@@ -274,7 +274,7 @@ def test_minilm_fine_tunes_on_real_imdb(tmp_path, minilm_dir):
         validation_limit=200,
         test_limit=1000,
     )
-    # With only 1,000 reviews, more and larger updates than the main job's (batch 32, 5e-5):
+    # With only 1,000 reviews, more and larger updates than batch 32 at 5e-5 (the first main job):
     # batch 8 at 1e-4 gives 125 steps. Measured here: 79.0% (batch 32 at 5e-5: 64.6%).
     config.update(
         num_epochs=1.0,
