@@ -58,9 +58,10 @@ flags.DEFINE_bool("quick", False, "MiniLM, 8x128, 3 reps, eager only (CI smoke r
 flags.DEFINE_bool("e2e", False, "Also run one IMDB epoch with and without length bucketing.")
 flags.DEFINE_integer("e2e_examples", 2000, "IMDB train reviews in the end-to-end epoch.")
 flags.DEFINE_integer("e2e_batch", 16, "Batch size of the end-to-end epoch.")
+E2E_BUCKETS = tuple(range(64, 513, 64))  # 64, 128, ..., 512
 flags.DEFINE_list(
     "e2e_buckets",
-    ["64", "128", "192", "256", "320", "384", "448", "512"],
+    [str(b) for b in E2E_BUCKETS],
     "Padded lengths the bucketed end-to-end epoch may use (one compiled program each).",
 )
 flags.DEFINE_string(
@@ -464,7 +465,7 @@ def e2e_epochs(
     max_length: int = 512,
     archive: str | None = None,
     dtype: str = "float32",
-    buckets: Sequence[int] = (64, 128, 192, 256, 320, 384, 448, 512),
+    buckets: Sequence[int] = E2E_BUCKETS,
 ) -> list[dict]:
     """One epoch of jax MiniLM train steps over `examples` IMDB reviews, with data.py's length
     bucketing (padded lengths `buckets`) and with every batch padded to `max_length`; compile
