@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     )
     # BertConfig fields that override the checkpoint's: dtype, attention_impl, remat, dropouts.
     c.model.overrides = ml_collections.ConfigDict(
-        dict(dtype="float32", attention_impl="fused", remat=False)
+        dict(dtype="float32", attention_impl="auto", remat=False)
     )
 
     c.data = ml_collections.ConfigDict()

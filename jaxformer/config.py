@@ -21,7 +21,7 @@ REQUIRED_HF_FIELDS = (
 )
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
 POSITION_TYPES = ("absolute", "sinusoidal")
-ATTENTION_IMPLS = ("einsum", "fused")
+ATTENTION_IMPLS = ("auto", "einsum", "fused", "scan")  # see ops.dot_product_attention
 # Ours, not Hugging Face's: never read from or written to config.json.
 COMPUTE_FIELDS = ("pre_layer_norm", "attention_impl", "dtype", "param_dtype", "remat")
 
@@ -47,7 +47,7 @@ class BertConfig:
     # Not in HF BERT: pre-LN puts layer norm before each sub-layer (x + f(LN(x))).
     pre_layer_norm: bool = False
     # Compute settings, not saved to config.json.
-    attention_impl: str = "fused"  # "fused": jax.nn.dot_product_attention; "einsum": explicit
+    attention_impl: str = "auto"  # "scan" on CPU, "fused" elsewhere; or "einsum"
     dtype: str = "float32"  # activations and matmuls
     param_dtype: str = "float32"
     remat: bool = False  # recompute each layer's activations in the backward pass

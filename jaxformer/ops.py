@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 Array = jax.Array
 
@@ -56,7 +57,7 @@ def feed_forward(
     return hidden @ w2 + b2
 
 
-def dropout(x: Array, rate: float, rng: Array | None) -> Array:
+def dropout(x: Array, rate: float, rng: Array | None, name: str | None = None) -> Array:
     """Inverted dropout: x * keep / (1 - rate), keep ~ Bernoulli(1 - rate) for each element.
 
     Each element gets 16 random bits (two per 32-bit draw) rather than the 32 that
@@ -74,6 +75,8 @@ def dropout(x: Array, rate: float, rng: Array | None) -> Array:
         words = jax.random.bits(rng, (*lead, n // 2), jnp.uint32)  # (..., n/2)
         halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(x.shape)  # (..., n)
         keep = halves.astype(jnp.uint32) < round((1.0 - rate) * 2**16)
+    if name is not None:
+        keep = checkpoint_name(keep, name)
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
@@ -91,6 +94,81 @@ def _attention_weights_einsum(q: Array, k: Array, mask: Array | None, bias: Arra
     return jnp.where(mask, probs, 0.0)
 
 
+IMPLEMENTATIONS = ("auto", "einsum", "fused", "scan")
+_ATTENTION_DROPOUT_MASK = "attention_dropout_mask"
+
+
+def _shift_to_4d(x: Array) -> Array:
+    """Left-pads the shape of a mask or bias with ones up to (b, h, t, s) broadcasting rank."""
+    return x.reshape((1,) * (4 - x.ndim) + x.shape)
+
+
+def _attention_scan_heads(
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Array | None,
+    bias: Array | None,
+    dropout_rate: float,
+    dropout_rng: Array | None,
+) -> Array:
+    """One head at a time (`lax.map` over h), the head's scores recomputed in the backward pass.
+
+    Same equation as the einsum path. Working on one (b, t, s) block per head keeps XLA:CPU
+    away from the large (b, h, t, s) transposes and layouts of the batched form. As in flash
+    attention, the backward pass keeps no float attention matrix, only q, k, v (and, with
+    dropout, the one-byte keep mask). The batch axis stays a parallel axis inside the loop, so
+    batch sharding is unaffected.
+    """
+    heads = q.shape[2]
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    xs = {  # head axis first: the loop runs over it
+        "q": (q * scale).transpose(2, 0, 1, 3),  # (h, b, t, d)
+        "k": k.transpose(2, 0, 1, 3),  # (h, b, s, d)
+        "v": v.transpose(2, 0, 1, 3),  # (h, b, s, d)
+    }
+    shared = {}  # masks and biases without a head axis: the same for every head
+    for name, x in (("mask", mask), ("bias", bias)):
+        if x is None:
+            continue
+        x = _shift_to_4d(x)  # (b|1, h|1, t|1, s|1)
+        if x.shape[1] == 1:
+            shared[name] = x[:, 0]  # (b|1, t|1, s|1)
+        else:
+            xs[name] = jnp.broadcast_to(x, (x.shape[0], heads, *x.shape[2:])).transpose(1, 0, 2, 3)
+    if dropout_rate > 0.0 and dropout_rng is not None:
+        xs["rng"] = jax.random.split(dropout_rng, heads)
+
+    def one_head(x: dict) -> Array:
+        x = {**shared, **x}
+        scores = jnp.einsum("btd,bsd->bts", x["q"], x["k"]).astype(jnp.float32)  # (b, t, s)
+        if "bias" in x:
+            scores = scores + x["bias"]
+        if "mask" in x:
+            scores = jnp.where(x["mask"], scores, jnp.finfo(jnp.float32).min)
+        # softmax = p / l with p = exp(scores - max); dividing the (b, t, d) output by l is
+        # cheaper than dividing the (b, t, s) weights. The max only shifts: no gradient.
+        p = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
+        if "mask" in x:
+            p = jnp.where(x["mask"], p, 0.0)  # a fully masked row: all zero, output zero
+        denominator = jnp.maximum(p.sum(-1, keepdims=True), jnp.finfo(jnp.float32).tiny)
+        if "rng" in x:
+            p = dropout(p, dropout_rate, x["rng"], name=_ATTENTION_DROPOUT_MASK)
+        out = jnp.einsum("bts,bsd->btd", p.astype(x["v"].dtype), x["v"])  # (b, t, d)
+        return (out / denominator).astype(q.dtype)
+
+    # The backward pass recomputes each head's weights but keeps the dropout mask (one byte per
+    # weight) rather than drawing its random bits a second time.
+    policy = jax.checkpoint_policies.save_only_these_names(_ATTENTION_DROPOUT_MASK)
+    out = jax.lax.map(jax.checkpoint(one_head, policy=policy), xs)  # (h, b, t, d)
+    return out.transpose(1, 2, 0, 3)  # (b, t, h, d)
+
+
+def default_attention_implementation() -> str:
+    """ "scan" on CPU (fastest there, see docs/benchmarks.md), "fused" on GPU and TPU."""
+    return "scan" if jax.default_backend() == "cpu" else "fused"
+
+
 def dot_product_attention(
     q: Array,
     k: Array,
@@ -100,7 +178,7 @@ def dot_product_attention(
     *,
     dropout_rate: float = 0.0,
     dropout_rng: Array | None = None,
-    implementation: str = "einsum",
+    implementation: str = "auto",
 ) -> Array:
     """Multi-head scaled dot-product attention: o_t = sum_s softmax_s(q_t . k_s / sqrt(d)) v_s.
 
@@ -108,12 +186,23 @@ def dot_product_attention(
     bias: float broadcastable to (b, h, t, s), added to the scores. Returns (b, t, h, d).
 
     Masked keys get exactly zero weight; a query whose keys are all masked outputs zeros.
-    `implementation="fused"` calls `jax.nn.dot_product_attention` (XLA's fused path, cuDNN on
-    GPU); it has no dropout, so with dropout active the einsum path is used.
+    Implementations (same equation, different programs):
+      "einsum": all heads at once, the (b, h, t, s) weights materialized;
+      "fused": `jax.nn.dot_product_attention` (cuDNN on GPU); it has no dropout, so with
+               dropout active the einsum path is used;
+      "scan": one head at a time with the scores recomputed in the backward pass (fastest on
+              CPU, and the backward pass keeps no attention matrix);
+      "auto": `default_attention_implementation()` for the default backend.
     """
-    if implementation not in ("einsum", "fused"):
-        raise ValueError(f"implementation must be 'einsum' or 'fused', got {implementation!r}")
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation == "auto":
+        implementation = default_attention_implementation()
     use_dropout = dropout_rate > 0.0 and dropout_rng is not None
+    if implementation == "scan":
+        return _attention_scan_heads(
+            q, k, v, mask, bias, dropout_rate if use_dropout else 0.0, dropout_rng
+        )
     if implementation == "fused" and not use_dropout:
         out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)  # (b, t, h, d)
         if mask is None:

@@ -38,7 +38,7 @@ def test_shapes_and_hidden_states_are_sown():
     np.testing.assert_array_equal(np.asarray(hidden[-1]), np.asarray(out.sequence_output))
 
 
-@pytest.mark.parametrize("impl", ["einsum", "fused"])
+@pytest.mark.parametrize("impl", ["einsum", "fused", "scan"])
 @pytest.mark.parametrize("pre_ln", [False, True])
 def test_padding_invariance(impl, pre_ln):
     """Appending padding tokens changes no output at real positions."""
@@ -125,6 +125,6 @@ def test_hf_dtype_field_is_not_the_compute_dtype():
         attention_impl="x",
     )
     config = BertConfig.from_hf(hf, dtype="bfloat16")
-    assert config.dtype == "bfloat16" and config.attention_impl == "fused"
+    assert config.dtype == "bfloat16" and config.attention_impl == "auto"
     assert BertConfig.from_hf(hf).dtype == "float32"
     assert "attention_impl" not in config.to_hf("BertModel")

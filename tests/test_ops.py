@@ -41,7 +41,10 @@ def qkv(b=2, t=5, s=5, h=3, d=4):
     )
 
 
-@pytest.mark.parametrize("implementation", ["einsum", "fused"])
+IMPLEMENTATIONS = ["einsum", "fused", "scan", "auto"]
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_attention_matches_numpy_with_padding_mask(implementation):
     q, k, v = qkv()
     lengths = np.array([5, 3])
@@ -68,7 +71,7 @@ def test_attention_rows_sum_to_one_and_masked_keys_get_exactly_zero():
     assert (probs[0, :, :, 3:] == 0.0).all()  # exactly zero, not just small
 
 
-@pytest.mark.parametrize("implementation", ["einsum", "fused"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_fully_masked_rows_are_zero_not_nan(implementation):
     q, k, v = (jnp.asarray(a, jnp.float32) for a in qkv())
     mask = jnp.zeros((2, 1, 5, 5), bool).at[1].set(True)  # batch 0: nothing to attend to
@@ -77,21 +80,84 @@ def test_fully_masked_rows_are_zero_not_nan(implementation):
     assert (out[0] == 0).all()
 
 
-def test_einsum_and_fused_agree_with_bias_and_causal_mask():
+@pytest.mark.parametrize("implementation", ["fused", "scan"])
+@pytest.mark.parametrize(
+    "mask_shape, bias_shape",
+    [((1, 1, 6, 6), (1, 3, 6, 6)), ((2, 3, 6, 6), (6,)), ((6, 6), None), (None, (2, 1, 1, 6))],
+)
+def test_implementations_agree_with_bias_and_masks(implementation, mask_shape, bias_shape):
+    """Per-head and shared masks and biases of any broadcastable rank, values and gradients."""
     q, k, v = (jnp.asarray(a, jnp.float32) for a in qkv(t=6, s=6))
-    causal = jnp.tril(jnp.ones((6, 6), bool))[None, None]
-    bias = jnp.asarray(RNG.normal(size=(1, 3, 6, 6)), jnp.float32)
-    a = ops.dot_product_attention(q, k, v, causal, bias, implementation="einsum")
-    b = ops.dot_product_attention(q, k, v, causal, bias, implementation="fused")
+    mask = None
+    if mask_shape is not None:
+        mask = jnp.broadcast_to(jnp.tril(jnp.ones((6, 6), bool)), mask_shape)
+        if mask_shape[0] == 2:  # per example and head: hide one more key here and there
+            mask = mask & jnp.asarray(RNG.random(mask_shape) > 0.2).at[..., 0].set(True)
+    bias = None if bias_shape is None else jnp.asarray(RNG.normal(size=bias_shape), jnp.float32)
+    cotangent = jnp.asarray(RNG.normal(size=q.shape), jnp.float32)
+
+    def loss(impl, q, k, v):
+        out = ops.dot_product_attention(q, k, v, mask, bias, implementation=impl)
+        return (out * cotangent).sum(), out
+
+    (_, a), grads_a = jax.value_and_grad(loss, (1, 2, 3), has_aux=True)("einsum", q, k, v)
+    (_, b), grads_b = jax.value_and_grad(loss, (1, 2, 3), has_aux=True)(implementation, q, k, v)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), atol=1e-5)
 
 
-def test_attention_dropout_rescales_and_is_deterministic_per_key():
+def test_scan_attention_dropout_matches_per_head_reference():
+    """Dropout inside the head loop: the head's key is split(rng, h)[head], the weights are
+    dropped after the softmax, and the gradient uses the same (saved) mask as the forward."""
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in qkv(b=2, t=8, s=8, h=3, d=4))
+    key_mask = jnp.arange(8)[None, :] < jnp.array([8, 5])[:, None]  # (b, s)
+    rate, rng = 0.3, jax.random.key(7)
+
+    def reference(q, k, v):
+        heads = []
+        for head, head_rng in enumerate(jax.random.split(rng, 3)):
+            scores = jnp.einsum("btd,bsd->bts", q[:, :, head], k[:, :, head]) / 2.0  # sqrt(4)
+            scores = jnp.where(key_mask[:, None, :], scores, -jnp.inf)
+            weights = ops.dropout(jax.nn.softmax(scores, axis=-1), rate, head_rng)
+            heads.append(jnp.einsum("bts,bsd->btd", weights, v[:, :, head]))
+        return jnp.stack(heads, axis=2)  # (b, t, h, d)
+
+    def scan(q, k, v):
+        return ops.dot_product_attention(
+            q,
+            k,
+            v,
+            ops.padding_mask(key_mask),
+            dropout_rate=rate,
+            dropout_rng=rng,
+            implementation="scan",
+        )
+
+    np.testing.assert_allclose(np.asarray(scan(q, k, v)), np.asarray(reference(q, k, v)), atol=1e-5)
+    assert not np.allclose(
+        np.asarray(scan(q, k, v)), np.asarray(ops.dot_product_attention(q, k, v))
+    )
+    cotangent = jnp.asarray(RNG.normal(size=q.shape), jnp.float32)
+    grads = [
+        jax.grad(lambda *a, f=f: (f(*a) * cotangent).sum(), (0, 1, 2))(q, k, v)
+        for f in (scan, reference)
+    ]
+    for ga, gb in zip(*grads, strict=True):
+        np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), atol=1e-5)
+
+
+def test_auto_is_scan_on_cpu():
+    assert jax.default_backend() != "cpu" or ops.default_attention_implementation() == "scan"
+
+
+@pytest.mark.parametrize("implementation", ["einsum", "scan"])
+def test_attention_dropout_rescales_and_is_deterministic_per_key(implementation):
     q, k, v = (jnp.asarray(a, jnp.float32) for a in qkv())
-    kwargs = dict(dropout_rate=0.5, dropout_rng=jax.random.key(3))
+    kwargs = dict(dropout_rate=0.5, dropout_rng=jax.random.key(3), implementation=implementation)
     a = ops.dot_product_attention(q, k, v, **kwargs)
     b = ops.dot_product_attention(q, k, v, **kwargs)
-    c = ops.dot_product_attention(q, k, v)
+    c = ops.dot_product_attention(q, k, v, implementation=implementation)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(a), np.asarray(c))
     with pytest.raises(ValueError, match="implementation"):
