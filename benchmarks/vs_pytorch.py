@@ -54,6 +54,19 @@ flags.DEFINE_enum(
     ["float32", "bfloat16"],
     "Compute dtype (jax dtype=..., torch autocast); bfloat16 is meant for GPU runs.",
 )
+flags.DEFINE_enum(
+    "attention_impl",
+    "auto",
+    ["auto", "scan", "einsum", "fused"],
+    "jaxformer's attention program (BertConfig.attention_impl); auto = scan on CPU.",
+)
+flags.DEFINE_enum(
+    "baseline_attention",
+    None,
+    ["scan", "einsum", "fused"],
+    "Also time jax with this attention_impl, interleaved with the others, as a same-run "
+    "baseline (columns jax_baseline_*, speedup_vs_baseline); fused = before session 3.",
+)
 flags.DEFINE_bool("quick", False, "MiniLM, 8x128, 3 reps, eager only (CI smoke run).")
 flags.DEFINE_bool("e2e", False, "Also run one IMDB epoch with and without length bucketing.")
 flags.DEFINE_integer("e2e_examples", 2000, "IMDB train reviews in the end-to-end epoch.")
@@ -150,6 +163,38 @@ def gemm_peak_tflops(n: int = 2048, reps: int = 5) -> dict:
     return rates
 
 
+MODEL_GEMMS = ((4096, 384, 1536), (4096, 1536, 384), (4096, 384, 1152))  # MiniLM, 4096 tokens
+
+
+def model_gemm_tflops(shapes=MODEL_GEMMS, reps: int = 7) -> list[dict]:
+    """Median float32 rate of jax and torch on the encoder's own GEMM shapes (tokens x in x out:
+    feed-forward in, feed-forward out, fused QKV), interleaved; x @ W as both models write it."""
+    import jax
+    import torch
+
+    rng = np.random.default_rng(0)
+    matmul = jax.jit(lambda x, w: x @ w)
+    out = []
+    for m, k, n in shapes:
+        x, w = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+        jx, jw, tx, tw = jax.numpy.asarray(x), jax.numpy.asarray(w), torch.from_numpy(x), w.T
+        tw = torch.from_numpy(tw.copy())  # torch.nn.Linear keeps (out, in)
+        sides = {
+            "jax": lambda jx=jx, jw=jw: matmul(jx, jw).block_until_ready(),
+            "torch": lambda tx=tx, tw=tw: torch.nn.functional.linear(tx, tw),
+        }
+        times = {name: [] for name in sides}
+        for fn in sides.values():
+            fn()
+        for _ in range(reps):
+            for name, fn in sides.items():
+                times[name].append(_timed(fn))
+        row = {"shape": [m, k, n]}
+        row.update({n_: 2 * m * k * n / statistics.median(t) / 1e12 for n_, t in times.items()})
+        out.append(row)
+    return out
+
+
 def _timed(fn: Callable[[], None]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -177,7 +222,9 @@ def minilm_folder() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def build_pair(name: str, workdir: Path, dtype: str = "float32") -> Pair:
+def build_pair(
+    name: str, workdir: Path, dtype: str = "float32", attention_impl: str = "auto"
+) -> Pair:
     """transformers model (checkpoint or random, classifier seeded) -> save_pretrained ->
     jaxformer.from_pretrained on that folder, so both sides hold the same weights."""
     import torch
@@ -195,7 +242,9 @@ def build_pair(name: str, workdir: Path, dtype: str = "float32") -> Pair:
         model = transformers.BertForSequenceClassification(config)
     folder = workdir / name
     model.save_pretrained(folder)
-    jax_model, params = jaxformer.from_pretrained(folder, num_labels=2, dtype=dtype)
+    jax_model, params = jaxformer.from_pretrained(
+        folder, num_labels=2, dtype=dtype, attention_impl=attention_impl
+    )
     return Pair(name, folder, model, jax_model, params, model.config.to_dict())
 
 
@@ -321,12 +370,17 @@ def measure(
     compile_torch: bool,
     dtype: str,
     peak: float,
+    baseline_attention: str | None = None,
 ) -> dict:
     batch = make_batch(batch_size, length, pair.hf_config["vocab_size"])
     sides = {
         "jax": lambda: jax_runner(pair, workload, batch),
         "torch_eager": lambda: torch_runner(pair, workload, batch, False, dtype),
     }
+    if baseline_attention:  # the same weights in a model that differs only in attention_impl
+        config = pair.jax_model.config.replace(attention_impl=baseline_attention)
+        baseline = dataclasses.replace(pair, jax_model=type(pair.jax_model)(config))
+        sides["jax_baseline"] = lambda: jax_runner(baseline, workload, batch)
     row = {
         "workload": workload,
         "model": pair.name,
@@ -363,6 +417,12 @@ def measure(
         row[f"{side}_tflops"] = flops * tokens / median / 1e12
         row[f"{side}_peak_fraction"] = row[f"{side}_tflops"] / peak
     row["ratio_vs_eager"] = row["jax_examples_per_s"] / row["torch_eager_examples_per_s"]
+    if "jax_baseline" in times:
+        row["jax_baseline_attention"] = baseline_attention
+        row["speedup_vs_baseline"] = row["jax_examples_per_s"] / row["jax_baseline_examples_per_s"]
+        row["baseline_ratio_vs_eager"] = (
+            row["jax_baseline_examples_per_s"] / row["torch_eager_examples_per_s"]
+        )
     if "torch_compile" in times:
         row["ratio_vs_compile"] = row["jax_examples_per_s"] / row["torch_compile_examples_per_s"]
     return row
@@ -378,6 +438,8 @@ def run_benchmark(
     warmup: int = 1,
     compile_models: Sequence[str] = (),
     dtype: str = "float32",
+    attention_impl: str = "auto",
+    baseline_attention: str | None = None,
     workdir: Path | None = None,
     progress: bool = True,
     partial_json: str | None = None,
@@ -388,7 +450,9 @@ def run_benchmark(
 
     torch.set_num_threads(FLAGS.threads if FLAGS.is_parsed() and FLAGS.threads else cores())
     machine = machine_info()
+    machine["attention_impl"] = attention_impl
     machine["gemm_tflops"] = gemm_peak_tflops()
+    machine["model_gemm_tflops"] = model_gemm_tflops()
     rows = []
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -400,7 +464,7 @@ def run_benchmark(
             bar.set_postfix_str(f"{model} {workload} {b}x{t}")
             if model not in pairs:
                 pairs.clear()  # one model resident at a time
-                pairs[model] = build_pair(model, workdir, dtype)
+                pairs[model] = build_pair(model, workdir, dtype, attention_impl)
             rows.append(
                 measure(
                     pairs[model],
@@ -412,8 +476,10 @@ def run_benchmark(
                     compile_torch=model in compile_models,
                     dtype=dtype,
                     peak=machine["gemm_tflops"]["peak"],
+                    baseline_attention=baseline_attention,
                 )
             )
+            rows[-1]["jax_attention_impl"] = attention_impl
             bar.write(summary_line(rows[-1]))
             if partial_json:  # a long run that is stopped still leaves its rows
                 Path(partial_json).write_text(json.dumps(rows, indent=1))
@@ -429,6 +495,12 @@ def summary_line(row: dict) -> str:
     )
     if "ratio_vs_compile" in row:
         line += f", vs compile {row['ratio_vs_compile']:.2f}"
+    if "speedup_vs_baseline" in row:
+        line += (
+            f"; jax with attention_impl={row['jax_baseline_attention']} "
+            f"{row['jax_baseline_examples_per_s']:.2f} ex/s (ratio "
+            f"{row['baseline_ratio_vs_eager']:.2f}), speedup {row['speedup_vs_baseline']:.2f}"
+        )
     return line
 
 
@@ -560,11 +632,22 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
         f"torch {machine['torch']} ({machine['torch_threads']} threads), "
         f"transformers {machine['transformers']}, Python {machine['python']}. "
         f"XLA_FLAGS={machine['xla_flags'] or '(none)'}. "
+        f"jaxformer attention_impl={machine.get('attention_impl', 'not recorded')}. "
         f"Load average before/after: {_fmt_load(machine['load_avg_before'])} / "
         f"{_fmt_load(machine.get('load_avg_after'))}.",
         "",
         f"Measured float32 2048x2048 GEMM: jax {gemm['jax']:.3f}, "
-        f"torch {gemm['torch']:.3f} TFLOP/s; peak = {gemm['peak']:.3f} TFLOP/s.",
+        f"torch {gemm['torch']:.3f} TFLOP/s; peak = {gemm['peak']:.3f} TFLOP/s."
+        + (
+            " On the encoder's own GEMM shapes (tokens x in x out, median, interleaved): "
+            + "; ".join(
+                f"{'x'.join(map(str, g['shape']))} jax {g['jax']:.3f} / torch {g['torch']:.3f}"
+                for g in machine["model_gemm_tflops"]
+            )
+            + " TFLOP/s."
+            if machine.get("model_gemm_tflops")
+            else ""
+        ),
         "",
         "Rows: median step time over interleaved repetitions after warm-up. ex/s = examples/s, "
         "tok/s = padded tokens/s, ratio = jax / torch (>1: jax faster), TFLOP/s and % of the GEMM "
@@ -595,6 +678,25 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
             f"| {r['jax_first_call_s']:.1f} / {r['torch_eager_first_call_s']:.1f} / "
             f"{r.get('torch_compile_first_call_s', float('nan')):.1f} |"
         )
+    based = [r for r in rows if "speedup_vs_baseline" in r]
+    if based:
+        out += [
+            "",
+            "Same run, same weights and batches, a third side interleaved with the two above: "
+            "jax with another `attention_impl` (the baseline).",
+            "",
+            "| workload | model | batch x len | attention (baseline -> now) | jax ex/s baseline "
+            "-> now | speedup | jax/eager baseline -> now |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in based:
+            out.append(
+                f"| {r['workload']} | {r['model']} | {r['batch']}x{r['length']} "
+                f"| {r['jax_baseline_attention']} -> {r.get('jax_attention_impl', '?')} "
+                f"| {r['jax_baseline_examples_per_s']:.2f} -> {r['jax_examples_per_s']:.2f} "
+                f"| **{r['speedup_vs_baseline']:.2f}x** "
+                f"| {r['baseline_ratio_vs_eager']:.2f} -> {r['ratio_vs_eager']:.2f} |"
+            )
     e2e = [r for r in rows if r["workload"] == "e2e_epoch"]
     for bucketed, padded in zip(e2e[::2], e2e[1::2], strict=True):  # pairs from e2e_epochs
         out += [
@@ -674,6 +776,8 @@ def main(argv: Sequence[str]) -> None:
         warmup=FLAGS.warmup,
         compile_models=compile_models,
         dtype=FLAGS.dtype,
+        attention_impl=FLAGS.attention_impl,
+        baseline_attention=FLAGS.baseline_attention,
         partial_json=FLAGS.json,
     )
     if FLAGS.e2e:

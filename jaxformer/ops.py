@@ -28,11 +28,10 @@ def layer_norm(x: Array, scale: Array, bias: Array, eps: float) -> Array:
 
 
 def gelu_exact(x: Array) -> Array:
-    """x * Phi(x) = x/2 (1 + erf(x / sqrt 2)), the form BERT and PyTorch use.
-
-    `jax.nn.gelu(approximate=False)` goes through erfc, which XLA:CPU evaluates 1.7x slower
-    than erf; the two agree to within 1e-6."""
-    return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+    """x * Phi(x), through erfc. (PyTorch's x/2 (1 + erf(x / sqrt 2)) is 1.7x faster on its own
+    on XLA:CPU, but lets XLA fuse the whole feed-forward block into one slower YNNPACK fusion:
+    8% slower end to end in an A/B of the MiniLM forward.)"""
+    return jax.nn.gelu(x, approximate=False)
 
 
 def gelu_tanh(x: Array) -> Array:

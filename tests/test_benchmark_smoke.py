@@ -3,6 +3,7 @@
 Checks the rows' fields and that the numbers are positive; never timings against each other.
 """
 
+import collections
 import importlib.util
 import json
 import math
@@ -101,3 +102,28 @@ def test_e2e_epochs_on_a_fake_archive(bench, tmp_path, monkeypatch):
     machine = {**bench.machine_info(), "gemm_tflops": {"jax": 1.0, "torch": 1.0, "peak": 1.0}}
     report = bench.markdown(rows, machine, "python benchmarks/vs_pytorch.py --models= --e2e")
     assert "interleaved batch by batch" in report and "Bucketing speedup" in report
+
+
+def test_profile_step_groups_thunks_by_kind():
+    """benchmarks/profile_step.py's HLO reading: dots, random bits and loop bodies found."""
+    import jax
+    import jax.numpy as jnp
+
+    spec = importlib.util.spec_from_file_location("profile_step", SCRIPT.parent / "profile_step.py")
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+
+    def fn(x, key):
+        noise = jax.random.bits(key, x.shape, jnp.uint32).astype(jnp.float32)
+        per_row = jax.lax.map(lambda row: jnp.tanh(row @ x), x)  # a loop with a dot inside
+        return per_row.sum() + jnp.tanh(x @ x).sum() + noise.sum()
+
+    x = jnp.ones((16, 16))
+    hlo = jax.jit(fn).lower(x, jax.random.key(0)).compile().as_text()
+    line_of, home, body = profile.parse_hlo(hlo)
+    in_loop = profile.loop_computations(line_of, body)
+    kinds = collections.defaultdict(set)
+    for name in line_of:
+        kinds[profile.kind_of(name, line_of, body)].add(home[name] in in_loop)
+    assert kinds["matmul"] == {True, False}  # the dot in the loop body and the one outside
+    assert "random bits" in kinds and None in kinds  # threefry; the while container itself

@@ -1,0 +1,179 @@
+"""Where a jaxformer step spends its time: a jax.profiler trace, summed by kind of XLA operation.
+
+  python benchmarks/profile_step.py --workload=infer --shape=32x128
+  python benchmarks/profile_step.py --workload=train --shape=16x256 --attention_impl=einsum
+
+Traces `--steps` calls of the jitted step (after two untimed ones) with jax.profiler's Perfetto
+output, reads back the duration of every XLA:CPU thunk, and groups them using the compiled HLO:
+  matmul           thunks that contain a dot (YNNPACK fusions, Eigen dots)
+  random bits      integer (u32) arithmetic: threefry for dropout
+  copy/transpose   layout changes
+  other            elementwise, reductions, softmax, layer norm, AdamW, ...
+each split by whether it runs inside a loop body (the "scan" attention runs one head per
+iteration). XLA may run independent thunks at the same time, so shares are of summed thunk
+time, not of wall time (both are printed).
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import gzip
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vs_pytorch as vp  # noqa: E402  (also defines --attention_impl, shared with this script)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("model", "minilm", ["minilm", "base"], "minilm checkpoint or random bert-base.")
+flags.DEFINE_enum("workload", "infer", ["infer", "train"], "Forward only, or the AdamW step.")
+flags.DEFINE_string("shape", "32x128", "BATCHxLENGTH.")
+flags.DEFINE_integer("steps", 3, "Traced steps.")
+flags.DEFINE_integer("top", 12, "Also list this many single thunks, slowest first.")
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (.*)$")
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
+
+
+def parse_hlo(text: str) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
+    """(instruction -> its line, instruction -> its computation, computation -> lines)."""
+    line_of, home, body = {}, {}, collections.defaultdict(list)
+    current = None
+    for line in text.splitlines():
+        if not line.startswith(" ") and (m := _COMPUTATION.match(line)):  # a header
+            current = m.group(1)
+            continue
+        if current and (m := _INSTRUCTION.match(line)):
+            line_of.setdefault(m.group(1), m.group(2))
+            home.setdefault(m.group(1), current)
+            body[current].append(m.group(2))
+    return line_of, home, body
+
+
+def loop_computations(line_of: dict, body: dict) -> set[str]:
+    """Computations run per iteration of a while loop (bodies and what they call)."""
+    todo = [
+        m.group(1)
+        for line in line_of.values()
+        for m in [re.search(r"body=%?([\w.\-]+)", line)]
+        if m
+    ]
+    seen = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in body.get(name, []):
+            todo += re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", line)
+    return seen
+
+
+def kind_of(name: str, line_of: dict, body: dict) -> str | None:
+    """Category of one thunk; None for containers (while, call) whose children are counted."""
+    line = line_of[name]
+    op = re.search(r"(?:^|\s)([a-z][\w\-]*)\(", line).group(1)  # after the (maybe tuple) shape
+    if op in ("while", "call", "conditional"):
+        return None
+    lines = [line] + body.get((re.findall(r"calls=%?([\w.\-]+)", line) or [""])[0], [])
+    ops = " ".join(lines)
+    if re.search(r"\bdot\(", ops):
+        return "matmul"
+    if re.search(r"u32\[[\d,]*\][^ ]* (xor|shift-left|shift-right-logical)\(", ops):
+        return "random bits"
+    if op in ("copy", "transpose") or (
+        all(re.search(r"\b(copy|transpose|bitcast|parameter)\(", x) for x in lines[1:])
+        and len(lines) > 1
+    ):
+        return "copy/transpose"
+    return "other"
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    import jax
+    import jax.numpy as jnp
+
+    import jaxformer
+    from jaxformer.model import init_params
+
+    batch_size, length = map(int, FLAGS.shape.split("x"))
+    if FLAGS.model == "minilm":
+        model, params = jaxformer.from_pretrained(
+            vp.minilm_folder(), num_labels=2, attention_impl=FLAGS.attention_impl
+        )
+    else:
+        config = jaxformer.BertConfig(**vp.SHAPES["base"], attention_impl=FLAGS.attention_impl)
+        model = jaxformer.BertForSequenceClassification(config)
+        params = init_params(model, jax.random.key(0))
+    batch = {k: jnp.asarray(v) for k, v in vp.make_batch(batch_size, length, 30522).items()}
+    if FLAGS.workload == "infer":
+        fn = jax.jit(lambda p, ids, mask: model.apply({"params": p}, ids, mask))
+        args = (params, batch["input_ids"], batch["attention_mask"])
+        hlo = fn.lower(*args).compile().as_text()
+
+        def run():
+            fn(*args).block_until_ready()
+
+    else:
+        tx, step = vp.jax_train_step(model)
+        state = {"params": params, "opt": tx.init(params)}
+        hlo = step.lower(state["params"], state["opt"], batch, jax.random.key(0)).compile()
+        hlo = hlo.as_text()
+
+        def run():
+            state["params"], state["opt"], loss = step(
+                state["params"], state["opt"], batch, jax.random.key(0)
+            )
+            loss.block_until_ready()
+
+    run()
+    run()
+    with tempfile.TemporaryDirectory() as tmp:
+        walls = []
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for _ in range(FLAGS.steps):
+                t0 = time.perf_counter()
+                run()
+                walls.append(time.perf_counter() - t0)
+        (trace,) = glob.glob(f"{tmp}/**/perfetto_trace.json.gz", recursive=True)
+        events = json.load(gzip.open(trace))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+
+    line_of, home, body = parse_hlo(hlo)
+    in_loop = loop_computations(line_of, body)
+    per_thunk = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in line_of:
+            per_thunk[e["name"]] += e.get("dur", 0) / 1e3 / FLAGS.steps  # ms per step
+    groups = collections.Counter()
+    for name, ms in per_thunk.items():
+        kind = kind_of(name, line_of, body)
+        if kind is not None:
+            where = "in loop" if home[name] in in_loop else "top level"
+            groups[(kind, where)] += ms
+    total = sum(groups.values())
+    print(
+        f"\n{FLAGS.model} {FLAGS.workload} {FLAGS.shape}, attention_impl={FLAGS.attention_impl}: "
+        f"wall {1e3 * statistics.median(walls):.1f} ms/step, summed thunks {total:.1f} ms/step\n"
+    )
+    print("| kind | where | ms/step | share |\n|---|---|---|---|")
+    for (kind, where), ms in groups.most_common():
+        print(f"| {kind} | {where} | {ms:.1f} | {100 * ms / total:.0f}% |")
+    print(f"\nslowest {FLAGS.top} thunks (ms/step, summed over loop iterations):")
+    for name, ms in per_thunk.most_common(FLAGS.top):
+        kind = kind_of(name, line_of, body)
+        print(f"  {ms:8.1f}  {name:32s} {kind or 'container'}: {line_of[name][:70]}")
+
+
+if __name__ == "__main__":
+    app.run(main)
