@@ -61,12 +61,7 @@ def parse_hlo(text: str) -> tuple[dict[str, str], dict[str, str], dict[str, list
 
 def loop_computations(line_of: dict, body: dict) -> set[str]:
     """Computations run per iteration of a while loop (bodies and what they call)."""
-    todo = [
-        m.group(1)
-        for line in line_of.values()
-        for m in [re.search(r"body=%?([\w.\-]+)", line)]
-        if m
-    ]
+    todo = [b for line in line_of.values() for b in re.findall(r"body=%?([\w.\-]+)", line)]
     seen = set()
     while todo:
         name = todo.pop()
@@ -115,7 +110,8 @@ def main(argv: Sequence[str]) -> None:
         config = jaxformer.BertConfig(**vp.SHAPES["base"], attention_impl=FLAGS.attention_impl)
         model = jaxformer.BertForSequenceClassification(config)
         params = init_params(model, jax.random.key(0))
-    batch = {k: jnp.asarray(v) for k, v in vp.make_batch(batch_size, length, 30522).items()}
+    batch = vp.make_batch(batch_size, length, model.config.vocab_size)
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
     if FLAGS.workload == "infer":
         fn = jax.jit(lambda p, ids, mask: model.apply({"params": p}, ids, mask))
         args = (params, batch["input_ids"], batch["attention_mask"])

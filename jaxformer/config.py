@@ -11,6 +11,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jaxformer import ops
+
 # Fields a config.json must carry: everything else has the Hugging Face default.
 REQUIRED_HF_FIELDS = (
     "vocab_size",
@@ -21,7 +23,7 @@ REQUIRED_HF_FIELDS = (
 )
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
 POSITION_TYPES = ("absolute", "sinusoidal")
-ATTENTION_IMPLS = ("auto", "einsum", "fused", "scan")  # see ops.dot_product_attention
+ATTENTION_IMPLS = ops.IMPLEMENTATIONS  # see ops.dot_product_attention
 # Ours, not Hugging Face's: never read from or written to config.json.
 COMPUTE_FIELDS = ("pre_layer_norm", "attention_impl", "dtype", "param_dtype", "remat")
 

@@ -113,7 +113,7 @@ def _attention_scan_heads(
     mask: Array | None,
     bias: Array | None,
     dropout_rate: float,
-    dropout_rng: Array | None,
+    dropout_rng: Array | None,  # None: no dropout
 ) -> Array:
     """One head at a time (`lax.map` over h), the head's scores recomputed in the backward pass.
 
@@ -139,7 +139,7 @@ def _attention_scan_heads(
             shared[name] = x[:, 0]  # (b|1, t|1, s|1)
         else:
             xs[name] = jnp.broadcast_to(x, (x.shape[0], heads, *x.shape[2:])).transpose(1, 0, 2, 3)
-    if dropout_rate > 0.0 and dropout_rng is not None:
+    if dropout_rng is not None:  # None: no dropout
         xs["rng"] = jax.random.split(dropout_rng, heads)
 
     def one_head(x: dict) -> Array:
@@ -204,7 +204,7 @@ def dot_product_attention(
     use_dropout = dropout_rate > 0.0 and dropout_rng is not None
     if implementation == "scan":
         return _attention_scan_heads(
-            q, k, v, mask, bias, dropout_rate if use_dropout else 0.0, dropout_rng
+            q, k, v, mask, bias, dropout_rate, dropout_rng if use_dropout else None
         )
     if implementation == "fused" and not use_dropout:
         out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)  # (b, t, h, d)
