@@ -67,6 +67,20 @@ flags.DEFINE_enum(
     "Also time jax with this attention_impl, interleaved with the others, as a same-run "
     "baseline (columns jax_baseline_*, speedup_vs_baseline); fused = before session 3.",
 )
+flags.DEFINE_enum(
+    "jax_cpu_matmul",
+    "xla",
+    ["xla", "onednn"],
+    "Library for XLA:CPU's GEMMs (jaxformer.xla_cpu): xla = its default (YNNPACK); onednn = "
+    "oneDNN where the program allows it (inference), else the default (logged).",
+)
+flags.DEFINE_enum(
+    "baseline_cpu_matmul",
+    None,
+    ["xla", "onednn"],
+    "Time the same-run baseline side with this --jax_cpu_matmul (with or without "
+    "--baseline_attention).",
+)
 flags.DEFINE_bool("quick", False, "MiniLM, 8x128, 3 reps, eager only (CI smoke run).")
 flags.DEFINE_bool("e2e", False, "Also run one IMDB epoch with and without length bucketing.")
 flags.DEFINE_integer("e2e_examples", 2000, "IMDB train reviews in the end-to-end epoch.")
@@ -213,6 +227,7 @@ class Pair:
     jax_model: object
     jax_params: dict
     hf_config: dict
+    cpu_matmul: str = "xla"  # see jaxformer.xla_cpu
 
 
 def minilm_folder() -> Path:
@@ -270,12 +285,12 @@ def make_batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str, 
     }
 
 
-def jax_train_step(model):
+def jax_train_step(model, cpu_matmul: str = "xla"):
     """A real train step: AdamW, jit, state (params, opt_state) donated, dropout on."""
     import jax
     import optax
 
-    from jaxformer import ops
+    from jaxformer import ops, xla_cpu
 
     tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
 
@@ -294,20 +309,29 @@ def jax_train_step(model):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return tx, jax.jit(step, donate_argnums=(0, 1))
+    return tx, xla_cpu.jit(step, matmul=cpu_matmul, donate_argnums=(0, 1))
 
 
 def jax_runner(pair: Pair, workload: str, batch: dict) -> Callable[[], None]:
+    """The step as a no-argument callable; `run.compiled` is its xla_cpu.jit."""
     import jax
     import jax.numpy as jnp
 
+    from jaxformer import xla_cpu
+
     jb = {k: jnp.asarray(v) for k, v in batch.items()}
     if workload == "infer":
-        fwd = jax.jit(lambda p, ids, mask: pair.jax_model.apply({"params": p}, ids, mask))
-        return lambda: fwd(
-            pair.jax_params, jb["input_ids"], jb["attention_mask"]
-        ).block_until_ready()
-    tx, step = jax_train_step(pair.jax_model)
+        fwd = xla_cpu.jit(
+            lambda p, ids, mask: pair.jax_model.apply({"params": p}, ids, mask),
+            matmul=pair.cpu_matmul,
+        )
+
+        def infer():
+            fwd(pair.jax_params, jb["input_ids"], jb["attention_mask"]).block_until_ready()
+
+        infer.compiled = fwd
+        return infer
+    tx, step = jax_train_step(pair.jax_model, pair.cpu_matmul)
     state = {"params": jax.tree.map(jnp.copy, pair.jax_params)}
     state["opt"] = tx.init(state["params"])
     key, counter = jax.random.key(0), [0]
@@ -318,6 +342,7 @@ def jax_runner(pair: Pair, workload: str, batch: dict) -> Callable[[], None]:
         state["params"], state["opt"], loss = step(state["params"], state["opt"], jb, rng)
         jax.block_until_ready((state, loss))
 
+    run.compiled = step
     return run
 
 
@@ -371,15 +396,22 @@ def measure(
     dtype: str,
     peak: float,
     baseline_attention: str | None = None,
+    baseline_cpu_matmul: str | None = None,
 ) -> dict:
     batch = make_batch(batch_size, length, pair.hf_config["vocab_size"])
     sides = {
         "jax": lambda: jax_runner(pair, workload, batch),
         "torch_eager": lambda: torch_runner(pair, workload, batch, False, dtype),
     }
-    if baseline_attention:  # the same weights in a model that differs only in attention_impl
-        config = pair.jax_model.config.replace(attention_impl=baseline_attention)
-        baseline = dataclasses.replace(pair, jax_model=type(pair.jax_model)(config))
+    if baseline_attention or baseline_cpu_matmul:  # the same weights, one setting changed
+        config = pair.jax_model.config.replace(
+            attention_impl=baseline_attention or pair.jax_model.config.attention_impl
+        )
+        baseline = dataclasses.replace(
+            pair,
+            jax_model=type(pair.jax_model)(config),
+            cpu_matmul=baseline_cpu_matmul or pair.cpu_matmul,
+        )
         sides["jax_baseline"] = lambda: jax_runner(baseline, workload, batch)
     row = {
         "workload": workload,
@@ -387,6 +419,7 @@ def measure(
         "batch": batch_size,
         "length": length,
         "dtype": dtype,
+        "jax_cpu_matmul": pair.cpu_matmul,
     }
     if compile_torch:
         sides["torch_compile"] = lambda: torch_runner(pair, workload, batch, True, dtype)
@@ -395,6 +428,8 @@ def measure(
         try:
             run = make()
             row[f"{side}_first_call_s"] = _timed(run)  # compile + first step
+            if side.startswith("jax"):  # did oneDNN run it, or XLA's default (see xla_cpu)?
+                row[f"{side}_onednn"] = any(run.compiled.uses_onednn.values())
             for _ in range(warmup):
                 run()
             row[f"{side}_step_mem_mb"] = step_memory_mb(run)
@@ -418,7 +453,8 @@ def measure(
         row[f"{side}_peak_fraction"] = row[f"{side}_tflops"] / peak
     row["ratio_vs_eager"] = row["jax_examples_per_s"] / row["torch_eager_examples_per_s"]
     if "jax_baseline" in times:
-        row["jax_baseline_attention"] = baseline_attention
+        row["jax_baseline_attention"] = baseline.jax_model.config.attention_impl
+        row["jax_baseline_cpu_matmul"] = baseline.cpu_matmul
         row["speedup_vs_baseline"] = row["jax_examples_per_s"] / row["jax_baseline_examples_per_s"]
         row["baseline_ratio_vs_eager"] = (
             row["jax_baseline_examples_per_s"] / row["torch_eager_examples_per_s"]
@@ -440,6 +476,8 @@ def run_benchmark(
     dtype: str = "float32",
     attention_impl: str = "auto",
     baseline_attention: str | None = None,
+    cpu_matmul: str = "xla",
+    baseline_cpu_matmul: str | None = None,
     workdir: Path | None = None,
     progress: bool = True,
     partial_json: str | None = None,
@@ -451,6 +489,7 @@ def run_benchmark(
     torch.set_num_threads(FLAGS.threads if FLAGS.is_parsed() and FLAGS.threads else cores())
     machine = machine_info()
     machine["attention_impl"] = attention_impl
+    machine["jax_cpu_matmul"] = cpu_matmul
     machine["gemm_tflops"] = gemm_peak_tflops()
     machine["model_gemm_tflops"] = model_gemm_tflops()
     rows = []
@@ -465,6 +504,7 @@ def run_benchmark(
             if model not in pairs:
                 pairs.clear()  # one model resident at a time
                 pairs[model] = build_pair(model, workdir, dtype, attention_impl)
+                pairs[model].cpu_matmul = cpu_matmul
             rows.append(
                 measure(
                     pairs[model],
@@ -477,6 +517,7 @@ def run_benchmark(
                     dtype=dtype,
                     peak=machine["gemm_tflops"]["peak"],
                     baseline_attention=baseline_attention,
+                    baseline_cpu_matmul=baseline_cpu_matmul,
                 )
             )
             rows[-1]["jax_attention_impl"] = attention_impl
@@ -497,11 +538,20 @@ def summary_line(row: dict) -> str:
         line += f", vs compile {row['ratio_vs_compile']:.2f}"
     if "speedup_vs_baseline" in row:
         line += (
-            f"; jax with attention_impl={row['jax_baseline_attention']} "
+            f"; jax with {_setting(row, 'jax_baseline')} "
             f"{row['jax_baseline_examples_per_s']:.2f} ex/s (ratio "
             f"{row['baseline_ratio_vs_eager']:.2f}), speedup {row['speedup_vs_baseline']:.2f}"
         )
     return line
+
+
+def _setting(row: dict, side: str) -> str:
+    """ "attention scan, GEMMs onednn" for side "jax" or "jax_baseline" of a row."""
+    attention = row.get("jax_attention_impl" if side == "jax" else "jax_baseline_attention", "?")
+    matmul = row.get(f"{side}_cpu_matmul" if side == "jax_baseline" else "jax_cpu_matmul", "xla")
+    if matmul == "onednn" and not row.get(f"{side}_onednn"):
+        matmul = "xla (oneDNN declined the program)"
+    return f"attention {attention}, GEMMs {matmul}"
 
 
 def machine_info() -> dict:
@@ -632,7 +682,8 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
         f"torch {machine['torch']} ({machine['torch_threads']} threads), "
         f"transformers {machine['transformers']}, Python {machine['python']}. "
         f"XLA_FLAGS={machine['xla_flags'] or '(none)'}. "
-        f"jaxformer attention_impl={machine.get('attention_impl', 'not recorded')}. "
+        f"jaxformer attention_impl={machine.get('attention_impl', 'not recorded')}, "
+        f"XLA:CPU GEMMs from {machine.get('jax_cpu_matmul', 'xla')} (jaxformer.xla_cpu). "
         f"Load average before/after: {_fmt_load(machine['load_avg_before'])} / "
         f"{_fmt_load(machine.get('load_avg_after'))}.",
         "",
@@ -683,16 +734,16 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
         out += [
             "",
             "Same run, same weights and batches, a third side interleaved with the two above: "
-            "jax with another `attention_impl` (the baseline).",
+            "jax with another `attention_impl` or GEMM library (the baseline).",
             "",
-            "| workload | model | batch x len | attention (baseline -> now) | jax ex/s baseline "
+            "| workload | model | batch x len | jax setting (baseline -> now) | jax ex/s baseline "
             "-> now | speedup | jax/eager baseline -> now |",
             "|---|---|---|---|---|---|---|",
         ]
         for r in based:
             out.append(
                 f"| {r['workload']} | {r['model']} | {r['batch']}x{r['length']} "
-                f"| {r['jax_baseline_attention']} -> {r.get('jax_attention_impl', '?')} "
+                f"| {_setting(r, 'jax_baseline')} -> {_setting(r, 'jax')} "
                 f"| {r['jax_baseline_examples_per_s']:.2f} -> {r['jax_examples_per_s']:.2f} "
                 f"| **{r['speedup_vs_baseline']:.2f}x** "
                 f"| {r['baseline_ratio_vs_eager']:.2f} -> {r['ratio_vs_eager']:.2f} |"
@@ -778,6 +829,8 @@ def main(argv: Sequence[str]) -> None:
         dtype=FLAGS.dtype,
         attention_impl=FLAGS.attention_impl,
         baseline_attention=FLAGS.baseline_attention,
+        cpu_matmul=FLAGS.jax_cpu_matmul,
+        baseline_cpu_matmul=FLAGS.baseline_cpu_matmul,
         partial_json=FLAGS.json,
     )
     if FLAGS.e2e:

@@ -1,0 +1,132 @@
+"""Which library runs XLA:CPU's matrix multiplies, chosen per compiled program.
+
+XLA:CPU (jax 0.10) hands float32 GEMMs to YNNPACK by default. The same jaxlib also carries
+oneDNN, Intel's library (the kernels under PyTorch's CPU matmuls), behind experimental compiler
+options. On the encoder's GEMM shapes oneDNN runs at PyTorch's rate where YNNPACK reaches about
+75% of it, so inference of the bert-base-shaped model gets 10-30% faster (docs/benchmarks.md).
+
+The oneDNN fusion pass is experimental, though: when a fusion's oneDNN graph splits into more than
+one partition, the process aborts at the program's first run ("partition compile failed"), with
+no Python exception to catch. That happens for an elementwise op on a matmul *input*, two matmuls
+in one fusion, or an epilogue operand computed inside the fusion -- in every backward pass we
+tried. So `jit(fn, matmul="onednn")` compiles with oneDNN, reads the optimized HLO, and keeps that
+executable only when every oneDNN fusion is one matmul of parameters followed by a chain of
+elementwise ops; otherwise it recompiles with XLA's defaults (logged once per program and shape).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from absl import logging
+
+MATMUL_LIBRARIES = ("xla", "onednn")  # "xla": XLA's own choice (YNNPACK on x86 CPUs)
+ONEDNN_OPTIONS = {
+    "xla_cpu_use_onednn": True,
+    "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT",
+    "xla_cpu_experimental_ynn_fusion_type": "",  # otherwise YNNPACK claims the dots first
+}
+# Values that may feed a oneDNN matmul or its epilogue without a partition of their own.
+_LEAVES = ("parameter", "constant", "bitcast", "broadcast")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = \S+ ([\w\-]+)\(([^)]*)\)")
+
+
+def _computations(hlo: str) -> dict[str, list[tuple[str, str, list[str]]]]:
+    """Computation name -> its instructions as (name, opcode, operand names)."""
+    out, current = {}, None
+    for line in hlo.splitlines():
+        header = re.match(r"^(?:ENTRY )?%([\w.\-]+) \(.*\{$", line)
+        if header:
+            current = out.setdefault(header.group(1), [])
+        elif line.startswith("}"):
+            current = None
+        elif current is not None and (m := _INSTRUCTION.match(line)):
+            current.append((m.group(1), m.group(2), re.findall(r"%([\w.\-]+)", m.group(3))))
+    return out
+
+
+def onednn_fusions(hlo: str) -> dict[str, list[tuple[str, str, list[str]]]]:
+    """The fused computations that compiled HLO text runs through oneDNN."""
+    called = re.findall(r"kind=kCustom, calls=%([\w.\-]+).*\"kind\":\"__onednn_fusion\"", hlo)
+    computations = _computations(hlo)
+    return {name: computations[name] for name in called if name in computations}
+
+
+def _fusion_problems(fusion: str, instructions: list[tuple[str, str, list[str]]]) -> list[str]:
+    kind = {name: opcode for name, opcode, _ in instructions}
+    operands = {name: ops for name, _, ops in instructions}
+
+    def is_leaf(name: str) -> bool:
+        return kind.get(name) in _LEAVES and all(map(is_leaf, operands.get(name, [])))
+
+    dots = [name for name, opcode, _ in instructions if opcode == "dot"]
+    if len(dots) != 1:
+        return [f"{fusion}: {len(dots)} dots in one fusion"]
+    problems, chain = [], {dots[0]}
+    for name, opcode, ops in instructions:
+        if opcode == "dot":
+            problems += [f"{fusion}: dot input {o} is computed" for o in ops if not is_leaf(o)]
+        elif opcode not in _LEAVES:
+            on_chain = [o for o in ops if o in chain]
+            rest = [o for o in ops if o not in chain and not is_leaf(o)]
+            if len(on_chain) != 1 or rest:
+                problems.append(f"{fusion}: {opcode} {name} is not a matmul post-op")
+            chain.add(name)
+    return problems
+
+
+def onednn_fusion_problems(hlo: str) -> list[str]:
+    """Why each oneDNN fusion of compiled HLO text would abort at run time; [] when none would.
+
+    A safe fusion is one dot whose operands are parameters (through bitcasts), then elementwise
+    ops that each take the running value and otherwise only parameters, constants, or their
+    bitcasts and broadcasts: what oneDNN compiles as one matmul with post-ops."""
+    return [p for name, body in onednn_fusions(hlo).items() for p in _fusion_problems(name, body)]
+
+
+class jit:  # noqa: N801 (used like jax.jit)
+    """`jax.jit(fn, **jit_kwargs)` with XLA:CPU's GEMMs from `matmul` ("xla" or "onednn").
+
+    Compiles once per argument structure, shapes, dtypes and shardings, like jax.jit. With
+    "onednn" on a non-CPU backend, or when the program has a fusion oneDNN cannot run (see the
+    module docstring), it uses XLA's defaults. Positional arguments only."""
+
+    def __init__(self, fn: Callable, matmul: str = "xla", **jit_kwargs: Any):
+        if matmul not in MATMUL_LIBRARIES:
+            raise ValueError(
+                f"matmul={matmul!r} is not supported; choose one of {MATMUL_LIBRARIES}"
+            )
+        self.jitted = jax.jit(fn, **jit_kwargs)
+        self.matmul = matmul
+        self.compiled: dict[Any, Any] = {}
+        self.uses_onednn: dict[Any, bool] = {}  # per compiled signature
+
+    def __call__(self, *args):
+        if self.matmul == "xla" or jax.default_backend() != "cpu":
+            return self.jitted(*args)
+        leaves, treedef = jax.tree.flatten(args)
+        key = (treedef, *((jax.typeof(x), getattr(x, "sharding", None)) for x in leaves))
+        if key not in self.compiled:
+            self.compiled[key] = self._compile(key, args)
+        return self.compiled[key](*args)
+
+    def _compile(self, key, args):
+        lowered = self.jitted.lower(*args)
+        with warnings.catch_warnings():  # it just stays out of jax's persistent cache
+            warnings.filterwarnings("ignore", "Error writing persistent compilation cache")
+            compiled = lowered.compile(compiler_options=ONEDNN_OPTIONS)
+        problems = onednn_fusion_problems(compiled.as_text())
+        self.uses_onednn[key] = not problems
+        if not problems:
+            return compiled
+        logging.warning(
+            "oneDNN cannot run %d fusion(s) of this program (first: %s); using XLA's default "
+            "matmuls for it",
+            len(problems),
+            problems[0],
+        )
+        return lowered.compile()
