@@ -38,6 +38,9 @@ flags.DEFINE_enum("model", "minilm", ["minilm", "base"], "minilm checkpoint or r
 flags.DEFINE_enum("workload", "infer", ["infer", "train"], "Forward only, or the AdamW step.")
 flags.DEFINE_string("shape", "32x128", "BATCHxLENGTH.")
 flags.DEFINE_integer("steps", 3, "Traced steps.")
+flags.DEFINE_enum(
+    "cpu_matmul", "xla", ["xla", "onednn"], "XLA:CPU's GEMM library (jaxformer.xla_cpu)."
+)
 flags.DEFINE_integer("top", 12, "Also list this many single thunks, slowest first.")
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (.*)$")
@@ -99,6 +102,7 @@ def main(argv: Sequence[str]) -> None:
     import jax.numpy as jnp
 
     import jaxformer
+    from jaxformer import xla_cpu
     from jaxformer.model import init_params
 
     batch_size, length = map(int, FLAGS.shape.split("x"))
@@ -113,18 +117,21 @@ def main(argv: Sequence[str]) -> None:
     batch = vp.make_batch(batch_size, length, model.config.vocab_size)
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     if FLAGS.workload == "infer":
-        fn = jax.jit(lambda p, ids, mask: model.apply({"params": p}, ids, mask))
+        fn = xla_cpu.jit(
+            lambda p, ids, mask: model.apply({"params": p}, ids, mask), matmul=FLAGS.cpu_matmul
+        )
         args = (params, batch["input_ids"], batch["attention_mask"])
-        hlo = fn.lower(*args).compile().as_text()
+        fn = fn.compile(*args)
+        hlo = fn.as_text()
 
         def run():
             fn(*args).block_until_ready()
 
     else:
-        tx, step = vp.jax_train_step(model)
+        tx, step = vp.jax_train_step(model, FLAGS.cpu_matmul)
         state = {"params": params, "opt": tx.init(params)}
-        hlo = step.lower(state["params"], state["opt"], batch, jax.random.key(0)).compile()
-        hlo = hlo.as_text()
+        step = step.compile(state["params"], state["opt"], batch, jax.random.key(0))
+        hlo = step.as_text()
 
         def run():
             state["params"], state["opt"], loss = step(
@@ -159,7 +166,8 @@ def main(argv: Sequence[str]) -> None:
             groups[(kind, where)] += ms
     total = sum(groups.values())
     print(
-        f"\n{FLAGS.model} {FLAGS.workload} {FLAGS.shape}, attention_impl={FLAGS.attention_impl}: "
+        f"\n{FLAGS.model} {FLAGS.workload} {FLAGS.shape}, attention_impl={FLAGS.attention_impl}, "
+        f"GEMMs {FLAGS.cpu_matmul}: "
         f"wall {1e3 * statistics.median(walls):.1f} ms/step, summed thunks {total:.1f} ms/step\n"
     )
     print("| kind | where | ms/step | share |\n|---|---|---|---|")

@@ -108,11 +108,17 @@ class jit:  # noqa: N801 (used like jax.jit)
     def __call__(self, *args):
         if self.matmul == "xla" or jax.default_backend() != "cpu":
             return self.jitted(*args)
+        return self.compile(*args)(*args)
+
+    def compile(self, *args):
+        """The executable that runs these arguments (compiled on first use)."""
+        if self.matmul == "xla" or jax.default_backend() != "cpu":
+            return self.jitted.lower(*args).compile()
         leaves, treedef = jax.tree.flatten(args)
         key = (treedef, *((jax.typeof(x), getattr(x, "sharding", None)) for x in leaves))
         if key not in self.compiled:
             self.compiled[key] = self._compile(key, args)
-        return self.compiled[key](*args)
+        return self.compiled[key]
 
     def _compile(self, key, args):
         lowered = self.jitted.lower(*args)

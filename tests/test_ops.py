@@ -164,6 +164,42 @@ def test_attention_dropout_rescales_and_is_deterministic_per_key(implementation)
         ops.dot_product_attention(q, k, v, implementation="flash")
 
 
+@pytest.mark.parametrize("shape", [(7, 10), (7, 9), (1,)])
+def test_random_words_are_jax_threefry_bits(shape):
+    key = jax.random.key(3)
+    with jax.threefry_partitionable(False):  # the counter-mode form random_words computes
+        expected = np.asarray(jax.random.bits(key, shape, jnp.uint32))
+    np.testing.assert_array_equal(np.asarray(ops.random_words(key, shape)), expected)
+    raw = jax.random.PRNGKey(3)  # legacy uint32 keys give the same words
+    np.testing.assert_array_equal(np.asarray(ops.random_words(raw, shape)), expected)
+    assert not np.array_equal(np.asarray(ops.random_words(jax.random.key(4), shape)), expected)
+
+
+def test_random_words_of_other_prng_keys_come_from_jax():
+    key = jax.random.key(3, impl="rbg")
+    np.testing.assert_array_equal(
+        np.asarray(ops.random_words(key, (4, 6))),
+        np.asarray(jax.random.bits(key, (4, 6), jnp.uint32)),
+    )
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+@pytest.mark.parametrize("width", [384, 383])  # 16-bit draws, or bernoulli for an odd width
+def test_dropout_keeps_one_minus_rate_and_rescales(rate, width):
+    x = jnp.ones((2048, width), jnp.float32)
+    y = np.asarray(ops.dropout(x, rate, jax.random.key(0)))
+    kept = y > 0
+    n, p = kept.size, 1 - rate
+    assert abs(kept.mean() - p) < 5 * math.sqrt(p * (1 - p) / n), kept.mean()
+    np.testing.assert_allclose(y[kept], 1 / (1 - rate), rtol=1e-6)
+    for half in (kept[:, ::2], kept[:, 1::2]):  # the low and high 16 bits of each word
+        assert abs(half.mean() - p) < 5 * math.sqrt(p * (1 - p) / half.size), half.mean()
+    np.testing.assert_array_equal(y, np.asarray(ops.dropout(x, rate, jax.random.key(0))))
+    assert not np.array_equal(y, np.asarray(ops.dropout(x, rate, jax.random.key(1))))
+    np.testing.assert_array_equal(np.asarray(ops.dropout(x, 0.0, jax.random.key(0))), x)
+    np.testing.assert_array_equal(np.asarray(ops.dropout(x, 1.0, jax.random.key(0))), 0 * x)
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_new"])
 def test_feed_forward_matches_numpy(activation):
     x = RNG.normal(size=(2, 3, 8))
