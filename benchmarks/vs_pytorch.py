@@ -69,10 +69,11 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_enum(
     "jax_cpu_matmul",
-    "xla",
+    "onednn",
     ["xla", "onednn"],
-    "Library for XLA:CPU's GEMMs (jaxformer.xla_cpu): xla = its default (YNNPACK); onednn = "
-    "oneDNN where the program allows it (inference), else the default (logged).",
+    "Library for XLA:CPU's GEMMs (jaxformer.xla_cpu; the training config's cpu_matmul): "
+    "onednn where the program allows it, else XLA's default (logged); xla = XLA's own choice "
+    "(YNNPACK).",
 )
 flags.DEFINE_enum(
     "baseline_cpu_matmul",
@@ -476,7 +477,7 @@ def run_benchmark(
     dtype: str = "float32",
     attention_impl: str = "auto",
     baseline_attention: str | None = None,
-    cpu_matmul: str = "xla",
+    cpu_matmul: str = "onednn",
     baseline_cpu_matmul: str | None = None,
     workdir: Path | None = None,
     progress: bool = True,
@@ -588,6 +589,7 @@ def e2e_epochs(
     archive: str | None = None,
     dtype: str = "float32",
     buckets: Sequence[int] = E2E_BUCKETS,
+    cpu_matmul: str = "xla",
 ) -> list[dict]:
     """One epoch of jax MiniLM train steps over `examples` IMDB reviews, with data.py's length
     bucketing (padded lengths `buckets`) and with every batch padded to `max_length`, the two
@@ -608,7 +610,7 @@ def e2e_epochs(
         tokenizer, splits=("train",), archive=archive, limits={"train": examples}
     )["train"]
     model, params0 = jaxformer.from_pretrained(folder, num_labels=2, dtype=dtype)
-    tx, step = jax_train_step(model)
+    tx, step = jax_train_step(model, cpu_matmul)
     key = jax.random.key(0)
     sides = []
     for bucketing in (True, False):
@@ -840,6 +842,7 @@ def main(argv: Sequence[str]) -> None:
             archive=FLAGS.imdb_archive,
             dtype=FLAGS.dtype,
             buckets=[int(b) for b in FLAGS.e2e_buckets],
+            cpu_matmul=FLAGS.jax_cpu_matmul,
         )
         print(
             f"e2e: bucketing {rows[-2]['jax_examples_per_s']:.2f} ex/s "

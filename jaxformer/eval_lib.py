@@ -11,7 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxformer import base_config, train_lib
+from jaxformer import base_config, train_lib, xla_cpu
 from jaxformer.config import BertConfig
 from jaxformer.convert import from_pretrained
 from jaxformer.model import BertForSequenceClassification
@@ -92,7 +92,7 @@ def evaluate_split(
         config.data[f"{split}_limit"] = limit
     if batch_size is not None:
         config.eval_batch_size = batch_size
-    par = train_lib.Parallelism(config.parallelism)
+    par = train_lib.Parallelism(config.parallelism, config.get("cpu_matmul", "xla"))
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     _, splits = train_lib.build_data(config, tokenizer)
     state = train_lib.TrainState(
@@ -146,9 +146,15 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
-def predict(texts: list[str], tokenizer, model, params, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities (n, labels) for raw texts, batch by batch, padded to the longest."""
-    apply = jax.jit(lambda p, ids, mask: jax.nn.softmax(model.apply({"params": p}, ids, mask)))
+def predict(
+    texts: list[str], tokenizer, model, params, batch_size: int = 32, cpu_matmul: str = "xla"
+) -> np.ndarray:
+    """Class probabilities (n, labels) for raw texts, batch by batch, padded to the longest.
+    `cpu_matmul`: XLA:CPU's GEMM library (see xla_cpu)."""
+    apply = xla_cpu.jit(
+        lambda p, ids, mask: jax.nn.softmax(model.apply({"params": p}, ids, mask)),
+        matmul=cpu_matmul,
+    )
     probs = []
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i : i + batch_size])

@@ -175,7 +175,9 @@ def _attention_scan_heads(
         if "rng" in x:
             p = dropout(p, dropout_rate, x["rng"], name=_ATTENTION_DROPOUT_MASK)
         out = jnp.einsum("bts,bsd->btd", p.astype(x["v"].dtype), x["v"])  # (b, t, d)
-        return (out / denominator).astype(q.dtype)
+        # Times the reciprocal, not divided: the backward pass of a division fuses into a
+        # matmul epilogue that XLA's oneDNN path cannot run (see xla_cpu); this one can.
+        return (out * (1.0 / denominator)).astype(q.dtype)
 
     # The backward pass recomputes each head's weights but keeps the dropout mask (one byte per
     # weight) rather than drawing its random bits a second time.

@@ -29,12 +29,14 @@ def main(argv):
     if not texts:
         raise app.UsageError("give reviews as arguments, with --file, or on standard input")
     try:
-        _, tokenizer, model, params, _ = eval_lib.load_classifier(
+        config, tokenizer, model, params, _ = eval_lib.load_classifier(
             FLAGS.workdir, FLAGS.checkpoint, hf_dir=FLAGS.hf_dir
         )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    probs = eval_lib.predict(texts, tokenizer, model, params)
+    probs = eval_lib.predict(
+        texts, tokenizer, model, params, cpu_matmul=config.get("cpu_matmul", "xla")
+    )
     for text, p in zip(texts, probs, strict=True):
         label = int(p.argmax())
         name = LABELS[label] if len(p) == 2 else str(label)

@@ -31,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxformer import data as data_lib
+from jaxformer import xla_cpu
 from jaxformer.config import BertConfig
 from jaxformer.convert import from_pretrained, save_pretrained
 from jaxformer.model import BertForSequenceClassification, init_params
@@ -178,10 +179,15 @@ class Parallelism:
     gradient sums over local devices) or "single" (one device)."""
 
     kind: str = "jit"
+    cpu_matmul: str = "xla"  # see xla_cpu; jit and single only (jax.pmap takes no options)
 
     def __post_init__(self):
         if self.kind not in ("jit", "pmap", "single"):
             raise ValueError(f"parallelism must be 'jit', 'pmap' or 'single', got {self.kind!r}")
+        if self.cpu_matmul not in xla_cpu.MATMUL_LIBRARIES:
+            raise ValueError(
+                f"cpu_matmul must be one of {xla_cpu.MATMUL_LIBRARIES}, got {self.cpu_matmul!r}"
+            )
         if self.kind == "jit":
             self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
             self.replicated = NamedSharding(self.mesh, P())
@@ -229,8 +235,9 @@ class Parallelism:
         return jax.device_put(batch, self.devices[0])
 
     def compile_train(self, step: Callable) -> Callable:
+        jit = functools.partial(xla_cpu.jit, matmul=self.cpu_matmul)
         if self.kind == "jit":
-            return jax.jit(
+            return jit(
                 step,
                 in_shardings=(self.replicated, self.sharded, self.replicated),
                 out_shardings=(self.replicated, self.replicated),
@@ -243,16 +250,17 @@ class Parallelism:
                 in_axes=(0, 0, None),
                 donate_argnums=0,
             )
-        return jax.jit(step, donate_argnums=0)
+        return jit(step, donate_argnums=0)
 
     def compile_eval(self, step: Callable) -> Callable:
+        jit = functools.partial(xla_cpu.jit, matmul=self.cpu_matmul)
         if self.kind == "jit":
-            return jax.jit(
+            return jit(
                 step, in_shardings=(self.replicated, self.sharded), out_shardings=self.sharded
             )
         if self.kind == "pmap":
             return jax.pmap(step, axis_name="batch")
-        return jax.jit(step)
+        return jit(step)
 
     def to_host(self, tree):
         """Device results -> numpy; pmap's leading device axis is removed (metrics are psum'ed,
@@ -608,7 +616,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """Trains (or resumes) in `workdir`; returns the final validation metrics."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    par = Parallelism(config.parallelism)
+    par = Parallelism(config.parallelism, config.get("cpu_matmul", "xla"))
     par.check_batch_size(config.batch_size)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     if config.batch_size % config.optimizer.accum_steps:

@@ -3,27 +3,30 @@
 XLA:CPU (jax 0.10) hands float32 GEMMs to YNNPACK by default. The same jaxlib also carries
 oneDNN, Intel's library (the kernels under PyTorch's CPU matmuls), behind experimental compiler
 options. On the encoder's GEMM shapes oneDNN runs at PyTorch's rate where YNNPACK reaches about
-75% of it, so inference of the bert-base-shaped model gets 10-30% faster (docs/benchmarks.md).
+75% of it: docs/benchmarks.md has the same-run speedups of training and inference steps.
 
 The oneDNN fusion pass is experimental, though: when a fusion's oneDNN graph splits into more than
 one partition, the process aborts at the program's first run ("partition compile failed"), with
-no Python exception to catch. That happens for an elementwise op on a matmul *input*, two matmuls
-in one fusion, or an epilogue operand computed inside the fusion -- in every backward pass we
-tried. So `jit(fn, matmul="onednn")` compiles with oneDNN, reads the optimized HLO, and keeps that
-executable only when every oneDNN fusion is one matmul of parameters followed by a chain of
-elementwise ops; otherwise it recompiles with XLA's defaults (logged once per program and shape).
+no Python exception to catch. Seen for an elementwise op on a matmul *input*, two matmuls in one
+fusion, and an epilogue operand computed inside the fusion (the backward pass of a division after
+a matmul; ops.py avoids it). So `jit(fn, matmul="onednn")` compiles with oneDNN, reads the
+optimized HLO, and keeps that executable only when every oneDNN fusion is one matmul of
+parameters followed by a chain of binary elementwise post-ops; otherwise it recompiles with XLA's
+defaults (logged once per program and shape). oneDNN executables are not written to jax's
+persistent compilation cache (XLA cannot serialize them).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
-from absl import logging
 
+log = logging.getLogger("jaxformer")
 MATMUL_LIBRARIES = ("xla", "onednn")  # "xla": XLA's own choice (YNNPACK on x86 CPUs)
 ONEDNN_OPTIONS = {
     "xla_cpu_use_onednn": True,
@@ -32,6 +35,8 @@ ONEDNN_OPTIONS = {
 }
 # Values that may feed a oneDNN matmul or its epilogue without a partition of their own.
 _LEAVES = ("parameter", "constant", "bitcast", "broadcast")
+# Epilogue ops seen to run as oneDNN post-ops; a fusion with any other op is not trusted.
+_POST_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = \S+ ([\w\-]+)\(([^)]*)\)")
 
 
@@ -71,6 +76,8 @@ def _fusion_problems(fusion: str, instructions: list[tuple[str, str, list[str]]]
         if opcode == "dot":
             problems += [f"{fusion}: dot input {o} is computed" for o in ops if not is_leaf(o)]
         elif opcode not in _LEAVES:
+            if opcode not in _POST_OPS:
+                problems.append(f"{fusion}: {opcode} {name} is not a known oneDNN post-op")
             on_chain = [o for o in ops if o in chain]
             rest = [o for o in ops if o not in chain and not is_leaf(o)]
             if len(on_chain) != 1 or rest:
@@ -82,9 +89,10 @@ def _fusion_problems(fusion: str, instructions: list[tuple[str, str, list[str]]]
 def onednn_fusion_problems(hlo: str) -> list[str]:
     """Why each oneDNN fusion of compiled HLO text would abort at run time; [] when none would.
 
-    A safe fusion is one dot whose operands are parameters (through bitcasts), then elementwise
-    ops that each take the running value and otherwise only parameters, constants, or their
-    bitcasts and broadcasts: what oneDNN compiles as one matmul with post-ops."""
+    A safe fusion is one dot whose operands are parameters (through bitcasts), then binary
+    elementwise ops (add, multiply, ...) that each take the running value and otherwise only
+    parameters, constants, or their bitcasts and broadcasts: what oneDNN compiles as one matmul
+    with post-ops. Anything else is reported, so the caller falls back to XLA's default."""
     return [p for name, body in onednn_fusions(hlo).items() for p in _fusion_problems(name, body)]
 
 
@@ -129,7 +137,7 @@ class jit:  # noqa: N801 (used like jax.jit)
         self.uses_onednn[key] = not problems
         if not problems:
             return compiled
-        logging.warning(
+        log.warning(
             "oneDNN cannot run %d fusion(s) of this program (first: %s); using XLA's default "
             "matmuls for it",
             len(problems),
