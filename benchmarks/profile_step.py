@@ -43,22 +43,17 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_integer("top", 12, "Also list this many single thunks, slowest first.")
 
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (.*)$")
-_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
-
 
 def parse_hlo(text: str) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
     """(instruction -> its line, instruction -> its computation, computation -> lines)."""
+    from jaxformer import xla_cpu
+
     line_of, home, body = {}, {}, collections.defaultdict(list)
-    current = None
-    for line in text.splitlines():
-        if not line.startswith(" ") and (m := _COMPUTATION.match(line)):  # a header
-            current = m.group(1)
-            continue
-        if current and (m := _INSTRUCTION.match(line)):
-            line_of.setdefault(m.group(1), m.group(2))
-            home.setdefault(m.group(1), current)
-            body[current].append(m.group(2))
+    for computation, instructions in xla_cpu.parse_hlo(text).items():
+        for i in instructions:
+            line_of.setdefault(i.name, i.text)
+            home.setdefault(i.name, computation)
+            body[computation].append(i.text)
     return line_of, home, body
 
 

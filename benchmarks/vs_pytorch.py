@@ -239,7 +239,11 @@ def minilm_folder() -> Path:
 
 
 def build_pair(
-    name: str, workdir: Path, dtype: str = "float32", attention_impl: str = "auto"
+    name: str,
+    workdir: Path,
+    dtype: str = "float32",
+    attention_impl: str = "auto",
+    cpu_matmul: str = "xla",
 ) -> Pair:
     """transformers model (checkpoint or random, classifier seeded) -> save_pretrained ->
     jaxformer.from_pretrained on that folder, so both sides hold the same weights."""
@@ -261,7 +265,7 @@ def build_pair(
     jax_model, params = jaxformer.from_pretrained(
         folder, num_labels=2, dtype=dtype, attention_impl=attention_impl
     )
-    return Pair(name, folder, model, jax_model, params, model.config.to_dict())
+    return Pair(name, folder, model, jax_model, params, model.config.to_dict(), cpu_matmul)
 
 
 def fwd_flops_per_token(hf: dict, length: int) -> float:
@@ -504,8 +508,7 @@ def run_benchmark(
             bar.set_postfix_str(f"{model} {workload} {b}x{t}")
             if model not in pairs:
                 pairs.clear()  # one model resident at a time
-                pairs[model] = build_pair(model, workdir, dtype, attention_impl)
-                pairs[model].cpu_matmul = cpu_matmul
+                pairs[model] = build_pair(model, workdir, dtype, attention_impl, cpu_matmul)
             rows.append(
                 measure(
                     pairs[model],

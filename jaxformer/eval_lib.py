@@ -92,7 +92,7 @@ def evaluate_split(
         config.data[f"{split}_limit"] = limit
     if batch_size is not None:
         config.eval_batch_size = batch_size
-    par = train_lib.Parallelism(config.parallelism, config.get("cpu_matmul", "xla"))
+    par = train_lib.Parallelism.from_config(config)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     _, splits = train_lib.build_data(config, tokenizer)
     state = train_lib.TrainState(

@@ -234,10 +234,16 @@ class Parallelism:
             )
         return jax.device_put(batch, self.devices[0])
 
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> Parallelism:
+        return cls(config.parallelism, config.get("cpu_matmul", "xla"))  # older configs: "xla"
+
+    def _jit(self, step: Callable, **kwargs) -> Callable:
+        return xla_cpu.jit(step, matmul=self.cpu_matmul, **kwargs)
+
     def compile_train(self, step: Callable) -> Callable:
-        jit = functools.partial(xla_cpu.jit, matmul=self.cpu_matmul)
         if self.kind == "jit":
-            return jit(
+            return self._jit(
                 step,
                 in_shardings=(self.replicated, self.sharded, self.replicated),
                 out_shardings=(self.replicated, self.replicated),
@@ -250,17 +256,16 @@ class Parallelism:
                 in_axes=(0, 0, None),
                 donate_argnums=0,
             )
-        return jit(step, donate_argnums=0)
+        return self._jit(step, donate_argnums=0)
 
     def compile_eval(self, step: Callable) -> Callable:
-        jit = functools.partial(xla_cpu.jit, matmul=self.cpu_matmul)
         if self.kind == "jit":
-            return jit(
+            return self._jit(
                 step, in_shardings=(self.replicated, self.sharded), out_shardings=self.sharded
             )
         if self.kind == "pmap":
             return jax.pmap(step, axis_name="batch")
-        return jit(step)
+        return self._jit(step)
 
     def to_host(self, tree):
         """Device results -> numpy; pmap's leading device axis is removed (metrics are psum'ed,
@@ -616,7 +621,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """Trains (or resumes) in `workdir`; returns the final validation metrics."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    par = Parallelism(config.parallelism, config.get("cpu_matmul", "xla"))
+    par = Parallelism.from_config(config)
     par.check_batch_size(config.batch_size)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     if config.batch_size % config.optimizer.accum_steps:

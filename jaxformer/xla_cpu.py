@@ -22,7 +22,7 @@ import logging
 import re
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 
@@ -37,42 +37,52 @@ ONEDNN_OPTIONS = {
 _LEAVES = ("parameter", "constant", "bitcast", "broadcast")
 # Epilogue ops seen to run as oneDNN post-ops; a fusion with any other op is not trusted.
 _POST_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = \S+ ([\w\-]+)\(([^)]*)\)")
+_HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%?([\w.\-]+) = (.*)$")
+_OPCODE = re.compile(r"(?:^|\s)([a-z][\w\-]*)\(([^)]*)\)?")  # after the (maybe tuple) shape
 
 
-def _computations(hlo: str) -> dict[str, list[tuple[str, str, list[str]]]]:
-    """Computation name -> its instructions as (name, opcode, operand names)."""
+class Instruction(NamedTuple):
+    name: str
+    opcode: str
+    operands: list[str]  # instruction names
+    text: str  # everything after "name = "
+
+
+def parse_hlo(hlo: str) -> dict[str, list[Instruction]]:
+    """Computation name -> its instructions, from HLO text (`compiled.as_text()`)."""
     out, current = {}, None
     for line in hlo.splitlines():
-        header = re.match(r"^(?:ENTRY )?%([\w.\-]+) \(.*\{$", line)
-        if header:
+        if header := _HEADER.match(line):
             current = out.setdefault(header.group(1), [])
         elif line.startswith("}"):
             current = None
         elif current is not None and (m := _INSTRUCTION.match(line)):
-            current.append((m.group(1), m.group(2), re.findall(r"%([\w.\-]+)", m.group(3))))
+            op = _OPCODE.search(m.group(2))
+            operands = re.findall(r"%([\w.\-]+)", op.group(2)) if op else []
+            current.append(Instruction(m.group(1), op.group(1) if op else "", operands, m.group(2)))
     return out
 
 
-def onednn_fusions(hlo: str) -> dict[str, list[tuple[str, str, list[str]]]]:
+def onednn_fusions(hlo: str) -> dict[str, list[Instruction]]:
     """The fused computations that compiled HLO text runs through oneDNN."""
     called = re.findall(r"kind=kCustom, calls=%([\w.\-]+).*\"kind\":\"__onednn_fusion\"", hlo)
-    computations = _computations(hlo)
+    computations = parse_hlo(hlo)
     return {name: computations[name] for name in called if name in computations}
 
 
-def _fusion_problems(fusion: str, instructions: list[tuple[str, str, list[str]]]) -> list[str]:
-    kind = {name: opcode for name, opcode, _ in instructions}
-    operands = {name: ops for name, _, ops in instructions}
+def _fusion_problems(fusion: str, instructions: list[Instruction]) -> list[str]:
+    kind = {i.name: i.opcode for i in instructions}
+    operands = {i.name: i.operands for i in instructions}
 
     def is_leaf(name: str) -> bool:
         return kind.get(name) in _LEAVES and all(map(is_leaf, operands.get(name, [])))
 
-    dots = [name for name, opcode, _ in instructions if opcode == "dot"]
+    dots = [i.name for i in instructions if i.opcode == "dot"]
     if len(dots) != 1:
         return [f"{fusion}: {len(dots)} dots in one fusion"]
     problems, chain = [], {dots[0]}
-    for name, opcode, ops in instructions:
+    for name, opcode, ops, _ in instructions:
         if opcode == "dot":
             problems += [f"{fusion}: dot input {o} is computed" for o in ops if not is_leaf(o)]
         elif opcode not in _LEAVES:
@@ -113,14 +123,16 @@ class jit:  # noqa: N801 (used like jax.jit)
         self.compiled: dict[Any, Any] = {}
         self.uses_onednn: dict[Any, bool] = {}  # per compiled signature
 
+    @property
+    def _onednn(self) -> bool:
+        return self.matmul == "onednn" and jax.default_backend() == "cpu"
+
     def __call__(self, *args):
-        if self.matmul == "xla" or jax.default_backend() != "cpu":
-            return self.jitted(*args)
-        return self.compile(*args)(*args)
+        return self.compile(*args)(*args) if self._onednn else self.jitted(*args)
 
     def compile(self, *args):
         """The executable that runs these arguments (compiled on first use)."""
-        if self.matmul == "xla" or jax.default_backend() != "cpu":
+        if not self._onednn:
             return self.jitted.lower(*args).compile()
         leaves, treedef = jax.tree.flatten(args)
         key = (treedef, *((jax.typeof(x), getattr(x, "sharding", None)) for x in leaves))
