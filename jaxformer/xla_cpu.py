@@ -2,8 +2,8 @@
 
 XLA:CPU (jax 0.10) hands float32 GEMMs to YNNPACK by default. The same jaxlib also carries
 oneDNN, Intel's library (the kernels under PyTorch's CPU matmuls), behind experimental compiler
-options. On the encoder's GEMM shapes oneDNN runs at PyTorch's rate where YNNPACK reaches about
-75% of it: docs/benchmarks.md has the same-run speedups of training and inference steps.
+options. It makes most of the encoder's CPU training and inference steps faster:
+docs/benchmarks.md has the same-run speedups and the command that measures them.
 
 The oneDNN fusion pass is experimental, though: when a fusion's oneDNN graph splits into more than
 one partition, the process aborts at the program's first run ("partition compile failed"), with
