@@ -61,6 +61,41 @@ def test_attention_matches_numpy_with_padding_mask(implementation):
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("key0_offset", [0.0, -200.0, 300.0])
+def test_softmax_numerator_with_any_key0_score(key0_offset):
+    """p / l is the softmax whether key 0's score is typical, far below the row max (the shift
+    from it would overflow: recomputed with the max) or far above it; values of any size."""
+    scores = RNG.normal(size=(2, 3, 6)) * 4 + 500.0  # large scores: no overflow either way
+    scores[..., 0] += key0_offset
+    scores = scores.astype(np.float32)  # the reference softmax in float64 of the same values
+    p, l = ops._softmax_numerator(jnp.asarray(scores), None)
+    np.testing.assert_allclose(np.asarray(p / l), np_softmax(scores.astype(np.float64)), atol=1e-6)
+
+
+@pytest.mark.parametrize("implementation", ["scan", "einsum"])
+def test_attention_with_left_padding_matches_numpy(implementation):
+    """Key 0 masked (left padding): the scan path's shift falls back to the row max."""
+    q, k, v = qkv(t=6, s=6)
+    key_mask = np.arange(6)[None, :] >= np.array([2, 0])[:, None]  # (b, s): padding first
+    expected = np_attention(q, k, v, np.broadcast_to(key_mask[:, None, :], (2, 6, 6)))
+    mask = ops.padding_mask(jnp.asarray(key_mask, jnp.int32))
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in (q, k, v))
+    got = ops.dot_product_attention(q, k, v, mask, implementation=implementation)
+    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
+    cotangent = jnp.asarray(RNG.normal(size=q.shape), jnp.float32)
+    grads = [
+        jax.grad(
+            lambda q, k, v, impl=impl: (
+                ops.dot_product_attention(q, k, v, mask, implementation=impl) * cotangent
+            ).sum(),
+            (0, 1, 2),
+        )(q, k, v)
+        for impl in (implementation, "einsum")
+    ]
+    for ga, gb in zip(*grads, strict=True):
+        np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), atol=1e-5)
+
+
 def test_attention_rows_sum_to_one_and_masked_keys_get_exactly_zero():
     q, k, _ = qkv()
     mask = ops.padding_mask(jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
