@@ -157,15 +157,17 @@ def step_memory_mb(fn: Callable[[], None]) -> float:
     return (_proc_status_kb("VmHWM") - before) / 1024
 
 
-def gemm_peak_tflops(n: int = 2048, reps: int = 5) -> dict:
-    """Best float32 n x n GEMM rate of jax (jitted) and torch.mm, TFLOP/s."""
-    import jax
+def gemm_peak_tflops(n: int = 2048, reps: int = 5, cpu_matmul: str = "xla") -> dict:
+    """Best float32 n x n GEMM rate of jax (jitted, XLA:CPU GEMMs from `cpu_matmul`) and
+    torch.mm, TFLOP/s."""
     import jax.numpy as jnp
     import torch
 
+    from jaxformer import xla_cpu
+
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     ja, ta = jnp.asarray(a), torch.from_numpy(a)
-    matmul = jax.jit(jnp.matmul)
+    matmul = xla_cpu.jit(jnp.matmul, matmul=cpu_matmul)
     rates = {}
     for name, fn in (
         ("jax", lambda: matmul(ja, ja).block_until_ready()),
@@ -178,17 +180,27 @@ def gemm_peak_tflops(n: int = 2048, reps: int = 5) -> dict:
     return rates
 
 
-MODEL_GEMMS = ((4096, 384, 1536), (4096, 1536, 384), (4096, 384, 1152))  # MiniLM, 4096 tokens
+MODEL_GEMMS = (  # 4096 tokens: MiniLM, then bert-base
+    (4096, 384, 1536),
+    (4096, 1536, 384),
+    (4096, 384, 384),
+    (4096, 768, 3072),
+    (4096, 3072, 768),
+    (4096, 768, 768),
+)
 
 
-def model_gemm_tflops(shapes=MODEL_GEMMS, reps: int = 7) -> list[dict]:
-    """Median float32 rate of jax and torch on the encoder's own GEMM shapes (tokens x in x out:
-    feed-forward in, feed-forward out, fused QKV), interleaved; x @ W as both models write it."""
+def model_gemm_tflops(shapes=MODEL_GEMMS, reps: int = 7, cpu_matmul: str = "xla") -> list[dict]:
+    """Median float32 rate of jax (XLA:CPU GEMMs from `cpu_matmul`) and torch on the encoder's
+    own GEMM shapes (tokens x in x out: feed-forward in, feed-forward out, attention
+    projection), interleaved; x @ W as both models write it."""
     import jax
     import torch
 
+    from jaxformer import xla_cpu
+
     rng = np.random.default_rng(0)
-    matmul = jax.jit(lambda x, w: x @ w)
+    matmul = xla_cpu.jit(lambda x, w: x @ w, matmul=cpu_matmul)
     out = []
     for m, k, n in shapes:
         x, w = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
@@ -495,8 +507,8 @@ def run_benchmark(
     machine = machine_info()
     machine["attention_impl"] = attention_impl
     machine["jax_cpu_matmul"] = cpu_matmul
-    machine["gemm_tflops"] = gemm_peak_tflops()
-    machine["model_gemm_tflops"] = model_gemm_tflops()
+    machine["gemm_tflops"] = gemm_peak_tflops(cpu_matmul=cpu_matmul)
+    machine["model_gemm_tflops"] = model_gemm_tflops(cpu_matmul=cpu_matmul)
     rows = []
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -692,7 +704,8 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
         f"Load average before/after: {_fmt_load(machine['load_avg_before'])} / "
         f"{_fmt_load(machine.get('load_avg_after'))}.",
         "",
-        f"Measured float32 2048x2048 GEMM: jax {gemm['jax']:.3f}, "
+        f"Measured float32 2048x2048 GEMM: jax ({machine.get('jax_cpu_matmul', 'xla')}) "
+        f"{gemm['jax']:.3f}, "
         f"torch {gemm['torch']:.3f} TFLOP/s; peak = {gemm['peak']:.3f} TFLOP/s."
         + (
             " On the encoder's own GEMM shapes (tokens x in x out, median, interleaved): "
