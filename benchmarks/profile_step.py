@@ -5,7 +5,7 @@
 
 Traces `--steps` calls of the jitted step (after two untimed ones) with jax.profiler's Perfetto
 output, reads back the duration of every XLA:CPU thunk, and groups them using the compiled HLO:
-  matmul           thunks that contain a dot (YNNPACK fusions, Eigen dots)
+  matmul           thunks that contain a dot (oneDNN or YNNPACK fusions, Eigen dots)
   random bits      integer (u32) arithmetic: threefry for dropout
   copy/transpose   layout changes
   other            elementwise, reductions, softmax, layer norm, AdamW, ...
@@ -39,7 +39,10 @@ flags.DEFINE_enum("workload", "infer", ["infer", "train"], "Forward only, or the
 flags.DEFINE_string("shape", "32x128", "BATCHxLENGTH.")
 flags.DEFINE_integer("steps", 3, "Traced steps.")
 flags.DEFINE_enum(
-    "cpu_matmul", "xla", ["xla", "onednn"], "XLA:CPU's GEMM library (jaxformer.xla_cpu)."
+    "cpu_matmul",
+    "onednn",
+    ["xla", "onednn"],
+    "XLA:CPU's GEMM library (jaxformer.xla_cpu); onednn, as config.cpu_matmul's default.",
 )
 flags.DEFINE_integer("top", 12, "Also list this many single thunks, slowest first.")
 
