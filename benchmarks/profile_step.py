@@ -2,6 +2,7 @@
 
   python benchmarks/profile_step.py --workload=infer --shape=32x128
   python benchmarks/profile_step.py --workload=train --shape=16x256 --attention_impl=einsum
+  python benchmarks/profile_step.py --workload=infer --shape=32x128 --torch   # and PyTorch's
 
 Traces `--steps` calls of the jitted step (after two untimed ones) with jax.profiler's Perfetto
 output, reads back the duration of every XLA:CPU thunk, and groups them using the compiled HLO:
@@ -45,6 +46,12 @@ flags.DEFINE_enum(
     "XLA:CPU's GEMM library (jaxformer.xla_cpu); onednn, as config.cpu_matmul's default.",
 )
 flags.DEFINE_integer("top", 12, "Also list this many single thunks, slowest first.")
+flags.DEFINE_bool(
+    "torch",
+    False,
+    "Also profile transformers' BertForSequenceClassification (eager, same weights for minilm, "
+    "same batch) with torch.profiler: time per step by aten op.",
+)
 
 
 def parse_hlo(text: str) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
@@ -112,8 +119,8 @@ def main(argv: Sequence[str]) -> None:
         config = jaxformer.BertConfig(**vp.SHAPES["base"], attention_impl=FLAGS.attention_impl)
         model = jaxformer.BertForSequenceClassification(config)
         params = init_params(model, jax.random.key(0))
-    batch = vp.make_batch(batch_size, length, model.config.vocab_size)
-    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    np_batch = vp.make_batch(batch_size, length, model.config.vocab_size)
+    batch = {k: jnp.asarray(v) for k, v in np_batch.items()}
     if FLAGS.workload == "infer":
         fn = xla_cpu.jit(
             lambda p, ids, mask: model.apply({"params": p}, ids, mask), matmul=FLAGS.cpu_matmul
@@ -175,6 +182,49 @@ def main(argv: Sequence[str]) -> None:
     for name, ms in per_thunk.most_common(FLAGS.top):
         kind = kind_of(name, line_of, body)
         print(f"  {ms:8.1f}  {name:32s} {kind or 'container'}: {line_of[name][:70]}")
+    if FLAGS.torch:
+        torch_profile(np_batch)
+
+
+def torch_profile(batch: dict) -> None:
+    """The same step in PyTorch eager under torch.profiler, self time summed by aten op."""
+    import types
+
+    import torch
+    import transformers
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(vp.cores())
+    torch.manual_seed(0)
+    if FLAGS.model == "minilm":
+        model = transformers.BertForSequenceClassification.from_pretrained(
+            vp.minilm_folder(), num_labels=2, attn_implementation="sdpa"
+        )
+    else:
+        config = transformers.BertConfig(
+            **vp.SHAPES["base"], num_labels=2, attn_implementation="sdpa"
+        )
+        model = transformers.BertForSequenceClassification(config)
+    pair = types.SimpleNamespace(torch_model=model)
+    run = vp.torch_runner(pair, FLAGS.workload, batch, False, "float32")
+    run()
+    run()
+    walls = []
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(FLAGS.steps):
+            t0 = time.perf_counter()
+            run()
+            walls.append(time.perf_counter() - t0)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) / 1e3 / FLAGS.steps  # ms per step
+    print(
+        f"\ntorch eager {FLAGS.model} {FLAGS.workload} {FLAGS.shape}: wall "
+        f"{1e3 * statistics.median(walls):.1f} ms/step, summed self time {total:.1f} ms/step\n"
+    )
+    print("| aten op | ms/step | share |\n|---|---|---|")
+    for e in ops[: FLAGS.top]:
+        ms = e.self_cpu_time_total / 1e3 / FLAGS.steps
+        print(f"| {e.key} | {ms:.1f} | {100 * ms / total:.0f}% |")
 
 
 if __name__ == "__main__":
