@@ -191,21 +191,10 @@ def torch_profile(batch: dict) -> None:
     import types
 
     import torch
-    import transformers
     from torch.profiler import ProfilerActivity, profile
 
     torch.set_num_threads(vp.cores())
-    torch.manual_seed(0)
-    if FLAGS.model == "minilm":
-        model = transformers.BertForSequenceClassification.from_pretrained(
-            vp.minilm_folder(), num_labels=2, attn_implementation="sdpa"
-        )
-    else:
-        config = transformers.BertConfig(
-            **vp.SHAPES["base"], num_labels=2, attn_implementation="sdpa"
-        )
-        model = transformers.BertForSequenceClassification(config)
-    pair = types.SimpleNamespace(torch_model=model)
+    pair = types.SimpleNamespace(torch_model=vp.torch_model(FLAGS.model))
     run = vp.torch_runner(pair, FLAGS.workload, batch, False, "float32")
     run()
     run()

@@ -250,6 +250,21 @@ def minilm_folder() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
+def torch_model(name: str):
+    """transformers BertForSequenceClassification (SDPA attention): the MiniLM checkpoint or a
+    random model of SHAPES[name]; the classifier (and a random model) seeded with 0."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    if name == "minilm":
+        return transformers.BertForSequenceClassification.from_pretrained(
+            minilm_folder(), num_labels=2, attn_implementation="sdpa"
+        )
+    config = transformers.BertConfig(**SHAPES[name], num_labels=2, attn_implementation="sdpa")
+    return transformers.BertForSequenceClassification(config)
+
+
 def build_pair(
     name: str,
     workdir: Path,
@@ -257,21 +272,11 @@ def build_pair(
     attention_impl: str = "auto",
     cpu_matmul: str = "xla",
 ) -> Pair:
-    """transformers model (checkpoint or random, classifier seeded) -> save_pretrained ->
-    jaxformer.from_pretrained on that folder, so both sides hold the same weights."""
-    import torch
-    import transformers
-
+    """transformers model (`torch_model`) -> save_pretrained -> jaxformer.from_pretrained on
+    that folder, so both sides hold the same weights."""
     import jaxformer
 
-    torch.manual_seed(0)
-    if name == "minilm":
-        model = transformers.BertForSequenceClassification.from_pretrained(
-            minilm_folder(), num_labels=2, attn_implementation="sdpa"
-        )
-    else:
-        config = transformers.BertConfig(**SHAPES[name], num_labels=2, attn_implementation="sdpa")
-        model = transformers.BertForSequenceClassification(config)
+    model = torch_model(name)
     folder = workdir / name
     model.save_pretrained(folder)
     jax_model, params = jaxformer.from_pretrained(

@@ -18,6 +18,7 @@ persistent compilation cache (XLA cannot serialize them).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import warnings
@@ -123,8 +124,8 @@ class jit:  # noqa: N801 (used like jax.jit)
         self.compiled: dict[Any, Any] = {}
         self.uses_onednn: dict[Any, bool] = {}  # per compiled signature
 
-    @property
-    def _onednn(self) -> bool:
+    @functools.cached_property
+    def _onednn(self) -> bool:  # decided at the first call, when the backend is up
         return self.matmul == "onednn" and jax.default_backend() == "cpu"
 
     def __call__(self, *args):
