@@ -9,9 +9,17 @@ import json
 
 from absl import app, flags
 
-from jaxformer import eval_lib, train_lib
+from jaxformer import eval_lib, host_memory, train_lib
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum(
+    "malloc",
+    None,
+    list(host_memory.MODES),
+    "Host malloc (jaxformer.host_memory): reuse = keep freed memory, so XLA:CPU stops "
+    "page-faulting its temp buffer on every step; default = leave glibc's malloc alone. "
+    "Unset: $JAXFORMER_MALLOC, else reuse.",
+)
 flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints).")
 flags.DEFINE_string("hf_dir", None, "Hugging Face folder to evaluate instead of a checkpoint.")
 flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "IMDB split.")
@@ -25,6 +33,7 @@ flags.DEFINE_bool("json", False, "Print the metrics as JSON instead of a table."
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    host_memory.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
     train_lib.quiet_library_logs()
     try:
         metrics = eval_lib.evaluate_split(

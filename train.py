@@ -12,9 +12,17 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxformer import train_lib
+from jaxformer import host_memory, train_lib
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum(
+    "malloc",
+    None,
+    list(host_memory.MODES),
+    "Host malloc (jaxformer.host_memory): reuse = keep freed memory, so XLA:CPU stops "
+    "page-faulting its temp buffer on every step; default = leave glibc's malloc alone. "
+    "Unset: $JAXFORMER_MALLOC, else reuse.",
+)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host).")
 config_flags.DEFINE_config_file(
@@ -29,6 +37,7 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    host_memory.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
     if FLAGS.multihost:
         jax.distributed.initialize()
     train_lib.quiet_library_logs()

@@ -111,6 +111,7 @@ def main(argv: Sequence[str]) -> None:
     from jaxformer.model import init_params
 
     batch_size, length = map(int, FLAGS.shape.split("x"))
+    vp.configure_malloc(FLAGS.malloc)  # before the first jax computation
     if FLAGS.model == "minilm":
         model, params = jaxformer.from_pretrained(
             vp.minilm_folder(), num_labels=2, attention_impl=FLAGS.attention_impl

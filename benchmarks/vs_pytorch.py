@@ -106,6 +106,14 @@ flags.DEFINE_list(
     "Measure nothing: write --markdown from these --json "
     "outputs (rows concatenated, machine of the first).",
 )
+flags.DEFINE_enum(
+    "malloc",
+    None,
+    ["reuse", "default"],
+    "Host malloc for this process, both frameworks (jaxformer.host_memory): reuse = keep freed "
+    "memory (XLA:CPU then stops page-faulting its temp buffer on every step); default = glibc's. "
+    "Unset: $JAXFORMER_MALLOC, else reuse.",
+)
 flags.DEFINE_integer("threads", None, "torch threads; default the number of usable cores.")
 
 LR, WEIGHT_DECAY = 2e-5, 0.01
@@ -575,6 +583,16 @@ def _setting(row: dict, side: str) -> str:
     return f"attention {attention}, GEMMs {matmul}"
 
 
+def configure_malloc(mode: str) -> bool:
+    """jaxformer.host_memory.reuse_freed_memory(mode), loaded from this checkout by file path so
+    that a process importing another revision's jaxformer (vs_revision) can use it too."""
+    path = Path(__file__).resolve().parents[1] / "jaxformer" / "host_memory.py"
+    spec = importlib.util.spec_from_file_location("_jaxformer_host_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reuse_freed_memory(mode)
+
+
 def machine_info() -> dict:
     import jax
     import torch
@@ -706,6 +724,7 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
         f"XLA_FLAGS={machine['xla_flags'] or '(none)'}. "
         f"jaxformer attention_impl={machine.get('attention_impl', 'not recorded')}, "
         f"XLA:CPU GEMMs from {machine.get('jax_cpu_matmul', 'xla')} (jaxformer.xla_cpu). "
+        f"Host malloc: {machine.get('malloc', 'default')} (jaxformer.host_memory). "
         f"Load average before/after: {_fmt_load(machine['load_avg_before'])} / "
         f"{_fmt_load(machine.get('load_avg_after'))}.",
         "",
@@ -837,6 +856,7 @@ def main(argv: Sequence[str]) -> None:
     if FLAGS.render:
         render(FLAGS.render, FLAGS.markdown)
         return
+    malloc = "reuse" if configure_malloc(FLAGS.malloc) else "default"  # before any jax work
     models, shapes, workloads = FLAGS.models, parse_shapes(FLAGS.shapes), FLAGS.workloads
     reps, compile_models = FLAGS.reps, FLAGS.compile_models if FLAGS.compile else []
     if FLAGS.quick:
@@ -856,6 +876,7 @@ def main(argv: Sequence[str]) -> None:
         baseline_cpu_matmul=FLAGS.baseline_cpu_matmul,
         partial_json=FLAGS.json,
     )
+    machine["malloc"] = malloc
     if FLAGS.e2e:
         rows += e2e_epochs(
             FLAGS.e2e_examples,

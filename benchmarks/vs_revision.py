@@ -2,6 +2,7 @@
 
   python benchmarks/vs_revision.py --baseline=03eb744 --models=minilm --reps=5
   python benchmarks/vs_revision.py --baseline=HEAD~3 --models=base --shapes=8x512 --workloads=infer
+  python benchmarks/vs_revision.py --baseline=HEAD --baseline_malloc=default   # malloc's effect
 
 Speedups measured across separate runs drift with the host (up to 40% here), so this script
 times both versions side by side: `git archive` extracts the baseline's `jaxformer/` package
@@ -10,7 +11,9 @@ model from the same checkpoint folder (`vs_pytorch.build_pair`) and run the same
 (`vs_pytorch.make_batch`) with the same step (`vs_pytorch.jax_runner`: the AdamW train step or
 the inference forward). The coordinator asks them for one step at a time, alternately, so only
 one runs at any moment, and reports the medians and `speedup = baseline / current` step time.
-The working tree, uncommitted changes included, is the "current" side.
+The working tree, uncommitted changes included, is the "current" side. Both workers set up host
+malloc as `--malloc` says (jaxformer.host_memory, loaded from this checkout), or the baseline as
+`--baseline_malloc` says.
 
 The baseline must have the APIs the benchmark calls (`jaxformer.from_pretrained`,
 `jaxformer.xla_cpu.jit`, `ops.cross_entropy`): revisions from 03eb744 on.
@@ -35,6 +38,13 @@ REPO = Path(__file__).resolve().parents[1]
 FLAGS = flags.FLAGS
 flags.DEFINE_string("baseline", None, "The git revision to compare against (any git rev).")
 flags.DEFINE_string("worker", None, "Internal: run as a worker importing jaxformer from here.")
+flags.DEFINE_enum(
+    "baseline_malloc",
+    None,
+    ["reuse", "default"],
+    "Host malloc of the baseline's worker (jaxformer.host_memory); unset: --malloc, as the "
+    "current side.",
+)
 REPLY = "@@vs_revision "  # prefix of the workers' replies (libraries print to stdout too)
 
 
@@ -43,6 +53,7 @@ REPLY = "@@vs_revision "  # prefix of the workers' replies (libraries print to s
 
 
 def worker(root: Path) -> None:
+    malloc = "reuse" if vp.configure_malloc(FLAGS.malloc) else "default"  # before any jax work
     sys.path.insert(0, str(root))
     import jaxformer
 
@@ -65,6 +76,7 @@ def worker(root: Path) -> None:
                     run()
                 onednn = bool(run.compiled.uses_onednn) and all(run.compiled.uses_onednn.values())
                 reply = {"first_call_s": first, "onednn": onednn, "jaxformer": str(where.parent)}
+                reply["malloc"] = malloc
             elif cmd["op"] == "run":
                 reply = {"step_s": vp._timed(run)}
             else:
@@ -73,10 +85,10 @@ def worker(root: Path) -> None:
 
 
 class Worker:
-    def __init__(self, root: Path, log: Path):
+    def __init__(self, root: Path, log: Path, malloc: str | None):
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, f"--worker={root}"],
+            [sys.executable, __file__, f"--worker={root}"] + [f"--malloc={malloc}"] * bool(malloc),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log.open("w"),
@@ -125,14 +137,16 @@ def markdown(rows: list[dict], baseline: str, current: str) -> str:
         f"baseline = {baseline}, current = {current}; step times are medians of interleaved "
         "repetitions; speedup = baseline / current (>1: current faster).",
         "",
-        "| workload | model | batch x len | baseline s | current s | speedup | oneDNN b / c |",
-        "|---|---|---|---|---|---|---|",
+        "| workload | model | batch x len | baseline s | current s | speedup | oneDNN b / c "
+        "| malloc b / c |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['workload']} | {r['model']} | {r['batch']}x{r['length']} | "
             f"{r['baseline_step_s']:.3f} | {r['current_step_s']:.3f} | **{r['speedup']:.2f}x** | "
-            f"{r['baseline_onednn']} / {r['current_onednn']} |"
+            f"{r['baseline_onednn']} / {r['current_onednn']} | "
+            f"{r.get('baseline_malloc', 'default')} / {r.get('current_malloc', 'default')} |"
         )
     return "\n".join(lines)
 
@@ -158,8 +172,10 @@ def main(argv: Sequence[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         extract(FLAGS.baseline, Path(tmp))
         workers = {
-            "baseline": Worker(Path(tmp), Path(tmp) / "baseline.log"),
-            "current": Worker(REPO, Path(tmp) / "current.log"),
+            "baseline": Worker(
+                Path(tmp), Path(tmp) / "baseline.log", FLAGS.baseline_malloc or FLAGS.malloc
+            ),
+            "current": Worker(REPO, Path(tmp) / "current.log", FLAGS.malloc),
         }
         try:
             for model, (batch, length), workload in tqdm(todo, desc="vs_revision"):
@@ -184,6 +200,7 @@ def main(argv: Sequence[str]) -> None:
                     row[f"{name}_first_call_s"] = info[name]["first_call_s"]
                     row[f"{name}_onednn"] = info[name]["onednn"]
                     row[f"{name}_package"] = info[name]["jaxformer"]
+                    row[f"{name}_malloc"] = info[name]["malloc"]
                 row["speedup"] = row["baseline_step_s"] / row["current_step_s"]
                 row["baseline"], row["current"] = baseline, current
                 rows.append(row)

@@ -1,0 +1,60 @@
+"""jaxformer.host_memory: XLA:CPU's temp buffer stops being page-faulted on every call."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from jaxformer import host_memory
+
+# A jitted program whose (8192, 8192) float32 temporary (256 MiB) is one block over glibc's
+# mmap threshold; prints the minor page faults of its second call.
+PROBE = textwrap.dedent(
+    """
+    import resource, sys
+    from jaxformer import host_memory
+    applied = host_memory.reuse_freed_memory(sys.argv[1])
+    import jax, jax.numpy as jnp
+    f = jax.jit(lambda x: (x @ x.T).sum(0))
+    x = jnp.ones((8192, 32), jnp.float32)
+    f(x).block_until_ready()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    f(x).block_until_ready()
+    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    """
+)
+
+
+def probe(mode: str) -> tuple[bool, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True
+    )
+    applied, faults = out.stdout.split()
+    return applied == "True", int(faults)
+
+
+@pytest.mark.skipif(host_memory.glibc() is None, reason="needs Linux with glibc")
+def test_reused_memory_is_not_faulted_in_again():
+    applied, faults = probe("reuse")
+    assert applied
+    assert faults < 2_000  # 256 MiB is 65,536 pages: the block was reused, not mapped again
+    applied, faults = probe("default")
+    assert not applied
+    assert faults > 30_000  # glibc's default maps it afresh: the probe measures what it should
+
+
+def test_bad_mode_is_a_clear_error(monkeypatch):
+    with pytest.raises(ValueError, match="'reuse', 'default'"):
+        host_memory.reuse_freed_memory("always")
+    monkeypatch.setenv(host_memory.ENV, "yes")
+    with pytest.raises(ValueError, match="JAXFORMER_MALLOC"):
+        host_memory.reuse_freed_memory()
+
+
+def test_default_mode_leaves_malloc_alone(monkeypatch):
+    monkeypatch.setattr(host_memory, "_applied", False)
+    monkeypatch.setattr(host_memory, "glibc", lambda: pytest.fail("malloc was touched"))
+    assert host_memory.reuse_freed_memory("default") is False
+    monkeypatch.setenv(host_memory.ENV, "default")
+    assert host_memory.reuse_freed_memory() is False
