@@ -122,31 +122,46 @@ def _shift_to_4d(x: Array) -> Array:
     return x.reshape((1,) * (4 - x.ndim) + x.shape)
 
 
-def _softmax_numerator(scores: Array, mask: Array | None) -> tuple[Array, Array]:
-    """(p, l) with softmax(scores) = p / l over the last axis: p = exp(scores - c), l = sum p.
+def _shifted_softmax(
+    scores: Array, mask: Array | None, finish: Callable[[Array], tuple[Array, Array]]
+) -> tuple[Array, Array]:
+    """finish(p) for p = exp(scores - c) with masked keys at zero, where finish returns
+    (anything, l) with l = max(sum_s p, tiny); softmax(scores) = p / l over the last axis.
 
-    Dividing the (b, t, d) attention output by l is cheaper than dividing the (b, t, s)
-    weights. Any shift c with max - 88 < c <= max + 30 gives the same softmax in float32: no
-    exp overflows, and only weights below e^-57 of the largest are lost to underflow. The row
-    max is the slowest operation of the loop on XLA:CPU (a max reduction along the row), so
-    c = (score of key 0) + 30 is used. It is out of range when key 0 scores over 118 below the
-    row's max, or is masked; exponents are capped at 88 so that nothing overflows (a capped
-    term makes l >= e^88), and then the block is recomputed with c = max. c only shifts: no
-    gradient flows through it.
+    Any shift c with max - 88 < c <= max + 30 gives the same float32 softmax (max: the row's max
+    over unmasked keys): no exp overflows, and only weights below e^-57 of the largest are lost to
+    underflow. The row max is the slowest operation of the loop on XLA:CPU (a max reduction along
+    the row), so c = (score of key 0) + 30 is used, masked or not. Exponents are capped at 88, so
+    a c too low shows as l >= e^88, and a c too high as l < e^-30 in a row with a key to attend;
+    then the block is computed again with c = max. c only shifts: no gradient flows through it.
+    Masked scores need not be replaced first: their weights are zeroed after the exp.
     """
 
-    def numerator(shift):
+    def attempt(shift):
         p = jnp.exp(jnp.minimum(scores - jax.lax.stop_gradient(shift), 88.0))
         if mask is not None:
             p = jnp.where(mask, p, 0.0)  # a fully masked row: all zero, output zero
-        return p, jnp.maximum(p.sum(-1, keepdims=True), jnp.finfo(jnp.float32).tiny)
+        return finish(p)
 
-    p, denominator = numerator(scores[..., :1] + 30.0)
+    result, denominator = attempt(scores[..., :1] + 30.0)
+    attends = True if mask is None else mask.any(-1, keepdims=True)  # (..., 1): any key
+    in_range = (denominator < 1e38) & ((denominator > math.exp(-30.0)) | ~attends)
     return jax.lax.cond(
-        (denominator < 1e38).all(),  # e^88 = 1.65e38: no exponent was capped
-        lambda: (p, denominator),
-        lambda: numerator(scores.max(-1, keepdims=True)),
+        in_range.all(),
+        lambda: (result, denominator),
+        lambda: attempt(
+            (scores if mask is None else jnp.where(mask, scores, -jnp.inf)).max(-1, keepdims=True)
+        ),
     )
+
+
+def _row_sum(p: Array) -> tuple[Array, Array]:
+    return p, jnp.maximum(p.sum(-1, keepdims=True), jnp.finfo(jnp.float32).tiny)
+
+
+def _softmax_numerator(scores: Array, mask: Array | None) -> tuple[Array, Array]:
+    """(p, l) with softmax(scores) = p / l over the last axis (see `_shifted_softmax`)."""
+    return _shifted_softmax(scores, mask, _row_sum)
 
 
 def _attention_scan_heads(
@@ -164,14 +179,17 @@ def _attention_scan_heads(
     away from the large (b, h, t, s) transposes and layouts of the batched form. As in flash
     attention, the backward pass keeps no float attention matrix, only q, k, v (and, with
     dropout, the one-byte keep mask). The batch axis stays a parallel axis inside the loop, so
-    batch sharding is unaffected.
+    batch sharding is unaffected. Without dropout, v gets a column of ones, so that the GEMM
+    p [v 1] also gives the softmax's denominator sum_s p and no separate pass over p sums it.
     """
     heads = q.shape[2]
     scale = 1.0 / math.sqrt(q.shape[-1])
+    if dropout_rng is None:  # v_s -> [v_s, 1]: the (d+1)-th output is sum_s p_ts
+        v = jnp.concatenate([v, jnp.ones((*v.shape[:-1], 1), v.dtype)], axis=-1)
     xs = {  # head axis first: the loop runs over it
         "q": (q * scale).transpose(2, 0, 1, 3),  # (h, b, t, d)
         "k": k.transpose(2, 0, 1, 3),  # (h, b, s, d)
-        "v": v.transpose(2, 0, 1, 3),  # (h, b, s, d)
+        "v": v.transpose(2, 0, 1, 3),  # (h, b, s, d), or (h, b, s, d + 1) without dropout
     }
     shared = {}  # masks and biases without a head axis: the same for every head
     for name, x in (("mask", mask), ("bias", bias)):
@@ -190,12 +208,20 @@ def _attention_scan_heads(
         scores = jnp.einsum("btd,bsd->bts", x["q"], x["k"]).astype(jnp.float32)  # (b, t, s)
         if "bias" in x:
             scores = scores + x["bias"]
-        if "mask" in x:
-            scores = jnp.where(x["mask"], scores, jnp.finfo(jnp.float32).min)
-        p, denominator = _softmax_numerator(scores, x.get("mask"))
-        if "rng" in x:
+
+        def times_v(p):  # (b, t, s) -> (p v: (b, t, d), l: (b, t, 1))
+            out = jnp.einsum(
+                "bts,bsd->btd", p.astype(x["v"].dtype), x["v"], preferred_element_type=jnp.float32
+            )  # (b, t, d + 1)
+            tiny = jnp.finfo(jnp.float32).tiny
+            return out[..., :-1], jnp.maximum(out[..., -1:], tiny)
+
+        if "rng" in x:  # the denominator sums p before dropout: a pass of its own
+            p, denominator = _softmax_numerator(scores, x.get("mask"))
             p = dropout(p, dropout_rate, x["rng"], name=_ATTENTION_DROPOUT_MASK)
-        out = jnp.einsum("bts,bsd->btd", p.astype(x["v"].dtype), x["v"])  # (b, t, d)
+            out = jnp.einsum("bts,bsd->btd", p.astype(x["v"].dtype), x["v"])  # (b, t, d)
+        else:
+            out, denominator = _shifted_softmax(scores, x.get("mask"), times_v)
         # Times the reciprocal, not divided: the backward pass of a division fuses into a
         # matmul epilogue that XLA's oneDNN path cannot run (see xla_cpu); this one can.
         return (out * (1.0 / denominator)).astype(q.dtype)

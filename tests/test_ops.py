@@ -72,6 +72,35 @@ def test_softmax_numerator_with_any_key0_score(key0_offset):
     np.testing.assert_allclose(np.asarray(p / l), np_softmax(scores.astype(np.float64)), atol=1e-6)
 
 
+@pytest.mark.parametrize("key0_bias", [300.0, -300.0])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_scan_shift_from_a_masked_key0_far_from_the_scores(key0_bias, dropout):
+    """Key 0 masked, its raw score far above (every weight would underflow) or below (overflow)
+    the others: the scan path still gives the masked softmax, values and gradients."""
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in qkv(t=6, s=6))
+    key_mask = np.arange(6)[None, :] >= np.array([1, 3])[:, None]  # (b, s): key 0 masked
+    mask = ops.padding_mask(jnp.asarray(key_mask, jnp.int32))
+    bias = jnp.zeros((2, 1, 1, 6), jnp.float32).at[..., 0].set(key0_bias)
+    cotangent = jnp.asarray(RNG.normal(size=q.shape), jnp.float32)
+    # Dropout's keep mask differs between paths; at rate 1e-9 it keeps everything, yet the
+    # scan path takes its dropout branch (the denominator summed before dropping).
+    kwargs = dict(dropout_rate=1e-9, dropout_rng=jax.random.key(1)) if dropout else {}
+
+    def loss(impl, q, k, v):
+        out = ops.dot_product_attention(q, k, v, mask, bias, implementation=impl, **kwargs)
+        return (out * cotangent).sum(), out
+
+    expected = np_attention(
+        *(np.asarray(a) for a in (q, k, v)), np.broadcast_to(key_mask[:, None, :], (2, 6, 6))
+    )
+    (_, got), grads = jax.value_and_grad(loss, (1, 2, 3), has_aux=True)("scan", q, k, v)
+    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
+    _, reference = jax.value_and_grad(loss, (1, 2, 3), has_aux=True)("einsum", q, k, v)
+    for ga, gb in zip(grads, reference, strict=True):
+        assert np.isfinite(np.asarray(ga)).all()
+        np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), atol=1e-5)
+
+
 @pytest.mark.parametrize("implementation", ["scan", "einsum"])
 def test_attention_with_left_padding_matches_numpy(implementation):
     """Key 0 masked (left padding): the scan path's shift falls back to the row max."""
