@@ -160,7 +160,7 @@ def main(argv: Sequence[str]) -> None:
     from tqdm.auto import tqdm
 
     baseline = f"{FLAGS.baseline} ({git('rev-parse', '--short', FLAGS.baseline)})"
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "jaxformer"))
+    dirty = bool(git("status", "--porcelain", "jaxformer"))  # new files count too
     current = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
     todo = [
         (m, s, w)
