@@ -12,14 +12,7 @@ from absl import app, flags
 from jaxformer import eval_lib, host_memory, train_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum(
-    "malloc",
-    None,
-    list(host_memory.MODES),
-    "Host malloc (jaxformer.host_memory): reuse = keep freed memory, so XLA:CPU stops "
-    "page-faulting its temp buffer on every step; default = leave glibc's malloc alone. "
-    "Unset: $JAXFORMER_MALLOC, else reuse.",
-)
+host_memory.define_flag()
 flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints).")
 flags.DEFINE_string("hf_dir", None, "Hugging Face folder to evaluate instead of a checkpoint.")
 flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "IMDB split.")

@@ -15,14 +15,7 @@ from ml_collections import config_flags
 from jaxformer import host_memory, train_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum(
-    "malloc",
-    None,
-    list(host_memory.MODES),
-    "Host malloc (jaxformer.host_memory): reuse = keep freed memory, so XLA:CPU stops "
-    "page-faulting its temp buffer on every step; default = leave glibc's malloc alone. "
-    "Unset: $JAXFORMER_MALLOC, else reuse.",
-)
+host_memory.define_flag()
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host).")
 config_flags.DEFINE_config_file(

@@ -106,14 +106,20 @@ flags.DEFINE_list(
     "Measure nothing: write --markdown from these --json "
     "outputs (rows concatenated, machine of the first).",
 )
-flags.DEFINE_enum(
-    "malloc",
-    None,
-    ["reuse", "default"],
-    "Host malloc for this process, both frameworks (jaxformer.host_memory): reuse = keep freed "
-    "memory (XLA:CPU then stops page-faulting its temp buffer on every step); default = glibc's. "
-    "Unset: $JAXFORMER_MALLOC, else reuse.",
-)
+
+
+def _load_host_memory():
+    """jaxformer/host_memory.py of this checkout, by file path: vs_revision's workers import
+    another revision's jaxformer package, which may not have it."""
+    path = Path(__file__).resolve().parents[1] / "jaxformer" / "host_memory.py"
+    spec = importlib.util.spec_from_file_location("_jaxformer_host_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+host_memory = _load_host_memory()
+host_memory.define_flag()  # --malloc: host malloc for this process, both frameworks
 flags.DEFINE_integer("threads", None, "torch threads; default the number of usable cores.")
 
 LR, WEIGHT_DECAY = 2e-5, 0.01
@@ -583,14 +589,9 @@ def _setting(row: dict, side: str) -> str:
     return f"attention {attention}, GEMMs {matmul}"
 
 
-def configure_malloc(mode: str) -> bool:
-    """jaxformer.host_memory.reuse_freed_memory(mode), loaded from this checkout by file path so
-    that a process importing another revision's jaxformer (vs_revision) can use it too."""
-    path = Path(__file__).resolve().parents[1] / "jaxformer" / "host_memory.py"
-    spec = importlib.util.spec_from_file_location("_jaxformer_host_memory", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.reuse_freed_memory(mode)
+def configure_malloc(mode: str | None) -> str:
+    """host_memory.reuse_freed_memory(mode); returns the mode in effect, "reuse" or "default"."""
+    return "reuse" if host_memory.reuse_freed_memory(mode) else "default"
 
 
 def machine_info() -> dict:
@@ -856,7 +857,7 @@ def main(argv: Sequence[str]) -> None:
     if FLAGS.render:
         render(FLAGS.render, FLAGS.markdown)
         return
-    malloc = "reuse" if configure_malloc(FLAGS.malloc) else "default"  # before any jax work
+    malloc = configure_malloc(FLAGS.malloc)  # before any jax work
     models, shapes, workloads = FLAGS.models, parse_shapes(FLAGS.shapes), FLAGS.workloads
     reps, compile_models = FLAGS.reps, FLAGS.compile_models if FLAGS.compile else []
     if FLAGS.quick:

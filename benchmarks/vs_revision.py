@@ -53,7 +53,7 @@ REPLY = "@@vs_revision "  # prefix of the workers' replies (libraries print to s
 
 
 def worker(root: Path) -> None:
-    malloc = "reuse" if vp.configure_malloc(FLAGS.malloc) else "default"  # before any jax work
+    malloc = vp.configure_malloc(FLAGS.malloc)  # before any jax work
     sys.path.insert(0, str(root))
     import jaxformer
 
@@ -75,8 +75,8 @@ def worker(root: Path) -> None:
                 for _ in range(cmd["warmup"]):
                     run()
                 onednn = bool(run.compiled.uses_onednn) and all(run.compiled.uses_onednn.values())
-                reply = {"first_call_s": first, "onednn": onednn, "jaxformer": str(where.parent)}
-                reply["malloc"] = malloc
+                reply = {"first_call_s": first, "onednn": onednn, "malloc": malloc}
+                reply["jaxformer"] = str(where.parent)
             elif cmd["op"] == "run":
                 reply = {"step_s": vp._timed(run)}
             else:
@@ -146,7 +146,7 @@ def markdown(rows: list[dict], baseline: str, current: str) -> str:
             f"| {r['workload']} | {r['model']} | {r['batch']}x{r['length']} | "
             f"{r['baseline_step_s']:.3f} | {r['current_step_s']:.3f} | **{r['speedup']:.2f}x** | "
             f"{r['baseline_onednn']} / {r['current_onednn']} | "
-            f"{r.get('baseline_malloc', 'default')} / {r.get('current_malloc', 'default')} |"
+            f"{r['baseline_malloc']} / {r['current_malloc']} |"
         )
     return "\n".join(lines)
 

@@ -38,7 +38,20 @@ SETTINGS = {
     M_MMAP_MAX: 0,  # no block gets its own mapping
     M_TRIM_THRESHOLD: 2**31 - 1,  # freed memory stays in the heap
 }
+FLAG_HELP = (
+    "Host malloc (jaxformer.host_memory): reuse = keep freed memory, so XLA:CPU stops "
+    "page-faulting its temp buffer on every step; default = leave glibc's malloc alone. "
+    "Unset: $JAXFORMER_MALLOC, else reuse."
+)
 _applied = False
+
+
+def define_flag() -> None:
+    """Defines the absl flag --malloc, for programs that pass FLAGS.malloc to
+    `reuse_freed_memory` first thing."""
+    from absl import flags
+
+    flags.DEFINE_enum("malloc", None, list(MODES), FLAG_HELP)
 
 
 def glibc() -> ctypes.CDLL | None:

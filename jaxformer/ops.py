@@ -144,8 +144,10 @@ def _shifted_softmax(
         return finish(p)
 
     result, denominator = attempt(scores[..., :1] + 30.0)
-    attends = True if mask is None else mask.any(-1, keepdims=True)  # (..., 1): any key
-    in_range = (denominator < 1e38) & ((denominator > math.exp(-30.0)) | ~attends)
+    no_underflow = denominator > math.exp(-30.0)
+    if mask is not None:  # a row with no key to attend has l = tiny, rightly
+        no_underflow |= ~mask.any(-1, keepdims=True)
+    in_range = (denominator < 1e38) & no_underflow
     return jax.lax.cond(
         in_range.all(),
         lambda: (result, denominator),
