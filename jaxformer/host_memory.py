@@ -13,7 +13,7 @@ no `mmap`) and to keep freed memory instead of returning it to the system, so ea
 the pages the last one faulted in. Costs:
 - the process keeps its peak heap until it exits;
 - threads share one malloc arena, which slows allocation-heavy multithreaded code: Hugging Face
-  tokenizers' batch encoding ran 1.6x slower here (jaxformer caches token ids, so that is once).
+  tokenizers' batch encoding runs slower (jaxformer caches token ids, so that happens once).
 It must run before XLA's threads first allocate, i.e. before the first jax computation:
 train.py, eval.py and the benchmarks call it first thing. JAXFORMER_MALLOC=default (or
 mode="default") leaves malloc alone. It does nothing outside Linux with glibc.
