@@ -283,6 +283,42 @@ def test_feed_forward_matches_numpy(activation):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("activation", sorted(ops.ACTIVATIONS))
+@pytest.mark.parametrize("lead", [(6,), (2, 3)])
+def test_feed_forward_gradient_matches_autodiff(activation, lead):
+    """The hand-written VJP against jax.grad of the plain equation, every parameter, jitted."""
+    shapes = [(*lead, 8), (8, 16), (16,), (16, 8), (8,)]
+    args = [jnp.asarray(RNG.normal(size=s), jnp.float32) for s in shapes]
+    probe = jnp.asarray(RNG.normal(size=(*lead, 8)), jnp.float32)
+
+    def plain(x, w1, b1, w2, b2):
+        return ops.ACTIVATIONS[activation](x @ w1 + b1) @ w2 + b2
+
+    def loss(ffn):
+        return jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(ffn(*a)) * probe), argnums=range(5)))
+
+    got = loss(lambda *a: ops.feed_forward(*a, activation))(*args)
+    want = loss(plain)(*args)
+    for name, g, w in zip(["x", "w1", "b1", "w2", "b2"], got, want, strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype, name
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_feed_forward_gradients_keep_each_input_dtype():
+    x = jnp.asarray(RNG.normal(size=(2, 3, 8)), jnp.bfloat16)
+    params = [jnp.asarray(RNG.normal(size=s), jnp.float32) for s in [(8, 16), (16,), (16, 8), (8,)]]
+    grads = jax.grad(lambda *a: ops.feed_forward(*a).astype(jnp.float32).sum(), range(5))(
+        x, *params
+    )
+    assert [g.dtype for g in grads] == [jnp.bfloat16] + [jnp.float32] * 4
+
+
+def test_feed_forward_unknown_activation_is_a_clear_error():
+    x, w = jnp.zeros((2, 4)), jnp.zeros((4, 4))
+    with pytest.raises(ValueError, match="activation must be one of .*'swishy'"):
+        ops.feed_forward(x, w, jnp.zeros(4), w, jnp.zeros(4), "swishy")
+
+
 @pytest.mark.parametrize("eps", [1e-12, 1e-6, 1e-1])
 def test_layer_norm_matches_numpy(eps):
     x = RNG.normal(size=(2, 3, 8)) * 3 + 1
