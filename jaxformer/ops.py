@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
@@ -102,6 +101,25 @@ def _feed_forward_bwd(activation, residuals, g):
 _feed_forward.defvjp(_feed_forward_fwd, _feed_forward_bwd)
 
 
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def threefry_2x32(key0: Array, key1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
+    """Threefry-2x32 (20 rounds) of the counter pairs (x0, x1) under the key (key0, key1), all
+    uint32: the words of `jax.extend.random.threefry_2x32`, written out round by round. jax's
+    CPU lowering runs the rounds as a 5-iteration while loop, each iteration's state going
+    through memory; unrolled, XLA fuses the whole hash into the op that consumes the words."""
+    ks = (key0, key1, key0 ^ key1 ^ jnp.uint32(0x1BD11BDA))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for i in range(5):
+        for r in _THREEFRY_ROTATIONS[i % 2]:
+            x0 = x0 + x1
+            x1 = x0 ^ ((x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r)))
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+    return x0, x1
+
+
 def random_words(rng: Array, shape: tuple[int, ...]) -> Array:
     """Uniform uint32 words: Threefry-2x32 in counter mode, both output words of each evaluation
     used, so half the evaluations of `jax.random.bits`, whose default (partitionable) form runs
@@ -113,8 +131,16 @@ def random_words(rng: Array, shape: tuple[int, ...]) -> Array:
         rng = jax.random.key_data(rng)
     elif "threefry" not in jax.config.jax_default_prng_impl:  # a raw key of another kind
         return jax.random.bits(rng, shape, jnp.uint32)
-    counts = jax.lax.iota(jnp.uint32, math.prod(shape))  # evaluated in pairs (i, i + size/2)
-    return jax.extend.random.threefry_2x32(rng, counts).reshape(shape)
+    # Counts 0..n-1 hashed in pairs (i, i + half), as jax does: the first half of the words is
+    # each pair's first output, the second half its second; an odd n pairs its last count with 0.
+    size = math.prod(shape)
+    half = (size + 1) // 2
+    first = jax.lax.iota(jnp.uint32, half)
+    second = first + jnp.uint32(half)
+    if size % 2:
+        second = jnp.where(first == half - 1, jnp.uint32(0), second)
+    words = threefry_2x32(rng[0], rng[1], first, second)
+    return jnp.concatenate(words)[:size].reshape(shape)
 
 
 def dropout(x: Array, rate: float, rng: Array | None, name: str | None = None) -> Array:

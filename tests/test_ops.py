@@ -3,6 +3,7 @@
 import math
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -237,6 +238,14 @@ def test_random_words_are_jax_threefry_bits(shape):
     raw = jax.random.PRNGKey(3)  # legacy uint32 keys give the same words
     np.testing.assert_array_equal(np.asarray(ops.random_words(raw, shape)), expected)
     assert not np.array_equal(np.asarray(ops.random_words(jax.random.key(4), shape)), expected)
+
+
+def test_threefry_is_jax_threefry():
+    key = jnp.asarray(RNG.integers(0, 2**32, size=2, dtype=np.uint32))
+    x0, x1 = (jnp.asarray(RNG.integers(0, 2**32, size=257, dtype=np.uint32)) for _ in range(2))
+    expected = np.asarray(jax.extend.random.threefry_2x32(key, jnp.concatenate([x0, x1])))
+    got = jax.jit(ops.threefry_2x32)(key[0], key[1], x0, x1)
+    np.testing.assert_array_equal(np.concatenate([np.asarray(w) for w in got]), expected)
 
 
 def test_random_words_of_other_prng_keys_come_from_jax():
