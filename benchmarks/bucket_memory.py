@@ -26,10 +26,6 @@ flags.DEFINE_integer("batch", 16, "Examples per batch.")
 flags.DEFINE_list("lengths", "128,320,192,512,256,448,384,128,512", "Padded lengths, in order.")
 
 
-def resident_gib() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**30
-
-
 def main(argv: Sequence[str]) -> None:
     del argv
     mode = vp.configure_malloc(FLAGS.malloc)  # before the first jax computation
@@ -53,9 +49,10 @@ def main(argv: Sequence[str]) -> None:
                 state["params"], state["opt"], batch, jax.random.key(0)
             )
         loss.block_until_ready()
+        resident = vp._proc_status_kb("VmRSS") / 2**20  # GiB
         print(
             f"malloc {mode}, {FLAGS.batch}x{length}: step temporaries {temp:.2f} GiB "
-            f"(largest so far {largest:.2f}), resident {resident_gib():.2f} GiB",
+            f"(largest so far {largest:.2f}), resident {resident:.2f} GiB",
             flush=True,
         )
 
