@@ -57,13 +57,14 @@ flags.DEFINE_enum(
 flags.DEFINE_enum(
     "attention_impl",
     "auto",
-    ["auto", "scan", "einsum", "fused"],
-    "jaxformer's attention program (BertConfig.attention_impl); auto = scan on CPU.",
+    ["auto", "cpu_kernel", "scan", "einsum", "fused"],
+    "jaxformer's attention program (BertConfig.attention_impl); auto = cpu_kernel on CPU "
+    "(the compiled kernel for inference, scan where it does not apply: training with dropout).",
 )
 flags.DEFINE_enum(
     "baseline_attention",
     None,
-    ["scan", "einsum", "fused"],
+    ["cpu_kernel", "scan", "einsum", "fused"],
     "Also time jax with this attention_impl, interleaved with the others, as a same-run "
     "baseline (columns jax_baseline_*, speedup_vs_baseline); fused = before session 3.",
 )

@@ -49,7 +49,7 @@ class BertConfig:
     # Not in HF BERT: pre-LN puts layer norm before each sub-layer (x + f(LN(x))).
     pre_layer_norm: bool = False
     # Compute settings, not saved to config.json.
-    attention_impl: str = "auto"  # "scan" on CPU, "fused" elsewhere; or "einsum"
+    attention_impl: str = "auto"  # "cpu_kernel" on CPU, "fused" elsewhere; or "scan", "einsum"
     dtype: str = "float32"  # activations and matmuls
     param_dtype: str = "float32"
     remat: bool = False  # recompute each layer's activations in the backward pass

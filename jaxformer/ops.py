@@ -181,7 +181,7 @@ def _attention_weights_einsum(q: Array, k: Array, mask: Array | None, bias: Arra
     return jnp.where(mask, probs, 0.0)
 
 
-IMPLEMENTATIONS = ("auto", "einsum", "fused", "scan")
+IMPLEMENTATIONS = ("auto", "einsum", "fused", "scan", "cpu_kernel")
 _ATTENTION_DROPOUT_MASK = "attention_dropout_mask"
 
 
@@ -304,8 +304,9 @@ def _attention_scan_heads(
 
 
 def default_attention_implementation() -> str:
-    """ "scan" on CPU (fastest there, see docs/benchmarks.md), "fused" on GPU and TPU."""
-    return "scan" if jax.default_backend() == "cpu" else "fused"
+    """ "cpu_kernel" on CPU (fastest there, see docs/benchmarks.md; "scan" where the kernel does
+    not apply), "fused" on GPU and TPU."""
+    return "cpu_kernel" if jax.default_backend() == "cpu" else "fused"
 
 
 def dot_product_attention(
@@ -329,8 +330,12 @@ def dot_product_attention(
       "einsum": all heads at once, the (b, h, t, s) weights materialized;
       "fused": `jax.nn.dot_product_attention` (cuDNN on GPU); it has no dropout, so with
                dropout active the einsum path is used;
-      "scan": one head at a time with the scores recomputed in the backward pass (fastest on
-              CPU, and the backward pass keeps no attention matrix);
+      "scan": one head at a time with the scores recomputed in the backward pass (fastest
+              pure-JAX program on CPU, and the backward pass keeps no attention matrix);
+      "cpu_kernel": a compiled CPU kernel (`jaxformer.cpu_kernels`, built on first use) where
+              it applies: no dropout, no bias, float32, a mask shared by heads and queries
+              ((b|1, 1, 1, s), as `padding_mask` makes); elsewhere, or with no compiler, "scan".
+              Its gradient is "scan"'s; forward-mode autodiff (`jax.jvp`) does not pass it;
       "auto": `default_attention_implementation()` for the default backend.
     """
     if implementation not in IMPLEMENTATIONS:
@@ -338,6 +343,16 @@ def dot_product_attention(
     if implementation == "auto":
         implementation = default_attention_implementation()
     use_dropout = dropout_rate > 0.0 and dropout_rng is not None
+    if implementation == "cpu_kernel":
+        from jaxformer import cpu_kernels
+
+        if (
+            not use_dropout
+            and cpu_kernels.supports(q, k, v, mask, bias)
+            and cpu_kernels.available()
+        ):
+            return cpu_kernels.attention(q, k, v, mask)
+        implementation = "scan"
     if implementation == "scan":
         return _attention_scan_heads(
             q, k, v, mask, bias, dropout_rate, dropout_rng if use_dropout else None

@@ -138,7 +138,7 @@ def minilm_torch(minilm_dir):
     return transformers.BertModel.from_pretrained(minilm_dir, attn_implementation="eager").eval()
 
 
-@pytest.mark.parametrize("attention_impl", ["einsum", "fused", "scan"])
+@pytest.mark.parametrize("attention_impl", ["einsum", "fused", "scan", "cpu_kernel"])
 def test_minilm_matches_transformers(minilm_dir, minilm_torch, attention_impl, caplog):
     tok = jaxformer.load_tokenizer(minilm_dir)
     batch = tok(SENTENCES)

@@ -42,7 +42,7 @@ def qkv(b=2, t=5, s=5, h=3, d=4):
     )
 
 
-IMPLEMENTATIONS = ["einsum", "fused", "scan", "auto"]
+IMPLEMENTATIONS = ["einsum", "fused", "scan", "cpu_kernel", "auto"]
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
@@ -145,7 +145,7 @@ def test_fully_masked_rows_are_zero_not_nan(implementation):
     assert (out[0] == 0).all()
 
 
-@pytest.mark.parametrize("implementation", ["fused", "scan"])
+@pytest.mark.parametrize("implementation", ["fused", "scan", "cpu_kernel"])
 @pytest.mark.parametrize(
     "mask_shape, bias_shape",
     [((1, 1, 6, 6), (1, 3, 6, 6)), ((2, 3, 6, 6), (6,)), ((6, 6), None), (None, (2, 1, 1, 6))],
@@ -212,8 +212,8 @@ def test_scan_attention_dropout_matches_per_head_reference():
         np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), atol=1e-5)
 
 
-def test_auto_is_scan_on_cpu():
-    assert jax.default_backend() != "cpu" or ops.default_attention_implementation() == "scan"
+def test_auto_is_the_cpu_kernel_on_cpu():
+    assert jax.default_backend() != "cpu" or ops.default_attention_implementation() == "cpu_kernel"
 
 
 @pytest.mark.parametrize("implementation", ["einsum", "scan"])
