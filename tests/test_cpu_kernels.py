@@ -168,3 +168,15 @@ def test_build_is_cached():
     first = cpu_kernels._build(compiler)
     mtime = os.stat(first).st_mtime_ns
     assert cpu_kernels._build(compiler) == first and os.stat(first).st_mtime_ns == mtime
+
+
+def test_nan_propagates_as_in_pure_jax():
+    """A NaN in a query gives NaN in that query's output only, as the einsum path does: a
+    diverged model must not look healthy in evaluation."""
+    q, k, v, _ = inputs(1, 4, 4, 1, 16)
+    q[0, 1, 0, 3] = np.nan
+    q, k, v = (jnp.asarray(x, jnp.float32) for x in (q, k, v))
+    got = np.isnan(np.asarray(cpu_kernels.attention(q, k, v))).any(-1)
+    expected = np.isnan(np.asarray(ops.dot_product_attention(q, k, v, implementation="einsum")))
+    np.testing.assert_array_equal(got, expected.any(-1))
+    assert got[0, 1, 0] and got.sum() == 1
