@@ -45,7 +45,7 @@ Array = jax.Array
 SOURCE = Path(__file__).resolve().parent / "csrc" / "attention_cpu.cc"
 TARGET = "jaxformer_attention_forward"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
-MAX_HEAD_DIM = 128  # the kernel's limit (register blocking of the value sum)
+MAX_HEAD_DIM = 128  # the kernel's limit (kMaxHeadDim in csrc/attention_cpu.cc)
 
 
 def cache_dir() -> Path:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from test_ops import np_attention
+from test_ops import np_attention, qkv
 
 from jaxformer import cpu_kernels, ops
 
@@ -21,9 +21,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def inputs(b, t, s, h, d, scale=1.0, drop=0.3):
-    q = RNG.normal(size=(b, t, h, d)) * scale
-    k = RNG.normal(size=(b, s, h, d)) * scale
-    v = RNG.normal(size=(b, s, h, d))
+    q, k, v = qkv(b, t, s, h, d)
+    q, k = q * scale, k * scale
     key_mask = RNG.random((b, s)) > drop
     key_mask[0] = True  # one example attends everywhere
     return q, k, v, key_mask

@@ -28,6 +28,7 @@ typedef int32_t vi __attribute__((vector_size(64)));
 constexpr int64_t kW = 16;    // floats per vector
 constexpr int64_t kRows = 4;  // query rows per micro-kernel
 constexpr int64_t kCols = 4;  // key vectors per score micro-kernel step (64 keys)
+constexpr int64_t kMaxHeadDim = 128;  // cpu_kernels.MAX_HEAD_DIM: the value sum's registers
 
 inline vf Splat(float x) { return vf{} + x; }
 inline vf Load(const float* p) {
@@ -72,35 +73,29 @@ struct Scratch {
   std::vector<float> kt, vp, scores, qrows;
 };
 
-// scores[r, c0 : c0 + 64] = qrows[r] . kt[:, c0 : c0 + 64] for the four rows.
-inline void ScoreBlock(const float* qrows, const float* kt, int64_t np, int64_t D, int64_t c0,
-                       float* scores) {
-  vf acc[kRows][kCols] = {};
-  for (int64_t d = 0; d < D; ++d) {
-    vf kv[kCols];
-    for (int c = 0; c < kCols; ++c) kv[c] = Load(kt + d * np + c0 + c * kW);
+// acc[r] = sum_j a[r * lda + j] * b[j * ldb : j * ldb + NV * 16] over j < K, for four rows r:
+// the score block (a = scaled q rows, b = K^T) and the value sum (a = weights, b = V) alike.
+template <int NV>
+inline void FourRowsTimesPanel(const float* a, int64_t lda, const float* b, int64_t ldb,
+                               int64_t K, vf (&acc)[kRows][NV]) {
+  for (int r = 0; r < kRows; ++r)
+    for (int c = 0; c < NV; ++c) acc[r][c] = vf{};
+  for (int64_t j = 0; j < K; ++j) {
+    vf bv[NV];
+    for (int c = 0; c < NV; ++c) bv[c] = Load(b + j * ldb + c * kW);
     for (int r = 0; r < kRows; ++r) {
-      vf qb = Splat(qrows[r * D + d]);
-      for (int c = 0; c < kCols; ++c) acc[r][c] += qb * kv[c];
+      vf ab = Splat(a[r * lda + j]);
+      for (int c = 0; c < NV; ++c) acc[r][c] += ab * bv[c];
     }
   }
-  for (int r = 0; r < kRows; ++r)
-    for (int c = 0; c < kCols; ++c) Store(scores + r * np + c0 + c * kW, acc[r][c]);
 }
 
 // out[r, d0 : d0 + NV * 16] = sum_j p[r, j] vp[j, d0 : ...] over the n packed keys.
 template <int NV>
 inline void ValueBlock(const float* p, int64_t np, const float* vp, int64_t dp, int64_t n,
-                       int64_t d0, vf (*out)[8]) {
-  vf acc[kRows][NV] = {};
-  for (int64_t j = 0; j < n; ++j) {
-    vf vv[NV];
-    for (int c = 0; c < NV; ++c) vv[c] = Load(vp + j * dp + d0 + c * kW);
-    for (int r = 0; r < kRows; ++r) {
-      vf pb = Splat(p[r * np + j]);
-      for (int c = 0; c < NV; ++c) acc[r][c] += pb * vv[c];
-    }
-  }
+                       int64_t d0, vf (*out)[kMaxHeadDim / kW]) {
+  vf acc[kRows][NV];
+  FourRowsTimesPanel<NV>(p, np, vp + d0, dp, n, acc);
   for (int r = 0; r < kRows; ++r)
     for (int c = 0; c < NV; ++c) out[r][d0 / kW + c] = acc[r][c];
 }
@@ -147,8 +142,12 @@ void AttendOneHead(const Problem& p, int64_t b, int64_t h, Scratch& s) {
       const float* src = q_at(t0 + r);
       for (int64_t d = 0; d < D; ++d) dst[d] = src[d] * p.scale;
     }
-    for (int64_t c0 = 0; c0 < np; c0 += kCols * kW)
-      ScoreBlock(s.qrows.data(), s.kt.data(), np, D, c0, scores);
+    for (int64_t c0 = 0; c0 < np; c0 += kCols * kW) {  // scores[:, c0 : c0 + 64]
+      vf acc[kRows][kCols];
+      FourRowsTimesPanel<kCols>(s.qrows.data(), D, s.kt.data() + c0, np, D, acc);
+      for (int r = 0; r < kRows; ++r)
+        for (int c = 0; c < kCols; ++c) Store(scores + r * np + c0 + c * kW, acc[r][c]);
+    }
     float inv_sum[kRows];
     for (int64_t r = 0; r < kRows; ++r) {  // softmax numerators in place, padding columns zeroed
       float* row = scores + r * np;
@@ -179,7 +178,7 @@ void AttendOneHead(const Problem& p, int64_t b, int64_t h, Scratch& s) {
       for (int64_t i = 0; i < kW; ++i) sum += total[i];
       inv_sum[r] = 1.0f / sum;  // sum >= 1: the max's own term is e^0
     }
-    vf out[kRows][8];
+    vf out[kRows][kMaxHeadDim / kW];
     for (int64_t d0 = 0; d0 < dp; d0 += 4 * kW) {
       switch (std::min<int64_t>(4, (dp - d0) / kW)) {
         case 4: ValueBlock<4>(scores, np, s.vp.data(), dp, n, d0, out); break;
@@ -222,7 +221,7 @@ ffi::Error AttentionForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::
   if (kd[0] != B || kd[2] != H || kd[3] != D || vd[0] != B || vd[1] != S || vd[2] != H ||
       vd[3] != D || md[0] != B || md[1] != S)
     return ffi::Error::InvalidArgument("attention: q, k, v and mask shapes do not agree");
-  if (D > 128) return ffi::Error::InvalidArgument("attention: head_dim above 128");
+  if (D > kMaxHeadDim) return ffi::Error::InvalidArgument("attention: head_dim above 128");
   auto work = std::make_shared<Work>();
   work->problem = {q.typed_data(), k.typed_data(), v.typed_data(), key_mask.typed_data(),
                    o->typed_data(), B, T, S, H, D, scale};
