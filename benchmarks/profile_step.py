@@ -6,7 +6,8 @@
 
 Traces `--steps` calls of the jitted step (after two untimed ones) with jax.profiler's Perfetto
 output, reads back the duration of every XLA:CPU thunk, and groups them using the compiled HLO:
-  matmul           thunks that contain a dot (oneDNN or YNNPACK fusions, Eigen dots)
+  matmul           thunks that contain a dot (oneDNN or YNNPACK fusions, Eigen dots), and
+                   calls of the MKL GEMM kernel (jaxformer.cpu_kernels)
   random bits      integer (u32) arithmetic: threefry for dropout
   copy/transpose   layout changes
   other            elementwise, reductions, softmax, layer norm, AdamW, ...
@@ -41,9 +42,10 @@ flags.DEFINE_string("shape", "32x128", "BATCHxLENGTH.")
 flags.DEFINE_integer("steps", 3, "Traced steps.")
 flags.DEFINE_enum(
     "cpu_matmul",
-    "onednn",
-    ["xla", "onednn"],
-    "XLA:CPU's GEMM library (jaxformer.xla_cpu); onednn, as config.cpu_matmul's default.",
+    "mkl",
+    vp.GEMM_LIBRARIES,
+    "jax's GEMMs, as vs_pytorch's --jax_cpu_matmul: mkl (the dense layers in MKL, the default "
+    "with MKL installed), onednn or xla (XLA:CPU's library for every GEMM; jaxformer.xla_cpu).",
 )
 flags.DEFINE_integer("top", 12, "Also list this many single thunks, slowest first.")
 flags.DEFINE_bool(
@@ -89,7 +91,7 @@ def kind_of(name: str, line_of: dict, body: dict) -> str | None:
         return None
     lines = [line] + body.get((re.findall(r"calls=%?([\w.\-]+)", line) or [""])[0], [])
     ops = " ".join(lines)
-    if re.search(r"\bdot\(", ops):
+    if re.search(r"\bdot\(", ops) or 'custom_call_target="jaxformer_gemm"' in line:
         return "matmul"
     if re.search(r"u32\[[\d,]*\][^ ]* (xor|shift-left|shift-right-logical)\(", ops):
         return "random bits"
@@ -114,17 +116,25 @@ def main(argv: Sequence[str]) -> None:
     vp.configure_malloc(FLAGS.malloc)  # before the first jax computation
     if FLAGS.model == "minilm":
         model, params = jaxformer.from_pretrained(
-            vp.minilm_folder(), num_labels=2, attention_impl=FLAGS.attention_impl
+            vp.minilm_folder(),
+            num_labels=2,
+            attention_impl=FLAGS.attention_impl,
+            matmul_impl=vp.matmul_impl(FLAGS.cpu_matmul),
         )
     else:
-        config = jaxformer.BertConfig(**vp.SHAPES["base"], attention_impl=FLAGS.attention_impl)
+        config = jaxformer.BertConfig(
+            **vp.SHAPES["base"],
+            attention_impl=FLAGS.attention_impl,
+            matmul_impl=vp.matmul_impl(FLAGS.cpu_matmul),
+        )
         model = jaxformer.BertForSequenceClassification(config)
         params = init_params(model, jax.random.key(0))
     np_batch = vp.make_batch(batch_size, length, model.config.vocab_size)
     batch = {k: jnp.asarray(v) for k, v in np_batch.items()}
     if FLAGS.workload == "infer":
         fn = xla_cpu.jit(
-            lambda p, ids, mask: model.apply({"params": p}, ids, mask), matmul=FLAGS.cpu_matmul
+            lambda p, ids, mask: model.apply({"params": p}, ids, mask),
+            matmul=vp.xla_library(FLAGS.cpu_matmul),
         )
         args = (params, batch["input_ids"], batch["attention_mask"])
         fn = fn.compile(*args)

@@ -68,18 +68,21 @@ flags.DEFINE_enum(
     "Also time jax with this attention_impl, interleaved with the others, as a same-run "
     "baseline (columns jax_baseline_*, speedup_vs_baseline); fused = before session 3.",
 )
+GEMM_LIBRARIES = ["mkl", "onednn", "xla"]
 flags.DEFINE_enum(
     "jax_cpu_matmul",
-    "onednn",
-    ["xla", "onednn"],
-    "Library for XLA:CPU's GEMMs (jaxformer.xla_cpu; the training config's cpu_matmul): "
-    "onednn where the program allows it, else XLA's default (logged); xla = XLA's own choice "
+    "mkl",
+    GEMM_LIBRARIES,
+    "jax's GEMMs on CPU: mkl = the dense layers in MKL (BertConfig.matmul_impl='mkl', "
+    "jaxformer.cpu_kernels; needs `pip install 'jaxformer[mkl]'`), XLA's other dots in oneDNN; "
+    "onednn = every GEMM in XLA, with oneDNN where the program allows it, else XLA's default "
+    "(logged; jaxformer.xla_cpu, the training config's cpu_matmul); xla = XLA's own choice "
     "(YNNPACK).",
 )
 flags.DEFINE_enum(
     "baseline_cpu_matmul",
     None,
-    ["xla", "onednn"],
+    GEMM_LIBRARIES,
     "Time the same-run baseline side with this --jax_cpu_matmul (with or without "
     "--baseline_attention).",
 )
@@ -172,17 +175,45 @@ def step_memory_mb(fn: Callable[[], None]) -> float:
     return (_proc_status_kb("VmHWM") - before) / 1024
 
 
+def xla_library(cpu_matmul: str) -> str:
+    """XLA:CPU's GEMM library (jaxformer.xla_cpu) for a --jax_cpu_matmul choice."""
+    return "onednn" if cpu_matmul == "mkl" else cpu_matmul
+
+
+def matmul_impl(cpu_matmul: str) -> str:
+    """BertConfig.matmul_impl for a --jax_cpu_matmul choice."""
+    if cpu_matmul != "mkl":
+        return "xla"
+    from jaxformer import cpu_kernels
+
+    if not cpu_kernels.mkl_available():
+        raise RuntimeError(
+            "--jax_cpu_matmul=mkl (the default) needs MKL and a C++ compiler: "
+            "pip install 'jaxformer[mkl]', or pass --jax_cpu_matmul=onednn"
+        )
+    return "mkl"
+
+
+def _jax_matmul(cpu_matmul: str) -> Callable:
+    """x @ w, jitted, with the GEMM library of a --jax_cpu_matmul choice."""
+    import jax
+
+    from jaxformer import cpu_kernels, xla_cpu
+
+    if matmul_impl(cpu_matmul) == "mkl":
+        return jax.jit(lambda x, w: cpu_kernels.gemm(x, w))
+    return xla_cpu.jit(lambda x, w: x @ w, matmul=cpu_matmul)
+
+
 def gemm_peak_tflops(n: int = 2048, reps: int = 5, cpu_matmul: str = "xla") -> dict:
     """Best float32 n x n GEMM rate of jax (jitted, XLA:CPU GEMMs from `cpu_matmul`) and
     torch.mm, TFLOP/s."""
     import jax.numpy as jnp
     import torch
 
-    from jaxformer import xla_cpu
-
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     ja, ta = jnp.asarray(a), torch.from_numpy(a)
-    matmul = xla_cpu.jit(jnp.matmul, matmul=cpu_matmul)
+    matmul = _jax_matmul(cpu_matmul)
     rates = {}
     for name, fn in (
         ("jax", lambda: matmul(ja, ja).block_until_ready()),
@@ -212,10 +243,8 @@ def model_gemm_tflops(shapes=MODEL_GEMMS, reps: int = 7, cpu_matmul: str = "xla"
     import jax
     import torch
 
-    from jaxformer import xla_cpu
-
     rng = np.random.default_rng(0)
-    matmul = xla_cpu.jit(lambda x, w: x @ w, matmul=cpu_matmul)
+    matmul = _jax_matmul(cpu_matmul)
     out = []
     for m, k, n in shapes:
         x, w = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
@@ -295,7 +324,11 @@ def build_pair(
     folder = workdir / name
     model.save_pretrained(folder)
     jax_model, params = jaxformer.from_pretrained(
-        folder, num_labels=2, dtype=dtype, attention_impl=attention_impl
+        folder,
+        num_labels=2,
+        dtype=dtype,
+        attention_impl=attention_impl,
+        matmul_impl=matmul_impl(cpu_matmul),
     )
     return Pair(name, folder, model, jax_model, params, model.config.to_dict(), cpu_matmul)
 
@@ -346,7 +379,7 @@ def jax_train_step(model, cpu_matmul: str = "xla"):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return tx, xla_cpu.jit(step, matmul=cpu_matmul, donate_argnums=(0, 1))
+    return tx, xla_cpu.jit(step, matmul=xla_library(cpu_matmul), donate_argnums=(0, 1))
 
 
 def jax_runner(pair: Pair, workload: str, batch: dict) -> Callable[[], None]:
@@ -360,7 +393,7 @@ def jax_runner(pair: Pair, workload: str, batch: dict) -> Callable[[], None]:
     if workload == "infer":
         fwd = xla_cpu.jit(
             lambda p, ids, mask: pair.jax_model.apply({"params": p}, ids, mask),
-            matmul=pair.cpu_matmul,
+            matmul=xla_library(pair.cpu_matmul),
         )
 
         def infer():
@@ -442,7 +475,8 @@ def measure(
     }
     if baseline_attention or baseline_cpu_matmul:  # the same weights, one setting changed
         config = pair.jax_model.config.replace(
-            attention_impl=baseline_attention or pair.jax_model.config.attention_impl
+            attention_impl=baseline_attention or pair.jax_model.config.attention_impl,
+            matmul_impl=matmul_impl(baseline_cpu_matmul or pair.cpu_matmul),
         )
         baseline = dataclasses.replace(
             pair,
@@ -590,6 +624,15 @@ def _setting(row: dict, side: str) -> str:
     return f"attention {attention}, GEMMs {matmul}"
 
 
+def _gemm_setting(cpu_matmul: str) -> str:
+    if cpu_matmul == "mkl":
+        return (
+            "GEMMs: the dense layers' in MKL (matmul_impl=mkl, jaxformer.cpu_kernels), "
+            "XLA's other dots from onednn (jaxformer.xla_cpu)."
+        )
+    return f"XLA:CPU GEMMs from {cpu_matmul} (jaxformer.xla_cpu)."
+
+
 def configure_malloc(mode: str | None) -> str:
     """host_memory.reuse_freed_memory(mode); returns the mode in effect, "reuse" or "default"."""
     return "reuse" if host_memory.reuse_freed_memory(mode) else "default"
@@ -649,7 +692,9 @@ def e2e_epochs(
     split = data.load_imdb(
         tokenizer, splits=("train",), archive=archive, limits={"train": examples}
     )["train"]
-    model, params0 = jaxformer.from_pretrained(folder, num_labels=2, dtype=dtype)
+    model, params0 = jaxformer.from_pretrained(
+        folder, num_labels=2, dtype=dtype, matmul_impl=matmul_impl(cpu_matmul)
+    )
     tx, step = jax_train_step(model, cpu_matmul)
     key = jax.random.key(0)
     sides = []
@@ -725,7 +770,8 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
         f"transformers {machine['transformers']}, Python {machine['python']}. "
         f"XLA_FLAGS={machine['xla_flags'] or '(none)'}. "
         f"jaxformer attention_impl={machine.get('attention_impl', 'not recorded')}, "
-        f"XLA:CPU GEMMs from {machine.get('jax_cpu_matmul', 'xla')} (jaxformer.xla_cpu). "
+        + _gemm_setting(machine.get("jax_cpu_matmul", "xla"))
+        + " "
         f"Host malloc: {machine.get('malloc', 'default')} (jaxformer.host_memory). "
         f"Load average before/after: {_fmt_load(machine['load_avg_before'])} / "
         f"{_fmt_load(machine.get('load_avg_after'))}.",

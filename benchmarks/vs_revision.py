@@ -185,16 +185,22 @@ def main(argv: Sequence[str]) -> None:
                     batch=batch,
                     length=length,
                     workload=workload,
-                    cpu_matmul=FLAGS.jax_cpu_matmul,
                     warmup=FLAGS.warmup,
                 )
-                info = {name: w.call(**setup) for name, w in workers.items()}
+                matmul = {  # a baseline from before the MKL kernel: --baseline_cpu_matmul=onednn
+                    "baseline": FLAGS.baseline_cpu_matmul or FLAGS.jax_cpu_matmul,
+                    "current": FLAGS.jax_cpu_matmul,
+                }
+                info = {
+                    name: w.call(**setup, cpu_matmul=matmul[name]) for name, w in workers.items()
+                }
                 times = {name: [] for name in workers}
                 for _ in range(FLAGS.reps):
                     for name, w in workers.items():
                         times[name].append(w.call(op="run")["step_s"])
                 row = {"workload": workload, "model": model, "batch": batch, "length": length}
                 row["jax_cpu_matmul"] = FLAGS.jax_cpu_matmul
+                row["baseline_cpu_matmul"] = matmul["baseline"]
                 for name in workers:
                     row[f"{name}_step_s"] = statistics.median(times[name])
                     row[f"{name}_first_call_s"] = info[name]["first_call_s"]

@@ -25,7 +25,15 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "si
 POSITION_TYPES = ("absolute", "sinusoidal")
 ATTENTION_IMPLS = ops.IMPLEMENTATIONS  # see ops.dot_product_attention
 # Ours, not Hugging Face's: never read from or written to config.json.
-COMPUTE_FIELDS = ("pre_layer_norm", "attention_impl", "dtype", "param_dtype", "remat")
+MATMUL_IMPLS = ops.MATMUL_IMPLEMENTATIONS  # see ops.dense
+COMPUTE_FIELDS = (
+    "pre_layer_norm",
+    "attention_impl",
+    "matmul_impl",
+    "dtype",
+    "param_dtype",
+    "remat",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +58,7 @@ class BertConfig:
     pre_layer_norm: bool = False
     # Compute settings, not saved to config.json.
     attention_impl: str = "auto"  # "cpu_kernel" on CPU, "fused" elsewhere; or "scan", "einsum"
+    matmul_impl: str = "auto"  # dense layers' GEMMs: "mkl" on CPU with MKL installed, else "xla"
     dtype: str = "float32"  # activations and matmuls
     param_dtype: str = "float32"
     remat: bool = False  # recompute each layer's activations in the backward pass
@@ -64,6 +73,7 @@ class BertConfig:
             ("hidden_act", self.hidden_act, ACTIVATIONS),
             ("position_embedding_type", self.position_embedding_type, POSITION_TYPES),
             ("attention_impl", self.attention_impl, ATTENTION_IMPLS),
+            ("matmul_impl", self.matmul_impl, MATMUL_IMPLS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not supported; choose one of {allowed}")

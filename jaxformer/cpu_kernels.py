@@ -1,23 +1,30 @@
-"""jaxformer's compiled CPU kernel: multi-head attention's forward pass, called through XLA's FFI.
+"""jaxformer's compiled CPU kernels, called through XLA's FFI: attention's forward pass, and GEMMs
+through Intel MKL.
 
-XLA:CPU runs the pure-JAX attention (`ops.dot_product_attention`) as many small GEMMs and
-elementwise passes, with the (t, s) weights and transposed copies of q, k and v going through
+Attention: XLA:CPU runs the pure-JAX attention (`ops.dot_product_attention`) as many small GEMMs
+and elementwise passes, with the (t, s) weights and transposed copies of q, k and v going through
 memory; PyTorch runs a fused flash-attention kernel there. `csrc/attention_cpu.cc` is such a
 kernel: one task per (example, head) on XLA's intra-op thread pool, the head's unmasked keys packed
 once, then four query rows at a time: scores, softmax and the weighted sum of values, all in cache.
 Padded keys cost nothing.
 
-It is built on first use with the system's C++ compiler (`$CXX`, else g++, c++ or clang++;
-about 10 s) against the installed jaxlib's FFI headers, for this machine's CPU (-march=native),
-into `$JAXFORMER_CACHE_DIR` (default ~/.cache/jaxformer). The library's name carries a hash of the
-source, jaxlib's version, the compiler and the CPU's flags, and it is written under a temporary
-name and renamed, so a cache never holds a stale or half-written build. With no compiler, a failed
-build, or `JAXFORMER_CPU_KERNELS=0`, `available()` is False (the reason is logged once) and
-attention runs in pure JAX.
+GEMMs: `csrc/gemm_cpu.cc` runs the dense layers' matrix multiplies (`ops.dense`,
+`ops.feed_forward` with implementation "mkl") with MKL's sgemm, the library under PyTorch's CPU
+matmuls, where XLA would use oneDNN. MKL comes from the `mkl` wheel (`pip install
+'jaxformer[mkl]'`) and runs with its sequential threading layer: the kernel splits each GEMM
+across XLA's own intra-op threads, so no OpenMP thread team competes with XLA's threads.
 
-Only the forward pass is compiled: the gradient is that of the pure-JAX "scan" implementation
-(`attention`'s custom VJP), so training with attention dropout, which this kernel does not do,
-never uses it.
+Both are built on first use with the system's C++ compiler (`$CXX`, else g++, c++ or clang++;
+about 15 s) against the installed jaxlib's FFI headers, for this machine's CPU (-march=native),
+into `$JAXFORMER_CACHE_DIR` (default ~/.cache/jaxformer). The library's name carries a hash of the
+sources, jaxlib's version, the compiler and the CPU's flags, and it is written under a temporary
+name and renamed, so a cache never holds a stale or half-written build. With no compiler, a failed
+build, or `JAXFORMER_CPU_KERNELS=0`, `available()` and `mkl_available()` are False (the reason is
+logged once) and the model runs in pure JAX; without MKL, `mkl_available()` is False.
+
+Only forward passes are compiled. Attention's gradient is that of the pure-JAX "scan"
+implementation (`attention`'s custom VJP), so training with attention dropout, which this kernel
+does not do, never uses it. A GEMM's gradient is two more GEMMs through the same kernel.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import importlib.metadata
 import logging
 import math
 import os
@@ -42,8 +50,12 @@ from jax.experimental.xla_metadata import set_xla_metadata
 log = logging.getLogger("jaxformer")
 Array = jax.Array
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "attention_cpu.cc"
+SOURCES = tuple(
+    Path(__file__).resolve().parent / "csrc" / f for f in ("attention_cpu.cc", "gemm_cpu.cc")
+)
 TARGET = "jaxformer_attention_forward"
+GEMM_TARGET = "jaxformer_gemm"
+MKL_THREADING_SEQUENTIAL = 1  # MKL_Set_Threading_Layer's code for the sequential layer
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 MAX_HEAD_DIM = 128  # the kernel's limit (kMaxHeadDim in csrc/attention_cpu.cc)
 
@@ -81,7 +93,7 @@ def _build(compiler: str) -> Path:
         b"\0".join(
             s.encode() if isinstance(s, str) else s
             for s in (
-                SOURCE.read_bytes(),
+                *(source.read_bytes() for source in SOURCES),
                 jaxlib.__version__,
                 version,
                 " ".join(FLAGS),
@@ -89,14 +101,21 @@ def _build(compiler: str) -> Path:
             )
         )
     ).hexdigest()[:16]
-    out = cache_dir() / f"attention_cpu-{key}.so"
+    out = cache_dir() / f"cpu_kernels-{key}.so"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    log.info("Building jaxformer's CPU attention kernel (once per machine and jaxlib): %s", out)
+    log.info("Building jaxformer's CPU kernels (once per machine and jaxlib): %s", out)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".build-") as tmp:
         partial = Path(tmp) / out.name
-        cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(partial)]
+        cmd = [
+            compiler,
+            *FLAGS,
+            f"-I{jax.ffi.include_dir()}",
+            *map(str, SOURCES),
+            "-o",
+            str(partial),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{result.stderr[-2000:]}")
@@ -105,25 +124,82 @@ def _build(compiler: str) -> Path:
 
 
 @functools.cache
-def available() -> bool:
-    """Whether the kernel is built and registered with XLA:CPU (if not, the log says why, once)."""
+def _library() -> ctypes.CDLL | None:
+    """The kernels' shared library, built if needed; None (the log says why, once) if not."""
     if os.environ.get("JAXFORMER_CPU_KERNELS", "1") == "0":
-        return False
+        return None
     compiler = _compiler()
     if compiler is None:
         log.warning(
-            "No C++ compiler (set $CXX, or install g++): jaxformer's CPU attention kernel is off "
-            "and attention runs in pure JAX."
+            "No C++ compiler (set $CXX, or install g++): jaxformer's CPU kernels are off; "
+            "attention and GEMMs run in pure JAX."
         )
+        return None
+    try:
+        return ctypes.CDLL(str(_build(compiler)))
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+        log.warning("jaxformer's CPU kernels are off (the model runs in pure JAX): %s", e)
+        return None
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the attention kernel is built and registered with XLA:CPU (if not, the log says
+    why, once)."""
+    library = _library()
+    if library is None:
         return False
     try:
-        library = ctypes.CDLL(str(_build(compiler)))
         handler = jax.ffi.pycapsule(library.JaxformerAttentionForward)
         jax.ffi.register_ffi_target(TARGET, handler, platform="cpu")
         jax.ffi.register_ffi_target_as_batch_partitionable(TARGET)  # shards along b
-    except (OSError, RuntimeError, subprocess.CalledProcessError, AttributeError) as e:
+    except (AttributeError, RuntimeError) as e:
         log.warning("jaxformer's CPU attention kernel is off (attention runs in pure JAX): %s", e)
         return False
+    return True
+
+
+def mkl_runtime() -> Path | None:
+    """MKL's single dynamic library (libmkl_rt): $JAXFORMER_MKL_RT, else the `mkl` wheel's."""
+    if path := os.environ.get("JAXFORMER_MKL_RT"):
+        return Path(path)
+    try:
+        files = importlib.metadata.files("mkl") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = sorted(f for f in files if f.name.startswith("libmkl_rt.so"))
+    return Path(found[0].locate()).resolve() if found else None
+
+
+@functools.cache
+def mkl_available() -> bool:
+    """Whether the MKL GEMM kernel is registered with XLA:CPU: the kernels built, and MKL found
+    (`pip install 'jaxformer[mkl]'`) and set to its sequential threading layer. If MKL is
+    installed but cannot be used, the log says why, once."""
+    runtime = mkl_runtime()
+    if runtime is None or os.environ.get("JAXFORMER_MKL", "1") == "0":
+        return False
+    library = _library()
+    if library is None:
+        return False
+    try:
+        mkl = ctypes.CDLL(str(runtime), mode=ctypes.RTLD_GLOBAL)
+        # Sequential MKL (this call outranks $MKL_THREADING_LAYER): the kernel splits each GEMM
+        # across XLA's intra-op threads itself.
+        layer = mkl.MKL_Set_Threading_Layer(ctypes.c_int(MKL_THREADING_SEQUENTIAL))
+        if layer != MKL_THREADING_SEQUENTIAL:
+            raise RuntimeError(
+                f"MKL's threading layer is {layer}, not sequential ({MKL_THREADING_SEQUENTIAL}): "
+                "something in this process (numpy or scipy built on MKL?) used MKL first, with "
+                "another layer"
+            )
+        library.jaxformer_set_sgemm(ctypes.cast(mkl.sgemm_, ctypes.c_void_p))
+        handler = jax.ffi.pycapsule(library.JaxformerGemm)
+        jax.ffi.register_ffi_target(GEMM_TARGET, handler, platform="cpu")
+    except (OSError, AttributeError, RuntimeError) as e:
+        log.warning("MKL GEMMs are off (XLA runs the matmuls) for %s: %s", runtime, e)
+        return False
+    log.info("GEMMs run in MKL (%s)", runtime)
     return True
 
 
@@ -189,3 +265,44 @@ def attention(q: Array, k: Array, v: Array, mask: Array | None = None) -> Array:
     b, s = k.shape[0], k.shape[1]
     key_mask = jnp.ones((b, s), bool) if mask is None else mask[:, 0, 0, :].astype(bool)
     return _attention(q, k, v, jnp.broadcast_to(key_mask, (b, s)))
+
+
+def gemm(
+    a: Array, b: Array, bias: Array | None = None, trans_a: bool = False, trans_b: bool = False
+) -> Array:
+    """op(a) op(b) (+ bias) in MKL: float32 matrices, op(a) (m, k) and op(b) (k, n); a is stored
+    (k, m) with trans_a, b is stored (n, k) with trans_b; bias: (n,) or None. Not differentiable
+    (see `matmul`). Call `mkl_available()` first: without MKL, XLA reports an unknown target."""
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"gemm takes matrices, got shapes {a.shape} and {b.shape}")
+    (m, k), (k2, n) = a.shape[::-1] if trans_a else a.shape, b.shape[::-1] if trans_b else b.shape
+    if k != k2:
+        raise ValueError(
+            f"gemm: op(a) is {m}x{k} but op(b) is {k2}x{n} (trans_a={trans_a}, trans_b={trans_b})"
+        )
+    if bias is None:
+        bias = jnp.zeros((0,), jnp.float32)
+    elif bias.shape != (n,):
+        raise ValueError(f"gemm: bias must have shape ({n},), got {bias.shape}")
+    return jax.ffi.ffi_call(
+        GEMM_TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32), vmap_method="sequential"
+    )(a, b, bias, trans_a=trans_a, trans_b=trans_b)
+
+
+@jax.custom_vjp
+def matmul(x: Array, w: Array, bias: Array) -> Array:
+    """x w + bias with `gemm`: x (n, k), w (k, m), bias (m,), float32. The gradient is two more
+    `gemm` calls and a sum (a `jax.custom_vjp`: no forward-mode autodiff)."""
+    return gemm(x, w, bias)
+
+
+def _matmul_fwd(x, w, bias):
+    return gemm(x, w, bias), (x, w)
+
+
+def _matmul_bwd(residuals, g):
+    x, w = residuals
+    return gemm(g, w, trans_b=True), gemm(x, g, trans_a=True), g.sum(0)  # dx, dw, dbias
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)

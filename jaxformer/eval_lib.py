@@ -94,6 +94,7 @@ def evaluate_split(
         config.eval_batch_size = batch_size
     par = train_lib.Parallelism.from_config(config)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
+    model = par.adapt_model(model)
     _, splits = train_lib.build_data(config, tokenizer)
     state = train_lib.TrainState(
         step=0,

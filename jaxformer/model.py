@@ -98,9 +98,9 @@ class SelfAttention(nn.Module):
 
         # Three GEMMs, each output already (b, t, h, d): one fused (m, 3 h d) GEMM needs its
         # weights stacked and its output sliced apart on every call, which costs more on CPU.
-        q = jnp.einsum("btm,mhd->bthd", x, w_q) + b_q  # (b, t, h, d)
-        k = jnp.einsum("btm,mhd->bthd", x, w_k) + b_k  # (b, s, h, d); s = t
-        v = jnp.einsum("btm,mhd->bthd", x, w_v) + b_v  # (b, s, h, d)
+        q = ops.dense(x, w_q, b_q, 1, c.matmul_impl)  # (b, t, h, d): x W_q + b_q
+        k = ops.dense(x, w_k, b_k, 1, c.matmul_impl)  # (b, s, h, d); s = t
+        v = ops.dense(x, w_v, b_v, 1, c.matmul_impl)  # (b, s, h, d)
         dropout = train and c.attention_probs_dropout_prob > 0
         o = ops.dot_product_attention(
             q,
@@ -111,7 +111,7 @@ class SelfAttention(nn.Module):
             dropout_rng=self.make_rng("dropout") if dropout else None,
             implementation=c.attention_impl,
         )  # (b, t, h, d)
-        return jnp.einsum("bthd,hdm->btm", o, w_o) + b_o  # (b, t, m)
+        return ops.dense(o, w_o, b_o, 2, c.matmul_impl)  # (b, t, m): heads joined, o W_o + b_o
 
 
 class FeedForward(nn.Module):
@@ -129,7 +129,7 @@ class FeedForward(nn.Module):
 
         w1, b1 = param("w1", (m, f), _init(c)), param("b1", (f,), nn.initializers.zeros)
         w2, b2 = param("w2", (f, m), _init(c)), param("b2", (m,), nn.initializers.zeros)
-        return ops.feed_forward(x, w1, b1, w2, b2, c.hidden_act)
+        return ops.feed_forward(x, w1, b1, w2, b2, c.hidden_act, c.matmul_impl)
 
 
 class EncoderLayer(nn.Module):

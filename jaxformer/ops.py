@@ -49,52 +49,141 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
+MATMUL_IMPLEMENTATIONS = ("auto", "xla", "mkl")
+
+
+def default_matmul_implementation() -> str:
+    """ "mkl" on CPU when MKL is installed (`pip install 'jaxformer[mkl]'`) and the kernels build
+    (see `jaxformer.cpu_kernels`; faster there, see docs/benchmarks.md), else "xla"."""
+    if jax.default_backend() != "cpu":
+        return "xla"
+    from jaxformer import cpu_kernels
+
+    return "mkl" if cpu_kernels.mkl_available() else "xla"
+
+
+def _matmul_implementation(implementation: str, *arrays: Array) -> str:
+    """The implementation that runs: "mkl" only for float32 on CPU with MKL available."""
+    if implementation not in MATMUL_IMPLEMENTATIONS:
+        raise ValueError(
+            f"matmul implementation must be one of {MATMUL_IMPLEMENTATIONS}, got {implementation!r}"
+        )
+    if implementation == "auto":
+        implementation = default_matmul_implementation()
+    if implementation == "mkl":
+        from jaxformer import cpu_kernels
+
+        if (
+            jax.default_backend() != "cpu"
+            or any(a.dtype != jnp.float32 for a in arrays)
+            or not cpu_kernels.mkl_available()
+        ):
+            return "xla"
+    return implementation
+
+
+def dense(x: Array, w: Array, b: Array, contract: int = 1, implementation: str = "xla") -> Array:
+    """x . w + b over x's last `contract` axes and w's first: a projection, position-wise.
+
+    x: (..., *in), w: (*in, *out), b: (*out,) -> (..., *out); e.g. x (b, t, m), w_q (m, h, d),
+    b_q (h, d) -> q (b, t, h, d); or o (b, t, h, d), w_o (h, d, m), b_o (m,) -> (b, t, m).
+    implementation: "xla" (a dot_general), "mkl" (`cpu_kernels.matmul`: MKL's sgemm on the
+    (tokens, in) x (in, out) matrices, bias added in the same call; float32 on CPU with MKL, else
+    "xla"), "auto" (`default_matmul_implementation()`).
+    """
+    if _matmul_implementation(implementation, x, w, b) == "mkl":
+        from jaxformer import cpu_kernels
+
+        lead, inner, outer = x.shape[: x.ndim - contract], w.shape[:contract], w.shape[contract:]
+        x2 = x.reshape(math.prod(lead), math.prod(inner))  # (tokens, in)
+        w2 = w.reshape(math.prod(inner), math.prod(outer))  # (in, out)
+        return cpu_kernels.matmul(x2, w2, b.reshape(-1)).reshape(*lead, *outer)
+    # Contracted axes innermost first, as jnp.einsum("bthd,hdm->btm", ...) orders them.
+    x_axes, w_axes = range(x.ndim - 1, x.ndim - contract - 1, -1), range(contract - 1, -1, -1)
+    return jax.lax.dot_general(x, w, ((tuple(x_axes), tuple(w_axes)), ((), ()))) + b
+
+
 def feed_forward(
-    x: Array, w1: Array, b1: Array, w2: Array, b2: Array, activation: str = "gelu"
+    x: Array,
+    w1: Array,
+    b1: Array,
+    w2: Array,
+    b2: Array,
+    activation: str = "gelu",
+    implementation: str = "xla",
 ) -> Array:
     """W_2 act(W_1 x + b_1) + b_2, position-wise.
 
     x: (b, t, m), w1: (m, f), b1: (f,), w2: (f, m), b2: (m,) -> (b, t, m)
+    implementation: the GEMMs' ("xla", "mkl" or "auto"; see `dense`).
 
     The gradient is written out (`_feed_forward_bwd`) instead of left to autodiff; forward-mode
     autodiff (`jax.jvp`) is therefore not defined through it (a `jax.custom_vjp`).
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    return _feed_forward(activation, x, w1, b1, w2, b2)
+    implementation = _matmul_implementation(implementation, x, w1, b1, w2, b2)
+    return _feed_forward(activation, implementation, x, w1, b1, w2, b2)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _feed_forward(activation: str, x, w1, b1, w2, b2):
-    return ACTIVATIONS[activation](x @ w1 + b1) @ w2 + b2
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _feed_forward(activation: str, implementation: str, x, w1, b1, w2, b2):
+    act = ACTIVATIONS[activation]
+    if implementation == "mkl":
+        from jaxformer.cpu_kernels import gemm
+
+        x2 = x.reshape(-1, x.shape[-1])  # (n, m), n = b t
+        return gemm(act(gemm(x2, w1, b1)), w2, b2).reshape(x.shape)
+    return act(x @ w1 + b1) @ w2 + b2
 
 
-def _feed_forward_fwd(activation, x, w1, b1, w2, b2):
+def _feed_forward_fwd(activation, implementation, x, w1, b1, w2, b2):
     """Also keeps act'(z), z = W_1 x + b_1, computed beside act(z) in the same pass over z.
 
     Autodiff recomputes act'(z) in the backward pass, in a fusion that XLA:CPU writes transposed,
     (f, tokens), for the W_1 gradient: a layout oneDNN multiplies at about half its rate.
     """
-    z = x @ w1 + b1  # (b, t, f)
-    hidden, slope = jax.jvp(ACTIVATIONS[activation], (z,), (jnp.ones_like(z),))  # act, act'
-    return hidden @ w2 + b2, (x, hidden, slope, w1, b1, w2, b2)
+    act = ACTIVATIONS[activation]
+    if implementation == "mkl":
+        from jaxformer import cpu_kernels
+
+        z = cpu_kernels.gemm(x.reshape(-1, x.shape[-1]), w1, b1)  # (n, f), n = b t
+        hidden, slope = jax.jvp(act, (z,), (jnp.ones_like(z),))  # act, act'
+        out = cpu_kernels.gemm(hidden, w2, b2).reshape(x.shape)
+    else:
+        z = x @ w1 + b1  # (b, t, f)
+        hidden, slope = jax.jvp(act, (z,), (jnp.ones_like(z),))  # act, act'
+        out = hidden @ w2 + b2
+    return out, (x, hidden, slope, w1, b1, w2, b2)
 
 
-def _feed_forward_bwd(activation, residuals, g):
+def _feed_forward_bwd(activation, implementation, residuals, g):
     """The chain rule on (tokens, width) matrices. dz = (g W_2^T) * act'(z) is one GEMM with a
     multiply epilogue (a oneDNN post-op), and every GEMM below takes row-major operands."""
     x, hidden, slope, w1, b1, w2, b2 = residuals
     m, f = w1.shape
     x2, g = x.reshape(-1, m), g.reshape(-1, g.shape[-1])  # (n, m), n = b t
     hidden, slope = hidden.reshape(-1, f), slope.reshape(-1, f)  # (n, f)
-    dz = (g @ w2.T) * slope  # (n, f)
-    grads = (
-        (dz @ w1.T).reshape(x.shape),  # dx
-        jnp.einsum("nm,nf->mf", x2, dz),  # dw1
-        dz.sum(0),  # db1
-        jnp.einsum("nf,nm->fm", hidden, g),  # dw2
-        g.sum(0),  # db2
-    )
+    if implementation == "mkl":
+        from jaxformer.cpu_kernels import gemm
+
+        dz = gemm(g, w2, trans_b=True) * slope  # (n, f)
+        grads = (
+            gemm(dz, w1, trans_b=True).reshape(x.shape),  # dx
+            gemm(x2, dz, trans_a=True),  # dw1
+            dz.sum(0),  # db1
+            gemm(hidden, g, trans_a=True),  # dw2
+            g.sum(0),  # db2
+        )
+    else:
+        dz = (g @ w2.T) * slope  # (n, f)
+        grads = (
+            (dz @ w1.T).reshape(x.shape),  # dx
+            jnp.einsum("nm,nf->mf", x2, dz),  # dw1
+            dz.sum(0),  # db1
+            jnp.einsum("nf,nm->fm", hidden, g),  # dw2
+            g.sum(0),  # db2
+        )
     return tuple(d.astype(p.dtype) for d, p in zip(grads, (x, w1, b1, w2, b2), strict=True))
 
 

@@ -234,6 +234,20 @@ class Parallelism:
             )
         return jax.device_put(batch, self.devices[0])
 
+    def adapt_model(self, model: BertForSequenceClassification) -> BertForSequenceClassification:
+        """The model with XLA's GEMMs when jit splits the batch over several devices: the MKL
+        GEMM kernel (matmul_impl "auto" or "mkl" on CPU) is a custom call that XLA's partitioner
+        would gather onto every device. pmap and single compile one device's program."""
+        if self.kind != "jit" or self.num_devices == 1 or model.config.matmul_impl == "xla":
+            return model
+        log.info(
+            "matmul_impl=%r -> 'xla': the MKL GEMM kernel does not partition across the %d "
+            "devices of a jit Mesh (parallelism='pmap' or 'single' keep it)",
+            model.config.matmul_impl,
+            self.num_devices,
+        )
+        return model.clone(config=dataclasses.replace(model.config, matmul_impl="xla"))
+
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> Parallelism:
         return cls(config.parallelism, config.get("cpu_matmul", "xla"))  # older configs: "xla"
@@ -631,6 +645,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         )
     rng = jax.random.PRNGKey(config.seed)
     tokenizer, model, params = build_model(config, rng)
+    model = par.adapt_model(model)
     train_batches, splits = build_data(config, tokenizer)
     steps_per_epoch = train_batches.num_batches_per_epoch
     padding = train_batches.padding_fraction(0)

@@ -138,8 +138,17 @@ def minilm_torch(minilm_dir):
     return transformers.BertModel.from_pretrained(minilm_dir, attn_implementation="eager").eval()
 
 
-@pytest.mark.parametrize("attention_impl", ["einsum", "fused", "scan", "cpu_kernel"])
-def test_minilm_matches_transformers(minilm_dir, minilm_torch, attention_impl, caplog):
+@pytest.mark.parametrize(
+    "attention_impl, matmul_impl",
+    [
+        ("einsum", "xla"),
+        ("fused", "xla"),
+        ("scan", "xla"),
+        ("cpu_kernel", "xla"),
+        ("cpu_kernel", "mkl"),  # the CPU default with MKL installed (XLA's GEMMs without it)
+    ],
+)
+def test_minilm_matches_transformers(minilm_dir, minilm_torch, attention_impl, matmul_impl, caplog):
     tok = jaxformer.load_tokenizer(minilm_dir)
     batch = tok(SENTENCES)
     hf_tok = transformers.AutoTokenizer.from_pretrained(minilm_dir)
@@ -151,7 +160,7 @@ def test_minilm_matches_transformers(minilm_dir, minilm_torch, attention_impl, c
 
     with caplog.at_level(logging.INFO, logger="jaxformer.convert"):
         model, params = jaxformer.from_pretrained(
-            minilm_dir, task="base", attention_impl=attention_impl
+            minilm_dir, task="base", attention_impl=attention_impl, matmul_impl=matmul_impl
         )
     assert not caplog.records  # complete checkpoint; embeddings.position_ids skipped silently
     (sequence, pooled), state = jax_apply(model, params, batch, mutable=["intermediates"])
@@ -166,7 +175,7 @@ def test_minilm_matches_transformers(minilm_dir, minilm_torch, attention_impl, c
     sequence_diff = max_diff(sequence, out.last_hidden_state, mask)
     pooled_diff = max_diff(pooled, out.pooler_output)
     print(
-        f"\nMiniLM {attention_impl}: per-layer max|diff| "
+        f"\nMiniLM {attention_impl}, {matmul_impl}: per-layer max|diff| "
         + " ".join(f"{d:.2e}" for d in layer_diffs)
         + f" | sequence {sequence_diff:.2e} | pooled {pooled_diff:.2e}"
     )

@@ -32,7 +32,7 @@ def test_the_kernel_builds_here():
     """With a compiler present, the kernel must build: otherwise every test below would be
     testing the pure-JAX fallback."""
     assert cpu_kernels.available()
-    assert any(cpu_kernels.cache_dir().glob("attention_cpu-*.so"))
+    assert any(cpu_kernels.cache_dir().glob("cpu_kernels-*.so"))
 
 
 @pytest.mark.parametrize(
