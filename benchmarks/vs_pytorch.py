@@ -323,12 +323,11 @@ def build_pair(
     model = torch_model(name)
     folder = workdir / name
     model.save_pretrained(folder)
+    # jaxformer before session 9 (a vs_revision baseline) has no matmul_impl: XLA's GEMMs.
+    fields = {f.name for f in dataclasses.fields(jaxformer.BertConfig)}
+    gemms = {"matmul_impl": matmul_impl(cpu_matmul)} if "matmul_impl" in fields else {}
     jax_model, params = jaxformer.from_pretrained(
-        folder,
-        num_labels=2,
-        dtype=dtype,
-        attention_impl=attention_impl,
-        matmul_impl=matmul_impl(cpu_matmul),
+        folder, num_labels=2, dtype=dtype, attention_impl=attention_impl, **gemms
     )
     return Pair(name, folder, model, jax_model, params, model.config.to_dict(), cpu_matmul)
 
