@@ -3,6 +3,7 @@
   python benchmarks/vs_revision.py --baseline=03eb744 --models=minilm --reps=5
   python benchmarks/vs_revision.py --baseline=HEAD~3 --models=base --shapes=8x512 --workloads=infer
   python benchmarks/vs_revision.py --baseline=HEAD --baseline_malloc=default   # malloc's effect
+  python benchmarks/vs_revision.py --baseline=4225886 --baseline_cpu_matmul=onednn   # before MKL
 
 Speedups measured across separate runs drift with the host (up to 40% here), so this script
 times both versions side by side: `git archive` extracts the baseline's `jaxformer/` package
@@ -16,7 +17,8 @@ malloc as `--malloc` says (jaxformer.host_memory, loaded from this checkout), or
 `--baseline_malloc` says.
 
 The baseline must have the APIs the benchmark calls (`jaxformer.from_pretrained`,
-`jaxformer.xla_cpu.jit`, `ops.cross_entropy`): revisions from 03eb744 on.
+`jaxformer.xla_cpu.jit`, `ops.cross_entropy`): revisions from 03eb744 on. Revisions from before
+the MKL GEMM kernel (session 9) need `--baseline_cpu_matmul=onednn` (or `xla`).
 """
 
 from __future__ import annotations
