@@ -816,7 +816,7 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
             f"| {r['torch_eager_tflops']:.3f} ({100 * r['torch_eager_peak_fraction']:.0f}%) "
             f"| {r['jax_step_mem_mb']:.0f} / {r['torch_eager_step_mem_mb']:.0f} "
             f"| {r['jax_first_call_s']:.1f} / {r['torch_eager_first_call_s']:.1f} / "
-            f"{r.get('torch_compile_first_call_s', float('nan')):.1f} |"
+            f"{_num(r.get('torch_compile_first_call_s'), 1)} |"
         )
     based = [r for r in rows if "speedup_vs_baseline" in r]
     if based:
@@ -863,8 +863,8 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
+def _num(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def _fmt_load(load) -> str:
