@@ -35,6 +35,8 @@ from absl import app, flags
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vs_pytorch as vp  # noqa: E402  (also defines --attention_impl, shared with this script)
 
+from jaxformer.cpu_kernels import GEMM_TARGET  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "minilm", ["minilm", "base"], "minilm checkpoint or random bert-base.")
 flags.DEFINE_enum("workload", "infer", ["infer", "train"], "Forward only, or the AdamW step.")
@@ -91,7 +93,7 @@ def kind_of(name: str, line_of: dict, body: dict) -> str | None:
         return None
     lines = [line] + body.get((re.findall(r"calls=%?([\w.\-]+)", line) or [""])[0], [])
     ops = " ".join(lines)
-    if re.search(r"\bdot\(", ops) or 'custom_call_target="jaxformer_gemm"' in line:
+    if re.search(r"\bdot\(", ops) or f'custom_call_target="{GEMM_TARGET}"' in line:
         return "matmul"
     if re.search(r"u32\[[\d,]*\][^ ]* (xor|shift-left|shift-right-logical)\(", ops):
         return "random bits"

@@ -68,18 +68,9 @@ def _matmul_implementation(implementation: str, *arrays: Array) -> str:
         raise ValueError(
             f"matmul implementation must be one of {MATMUL_IMPLEMENTATIONS}, got {implementation!r}"
         )
-    if implementation == "auto":
-        implementation = default_matmul_implementation()
-    if implementation == "mkl":
-        from jaxformer import cpu_kernels
-
-        if (
-            jax.default_backend() != "cpu"
-            or any(a.dtype != jnp.float32 for a in arrays)
-            or not cpu_kernels.mkl_available()
-        ):
-            return "xla"
-    return implementation
+    if implementation == "xla" or any(a.dtype != jnp.float32 for a in arrays):
+        return "xla"
+    return default_matmul_implementation()  # "mkl" where it can run (CPU, MKL), else "xla"
 
 
 def dense(x: Array, w: Array, b: Array, contract: int = 1, implementation: str = "xla") -> Array:
@@ -145,11 +136,11 @@ def _feed_forward_fwd(activation, implementation, x, w1, b1, w2, b2):
     """
     act = ACTIVATIONS[activation]
     if implementation == "mkl":
-        from jaxformer import cpu_kernels
+        from jaxformer.cpu_kernels import gemm
 
-        z = cpu_kernels.gemm(x.reshape(-1, x.shape[-1]), w1, b1)  # (n, f), n = b t
+        z = gemm(x.reshape(-1, x.shape[-1]), w1, b1)  # (n, f), n = b t
         hidden, slope = jax.jvp(act, (z,), (jnp.ones_like(z),))  # act, act'
-        out = cpu_kernels.gemm(hidden, w2, b2).reshape(x.shape)
+        out = gemm(hidden, w2, b2).reshape(x.shape)
     else:
         z = x @ w1 + b1  # (b, t, f)
         hidden, slope = jax.jvp(act, (z,), (jnp.ones_like(z),))  # act, act'

@@ -246,7 +246,7 @@ class Parallelism:
             model.config.matmul_impl,
             self.num_devices,
         )
-        return model.clone(config=dataclasses.replace(model.config, matmul_impl="xla"))
+        return model.clone(config=model.config.replace(matmul_impl="xla"))
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> Parallelism:
