@@ -9,7 +9,9 @@ import json
 
 from absl import app, flags
 
-from jaxformer import eval_lib, host_memory, train_lib
+from jaxformer.runtime import malloc as host_memory
+from jaxformer.training import evaluate as eval_lib
+from jaxformer.training import loop as train_lib
 
 FLAGS = flags.FLAGS
 host_memory.define_flag()

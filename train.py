@@ -12,7 +12,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxformer import host_memory, train_lib
+from jaxformer.runtime import malloc as host_memory
+from jaxformer.training import loop as train_lib
 
 FLAGS = flags.FLAGS
 host_memory.define_flag()

@@ -8,7 +8,7 @@ Inference (no dropout, no gradient) of `ops.dot_product_attention` with each `--
 transformers' "sdpa" attention calls) on the same q, k, v and key padding mask (lengths drawn as
 `vs_pytorch.make_batch` draws them: half to all of the length), all timed alternately in one
 process; median of `--reps` after two untimed calls. Every jax side is jitted with oneDNN GEMMs
-(jaxformer.xla_cpu), as the model's programs are. Reports ms per call and speedup against the
+(jaxformer.onednn), as the model's programs are. Reports ms per call and speedup against the
 first implementation, and checks every side against the einsum implementation first.
 """
 
@@ -39,7 +39,8 @@ def run(heads: int, head_dim: int, batch: int, length: int, reps: int) -> dict:
     import jax.numpy as jnp
     import torch
 
-    from jaxformer import ops, xla_cpu
+    from jaxformer import ops
+    from jaxformer.runtime import onednn
 
     rng = np.random.default_rng(0)
     q, k, v = (
@@ -51,7 +52,7 @@ def run(heads: int, head_dim: int, batch: int, length: int, reps: int) -> dict:
     expected = np.asarray(ops.dot_product_attention(jq, jk, jv, mask, implementation="einsum"))
     sides = {}
     for impl in FLAGS.impls:
-        fn = xla_cpu.jit(
+        fn = onednn.jit(
             lambda q, k, v, m, impl=impl: ops.dot_product_attention(
                 q, k, v, m, implementation=impl
             ),

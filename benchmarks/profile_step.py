@@ -35,7 +35,7 @@ from absl import app, flags
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vs_pytorch as vp  # noqa: E402  (also defines --attention_impl, shared with this script)
 
-from jaxformer.cpu_kernels import GEMM_TARGET  # noqa: E402
+from jaxformer.kernels.cpu import GEMM_TARGET  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "minilm", ["minilm", "base"], "minilm checkpoint or random bert-base.")
@@ -47,7 +47,7 @@ flags.DEFINE_enum(
     "mkl",
     vp.GEMM_LIBRARIES,
     "jax's GEMMs, as vs_pytorch's --jax_cpu_matmul: mkl (the dense layers in MKL, the default "
-    "with MKL installed), onednn or xla (XLA:CPU's library for every GEMM; jaxformer.xla_cpu).",
+    "with MKL installed), onednn or xla (XLA:CPU's library for every GEMM; jaxformer.onednn).",
 )
 flags.DEFINE_integer("top", 12, "Also list this many single thunks, slowest first.")
 flags.DEFINE_bool(
@@ -60,10 +60,10 @@ flags.DEFINE_bool(
 
 def parse_hlo(text: str) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
     """(instruction -> its line, instruction -> its computation, computation -> lines)."""
-    from jaxformer import xla_cpu
+    from jaxformer.runtime import onednn
 
     line_of, home, body = {}, {}, collections.defaultdict(list)
-    for computation, instructions in xla_cpu.parse_hlo(text).items():
+    for computation, instructions in onednn.parse_hlo(text).items():
         for i in instructions:
             line_of.setdefault(i.name, i.text)
             home.setdefault(i.name, computation)
@@ -111,8 +111,8 @@ def main(argv: Sequence[str]) -> None:
     import jax.numpy as jnp
 
     import jaxformer
-    from jaxformer import xla_cpu
-    from jaxformer.model import init_params
+    from jaxformer.models.bert import init_params
+    from jaxformer.runtime import onednn
 
     batch_size, length = map(int, FLAGS.shape.split("x"))
     vp.configure_malloc(FLAGS.malloc)  # before the first jax computation
@@ -134,7 +134,7 @@ def main(argv: Sequence[str]) -> None:
     np_batch = vp.make_batch(batch_size, length, model.config.vocab_size)
     batch = {k: jnp.asarray(v) for k, v in np_batch.items()}
     if FLAGS.workload == "infer":
-        fn = xla_cpu.jit(
+        fn = onednn.jit(
             lambda p, ids, mask: model.apply({"params": p}, ids, mask),
             matmul=vp.xla_library(FLAGS.cpu_matmul),
         )

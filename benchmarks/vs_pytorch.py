@@ -76,7 +76,7 @@ flags.DEFINE_enum(
     "jax's GEMMs on CPU: mkl = the dense layers in MKL (BertConfig.matmul_impl='mkl', "
     "jaxformer.cpu_kernels; needs `pip install 'jaxformer[mkl]'`), XLA's other dots in oneDNN; "
     "onednn = every GEMM in XLA, with oneDNN where the program allows it, else XLA's default "
-    "(logged; jaxformer.xla_cpu, the training config's cpu_matmul); xla = XLA's own choice "
+    "(logged; jaxformer.onednn, the training config's cpu_matmul); xla = XLA's own choice "
     "(YNNPACK).",
 )
 flags.DEFINE_enum(
@@ -176,7 +176,7 @@ def step_memory_mb(fn: Callable[[], None]) -> float:
 
 
 def xla_library(cpu_matmul: str) -> str:
-    """XLA:CPU's GEMM library (jaxformer.xla_cpu) for a --jax_cpu_matmul choice."""
+    """XLA:CPU's GEMM library (jaxformer.onednn) for a --jax_cpu_matmul choice."""
     return "onednn" if cpu_matmul == "mkl" else cpu_matmul
 
 
@@ -184,7 +184,7 @@ def matmul_impl(cpu_matmul: str) -> str:
     """BertConfig.matmul_impl for a --jax_cpu_matmul choice."""
     if cpu_matmul != "mkl":
         return "xla"
-    from jaxformer import cpu_kernels
+    from jaxformer.kernels import cpu as cpu_kernels
 
     if not cpu_kernels.mkl_available():
         raise RuntimeError(
@@ -198,11 +198,12 @@ def _jax_matmul(cpu_matmul: str) -> Callable:
     """x @ w, jitted, with the GEMM library of a --jax_cpu_matmul choice."""
     import jax
 
-    from jaxformer import cpu_kernels, xla_cpu
+    from jaxformer.kernels import cpu as cpu_kernels
+    from jaxformer.runtime import onednn
 
     if matmul_impl(cpu_matmul) == "mkl":
         return jax.jit(lambda x, w: cpu_kernels.gemm(x, w))
-    return xla_cpu.jit(lambda x, w: x @ w, matmul=cpu_matmul)
+    return onednn.jit(lambda x, w: x @ w, matmul=cpu_matmul)
 
 
 def gemm_peak_tflops(n: int = 2048, reps: int = 5, cpu_matmul: str = "xla") -> dict:
@@ -284,7 +285,7 @@ class Pair:
     jax_model: object
     jax_params: dict
     hf_config: dict
-    cpu_matmul: str = "xla"  # see jaxformer.xla_cpu
+    cpu_matmul: str = "xla"  # see jaxformer.onednn
 
 
 def minilm_folder() -> Path:
@@ -359,7 +360,8 @@ def jax_train_step(model, cpu_matmul: str = "xla"):
     import jax
     import optax
 
-    from jaxformer import ops, xla_cpu
+    from jaxformer import ops
+    from jaxformer.runtime import onednn
 
     tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
 
@@ -378,19 +380,19 @@ def jax_train_step(model, cpu_matmul: str = "xla"):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return tx, xla_cpu.jit(step, matmul=xla_library(cpu_matmul), donate_argnums=(0, 1))
+    return tx, onednn.jit(step, matmul=xla_library(cpu_matmul), donate_argnums=(0, 1))
 
 
 def jax_runner(pair: Pair, workload: str, batch: dict) -> Callable[[], None]:
-    """The step as a no-argument callable; `run.compiled` is its xla_cpu.jit."""
+    """The step as a no-argument callable; `run.compiled` is its onednn.jit."""
     import jax
     import jax.numpy as jnp
 
-    from jaxformer import xla_cpu
+    from jaxformer.runtime import onednn
 
     jb = {k: jnp.asarray(v) for k, v in batch.items()}
     if workload == "infer":
-        fwd = xla_cpu.jit(
+        fwd = onednn.jit(
             lambda p, ids, mask: pair.jax_model.apply({"params": p}, ids, mask),
             matmul=xla_library(pair.cpu_matmul),
         )
@@ -498,7 +500,7 @@ def measure(
         try:
             run = make()
             row[f"{side}_first_call_s"] = _timed(run)  # compile + first step
-            if side.startswith("jax"):  # did oneDNN run it, or XLA's default (see xla_cpu)?
+            if side.startswith("jax"):  # did oneDNN run it, or XLA's default (see onednn)?
                 row[f"{side}_onednn"] = any(run.compiled.uses_onednn.values())
             for _ in range(warmup):
                 run()
@@ -627,9 +629,9 @@ def _gemm_setting(cpu_matmul: str) -> str:
     if cpu_matmul == "mkl":
         return (
             "GEMMs: the dense layers' in MKL (matmul_impl=mkl, jaxformer.cpu_kernels), "
-            "XLA's other dots from onednn (jaxformer.xla_cpu)."
+            "XLA's other dots from onednn (jaxformer.onednn)."
         )
-    return f"XLA:CPU GEMMs from {cpu_matmul} (jaxformer.xla_cpu)."
+    return f"XLA:CPU GEMMs from {cpu_matmul} (jaxformer.onednn)."
 
 
 def configure_malloc(mode: str | None) -> str:
@@ -680,7 +682,7 @@ def e2e_epochs(
     import tqdm
 
     import jaxformer
-    from jaxformer import data
+    from jaxformer.data import pipeline as data
 
     folder = minilm_folder()
     tokenizer = jaxformer.load_tokenizer(folder, max_length=max_length)

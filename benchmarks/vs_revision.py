@@ -17,7 +17,7 @@ malloc as `--malloc` says (jaxformer.host_memory, loaded from this checkout), or
 `--baseline_malloc` says.
 
 The baseline must have the APIs the benchmark calls (`jaxformer.from_pretrained`,
-`jaxformer.xla_cpu.jit`, `ops.cross_entropy`): revisions from 03eb744 on. Revisions from before
+`jaxformer.onednn.jit`, `ops.cross_entropy`): revisions from 03eb744 on. Revisions from before
 the MKL GEMM kernel (session 9) need `--baseline_cpu_matmul=onednn` (or `xla`).
 """
 

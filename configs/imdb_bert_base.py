@@ -7,7 +7,7 @@ Sun et al. (2019) report 94.6% test accuracy for this recipe; it has not been ru
 about a day on the 2-core CPU).
 """
 
-from jaxformer import base_config as base
+from jaxformer.training import config as base
 
 
 def get_config():

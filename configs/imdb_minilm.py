@@ -18,7 +18,7 @@ A quick variant (about 21 min of training, 85.5% on the test set):
     --config.batch_size=32 --config.optimizer.learning_rate=5e-5 --config.eval_every=200
 """
 
-from jaxformer import base_config as base
+from jaxformer.training import config as base
 
 
 def get_config():

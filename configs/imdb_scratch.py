@@ -6,7 +6,7 @@ Without pretraining, expect clearly lower accuracy than fine-tuning (about the 8
 see README.md for a measured figure if one is given.
 """
 
-from jaxformer import base_config as base
+from jaxformer.training import config as base
 
 
 def get_config():

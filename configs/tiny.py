@@ -4,7 +4,7 @@ Run:   python train.py --config configs/tiny.py --workdir /tmp/tiny \
            --config.data.archive=/path/to/small/aclImdb_v1.tar.gz
 """
 
-from jaxformer import base_config as base
+from jaxformer.training import config as base
 
 
 def get_config():

@@ -1,8 +1,8 @@
 """jaxformer: BERT-family Transformer encoders as pure JAX functions and Flax Linen modules."""
 
-from jaxformer.config import BertConfig
-from jaxformer.convert import from_pretrained, resolve_checkpoint, save_pretrained
-from jaxformer.model import BertForSequenceClassification, BertModel, BertOutput
+from jaxformer.hf.convert import from_pretrained, resolve_checkpoint, save_pretrained
+from jaxformer.models.bert import BertForSequenceClassification, BertModel, BertOutput
+from jaxformer.models.config import BertConfig
 from jaxformer.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["BertConfig", "BertModel", "BertForSequenceClassification", "BertOutput"]

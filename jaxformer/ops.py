@@ -57,7 +57,7 @@ def default_matmul_implementation() -> str:
     (see `jaxformer.cpu_kernels`; faster there, see docs/benchmarks.md), else "xla"."""
     if jax.default_backend() != "cpu":
         return "xla"
-    from jaxformer import cpu_kernels
+    from jaxformer.kernels import cpu as cpu_kernels
 
     return "mkl" if cpu_kernels.mkl_available() else "xla"
 
@@ -83,7 +83,7 @@ def dense(x: Array, w: Array, b: Array, contract: int = 1, implementation: str =
     "xla"), "auto" (`default_matmul_implementation()`).
     """
     if _matmul_implementation(implementation, x, w, b) == "mkl":
-        from jaxformer import cpu_kernels
+        from jaxformer.kernels import cpu as cpu_kernels
 
         lead, inner, outer = x.shape[: x.ndim - contract], w.shape[:contract], w.shape[contract:]
         x2 = x.reshape(math.prod(lead), math.prod(inner))  # (tokens, in)
@@ -121,7 +121,7 @@ def feed_forward(
 def _feed_forward(activation: str, implementation: str, x, w1, b1, w2, b2):
     act = ACTIVATIONS[activation]
     if implementation == "mkl":
-        from jaxformer.cpu_kernels import gemm
+        from jaxformer.kernels.cpu import gemm
 
         x2 = x.reshape(-1, x.shape[-1])  # (n, m), n = b t
         return gemm(act(gemm(x2, w1, b1)), w2, b2).reshape(x.shape)
@@ -136,7 +136,7 @@ def _feed_forward_fwd(activation, implementation, x, w1, b1, w2, b2):
     """
     act = ACTIVATIONS[activation]
     if implementation == "mkl":
-        from jaxformer.cpu_kernels import gemm
+        from jaxformer.kernels.cpu import gemm
 
         z = gemm(x.reshape(-1, x.shape[-1]), w1, b1)  # (n, f), n = b t
         hidden, slope = jax.jvp(act, (z,), (jnp.ones_like(z),))  # act, act'
@@ -156,7 +156,7 @@ def _feed_forward_bwd(activation, implementation, residuals, g):
     x2, g = x.reshape(-1, m), g.reshape(-1, g.shape[-1])  # (n, m), n = b t
     hidden, slope = hidden.reshape(-1, f), slope.reshape(-1, f)  # (n, f)
     if implementation == "mkl":
-        from jaxformer.cpu_kernels import gemm
+        from jaxformer.kernels.cpu import gemm
 
         dz = gemm(g, w2, trans_b=True) * slope  # (n, f)
         grads = (
@@ -373,7 +373,7 @@ def _attention_scan_heads(
         else:
             out, denominator = _shifted_softmax(scores, x.get("mask"), times_v)
         # Times the reciprocal, not divided: the backward pass of a division fuses into a
-        # matmul epilogue that XLA's oneDNN path cannot run (see xla_cpu); this one can.
+        # matmul epilogue that XLA's oneDNN path cannot run (see onednn); this one can.
         return (out * (1.0 / denominator)).astype(q.dtype)
 
     # The backward pass recomputes each head's weights but keeps the dropout mask (one byte per
@@ -424,7 +424,7 @@ def dot_product_attention(
         implementation = default_attention_implementation()
     use_dropout = dropout_rate > 0.0 and dropout_rng is not None
     if implementation == "cpu_kernel":
-        from jaxformer import cpu_kernels
+        from jaxformer.kernels import cpu as cpu_kernels
 
         if (
             not use_dropout

@@ -9,7 +9,7 @@ import sys
 
 from absl import app, flags
 
-from jaxformer import eval_lib
+from jaxformer.training import evaluate as eval_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")

@@ -191,7 +191,7 @@ def load_tokenizer(
 ) -> Tokenizer:
     """The tokenizer of a checkpoint folder or Hub id (see `jaxformer.convert.resolve_checkpoint`):
     its tokenizer.json if present, else one built from vocab.txt."""
-    from jaxformer.convert import resolve_checkpoint
+    from jaxformer.hf.convert import resolve_checkpoint
 
     _check_length(max_length, truncation)
     folder = resolve_checkpoint(path_or_hub_id)

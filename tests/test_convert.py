@@ -14,7 +14,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import jaxformer
-from jaxformer import torch_pickle
+from jaxformer.hf import torch_pickle
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -158,7 +158,7 @@ def test_minilm_matches_transformers(minilm_dir, minilm_torch, attention_impl, m
     lengths = batch["attention_mask"].sum(1)
     assert len(set(lengths)) == len(SENTENCES)  # all different, so padding is exercised
 
-    with caplog.at_level(logging.INFO, logger="jaxformer.convert"):
+    with caplog.at_level(logging.INFO, logger="jaxformer"):
         model, params = jaxformer.from_pretrained(
             minilm_dir, task="base", attention_impl=attention_impl, matmul_impl=matmul_impl
         )
@@ -266,7 +266,7 @@ def test_save_pretrained_replaces_files_and_keeps_others(base_checkpoint, tmp_pa
 
 def test_base_checkpoint_gets_fresh_head(base_checkpoint, caplog):
     _, folder = base_checkpoint
-    with caplog.at_level(logging.INFO, logger="jaxformer.convert"):
+    with caplog.at_level(logging.INFO, logger="jaxformer"):
         model, params = jaxformer.from_pretrained(folder, task="classification", num_labels=5)
     assert "['classifier/bias', 'classifier/kernel']: initialised fresh" in caplog.text
     assert len(caplog.records) == 1
@@ -282,7 +282,7 @@ def test_missing_pooler_is_initialised_and_reported(base_checkpoint, tmp_path, c
     del tensors["pooler.dense.weight"], tensors["pooler.dense.bias"]
     shutil.copy(folder / "config.json", tmp_path)
     save_file(tensors, tmp_path / "model.safetensors")
-    with caplog.at_level(logging.INFO, logger="jaxformer.convert"):
+    with caplog.at_level(logging.INFO, logger="jaxformer"):
         _, params = jaxformer.from_pretrained(tmp_path, task="base")
     assert "['pooler/bias', 'pooler/kernel']: initialised fresh" in caplog.text
     assert params["pooler"]["kernel"].shape == (96, 96)
@@ -291,7 +291,7 @@ def test_missing_pooler_is_initialised_and_reported(base_checkpoint, tmp_path, c
 def test_pretraining_checkpoint_reports_cls_unused(tmp_path, caplog):
     hf_model = random_hf_model(transformers.BertForPreTraining, seed=2)
     hf_model.save_pretrained(tmp_path)
-    with caplog.at_level(logging.INFO, logger="jaxformer.convert"):
+    with caplog.at_level(logging.INFO, logger="jaxformer"):
         model, params = jaxformer.from_pretrained(tmp_path, task="base")
     assert "unused checkpoint tensors" in caplog.text and "cls.predictions.bias" in caplog.text
     assert "cls.seq_relationship.weight" in caplog.text

@@ -10,7 +10,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from test_ops import np_attention, qkv
 
-from jaxformer import cpu_kernels, ops
+from jaxformer import ops
+from jaxformer.kernels import cpu as cpu_kernels
 
 RNG = np.random.default_rng(1)
 

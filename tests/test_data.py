@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxformer import data, imdb
+from jaxformer.data import imdb
+from jaxformer.data import pipeline as data
 from jaxformer.testing import FakeTokenizer, write_fake_imdb_archive
 
 N_PER_CLASS = 20
@@ -187,7 +188,7 @@ def test_corrupt_token_cache_is_rebuilt(archive, cache_dir, builder, tmp_path, c
     [path] = (tmp_path / "tokens").glob("test-*.npz")
     path.write_bytes(path.read_bytes()[:100])
     calls = tok.calls
-    with caplog.at_level(logging.WARNING, logger="jaxformer.data"):
+    with caplog.at_level(logging.WARNING, logger="jaxformer"):
         rebuilt = data.load_imdb(tok, **kwargs)["test"]
     assert "Rebuilding token cache" in caplog.text and tok.calls > calls
     np.testing.assert_array_equal(rebuilt.ids, good.ids)

@@ -6,14 +6,14 @@ import textwrap
 
 import pytest
 
-from jaxformer import host_memory
+from jaxformer.runtime import malloc as host_memory
 
 # A jitted program whose (8192, 8192) float32 temporary (256 MiB) is one block over glibc's
 # mmap threshold; prints the minor page faults of its second call.
 PROBE = textwrap.dedent(
     """
     import resource, sys
-    from jaxformer import host_memory
+    from jaxformer.runtime import malloc as host_memory
     applied = host_memory.reuse_freed_memory(sys.argv[1])
     import jax, jax.numpy as jnp
     f = jax.jit(lambda x: (x @ x.T).sum(0))

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 import jaxformer
-from jaxformer import cpu_kernels, ops, train_lib
-from jaxformer.model import init_params
+from jaxformer import ops
+from jaxformer.kernels import cpu as cpu_kernels
+from jaxformer.models.bert import init_params
+from jaxformer.training import loop as train_lib
 
 RNG = np.random.default_rng(2)
 
@@ -192,7 +194,8 @@ def test_jit_over_several_devices_uses_xla_gemms():
 
 CHECK = """
 import jax.numpy as jnp, numpy as np
-from jaxformer import cpu_kernels, ops
+from jaxformer import ops
+from jaxformer.kernels import cpu as cpu_kernels
 print(ops.default_matmul_implementation())
 if cpu_kernels.mkl_available():
     a = np.arange(12, dtype=np.float32).reshape(3, 4)

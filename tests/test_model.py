@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxformer import BertConfig, BertForSequenceClassification, BertModel
-from jaxformer.model import init_params, param_shapes
+from jaxformer.models.bert import init_params, param_shapes
 
 TINY = BertConfig(
     vocab_size=50,

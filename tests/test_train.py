@@ -11,8 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxformer import eval_lib, train_lib
 from jaxformer.testing import write_fake_imdb_archive
+from jaxformer.training import evaluate as eval_lib
+from jaxformer.training import loop as train_lib
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

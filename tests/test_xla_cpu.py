@@ -1,4 +1,4 @@
-"""jaxformer.xla_cpu: oneDNN GEMMs only where oneDNN can run the program, else XLA's default.
+"""jaxformer.onednn: oneDNN GEMMs only where oneDNN can run the program, else XLA's default.
 
 A oneDNN fusion that splits into several oneDNN partitions aborts the whole process at its first
 run, so the programs that must fall back run in a subprocess: a broken check fails one test
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxformer
-from jaxformer import xla_cpu
+from jaxformer.runtime import onednn
 
 pytestmark = [
     pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU options"),
@@ -27,12 +27,12 @@ Y = jnp.asarray(np.random.default_rng(2).normal(size=(64, 48)), jnp.float32)
 
 
 def onednn_hlo(fn, *args) -> str:
-    return jax.jit(fn).lower(*args).compile(compiler_options=xla_cpu.ONEDNN_OPTIONS).as_text()
+    return jax.jit(fn).lower(*args).compile(compiler_options=onednn.ONEDNN_OPTIONS).as_text()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def needs_onednn():
-    if not xla_cpu.onednn_fusions(onednn_hlo(lambda x, w: x @ w, X, W)):
+    if not onednn.onednn_fusions(onednn_hlo(lambda x, w: x @ w, X, W)):
         pytest.skip("this jaxlib's XLA:CPU has no oneDNN fusions")
 
 
@@ -53,20 +53,20 @@ UNSAFE = {  # each aborted the process with "partition compile failed" (jax 0.10
 def test_safe_fusions_pass_the_check(name):
     fn, args = SAFE[name]
     hlo = onednn_hlo(fn, *args)
-    assert xla_cpu.onednn_fusions(hlo), "oneDNN took no dot"
-    assert xla_cpu.onednn_fusion_problems(hlo) == []
+    assert onednn.onednn_fusions(hlo), "oneDNN took no dot"
+    assert onednn.onednn_fusion_problems(hlo) == []
 
 
 @pytest.mark.parametrize("name", UNSAFE)
 def test_unsafe_fusions_are_named(name):
     fn, args = UNSAFE[name]
-    problems = xla_cpu.onednn_fusion_problems(onednn_hlo(fn, *args))
+    problems = onednn.onednn_fusion_problems(onednn_hlo(fn, *args))
     assert problems and all(p.startswith("fused_computation") for p in problems), problems
 
 
 def test_jit_matches_default_and_uses_onednn_where_safe():
     fn, args = SAFE["post-ops"]
-    f = xla_cpu.jit(fn, matmul="onednn")
+    f = onednn.jit(fn, matmul="onednn")
     np.testing.assert_allclose(f(*args), jax.jit(fn)(*args), rtol=1e-5, atol=1e-5)
     assert list(f.uses_onednn.values()) == [True]
     f(*args)  # the same shapes: no second compile
@@ -77,7 +77,7 @@ def test_jit_matches_default_and_uses_onednn_where_safe():
 
 def test_unknown_library_is_a_clear_error():
     with pytest.raises(ValueError, match="matmul='mkl' is not supported; choose one of"):
-        xla_cpu.jit(lambda x: x, matmul="mkl")
+        onednn.jit(lambda x: x, matmul="mkl")
 
 
 def test_model_inference_runs_on_onednn_with_the_same_logits():
@@ -90,7 +90,7 @@ def test_model_inference_runs_on_onednn_with_the_same_logits():
     mask = jnp.ones_like(ids).at[1, 20:].set(0)
     params = model.init(jax.random.key(0), ids, mask)["params"]
     forward = lambda p, i, m: model.apply({"params": p}, i, m)  # noqa: E731
-    f = xla_cpu.jit(forward, matmul="onednn")
+    f = onednn.jit(forward, matmul="onednn")
     np.testing.assert_allclose(f(params, ids, mask), jax.jit(forward)(params, ids, mask), atol=2e-5)
     assert list(f.uses_onednn.values()) == [True]
 
@@ -100,9 +100,10 @@ import logging
 import jax, jax.numpy as jnp, numpy as np
 import jaxformer
 logging.basicConfig()
-from jaxformer import ops, xla_cpu
+from jaxformer import ops
+from jaxformer.runtime import onednn
 x, y = jnp.ones((64, 32)), jnp.ones((64, 48))
-f = xla_cpu.jit(lambda x, y: x.T @ (2.0 * y), matmul="onednn")
+f = onednn.jit(lambda x, y: x.T @ (2.0 * y), matmul="onednn")
 np.testing.assert_allclose(f(x, y), 2.0 * np.asarray(x).T @ np.asarray(y))
 assert list(f.uses_onednn.values()) == [False]
 config = jaxformer.BertConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2,
@@ -114,7 +115,7 @@ params = model.init(jax.random.key(0), ids, ids)["params"]
 def loss(p, rng):
     logits = model.apply({"params": p}, ids, ids, train=True, rngs={"dropout": rng})
     return ops.cross_entropy(logits, jnp.zeros(4, jnp.int32))
-grad = xla_cpu.jit(jax.grad(loss), matmul="onednn")
+grad = onednn.jit(jax.grad(loss), matmul="onednn")
 g = grad(params, jax.random.key(1))
 ref = jax.jit(jax.grad(loss))(params, jax.random.key(1))
 jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g, ref)

@@ -30,11 +30,11 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxformer import data as data_lib
-from jaxformer import xla_cpu
-from jaxformer.config import BertConfig
-from jaxformer.convert import from_pretrained, save_pretrained
-from jaxformer.model import BertForSequenceClassification, init_params
+from jaxformer.data import pipeline as data_lib
+from jaxformer.hf.convert import from_pretrained, save_pretrained
+from jaxformer.models.bert import BertForSequenceClassification, init_params
+from jaxformer.models.config import BertConfig
+from jaxformer.runtime import onednn
 from jaxformer.tokenizer import load_tokenizer
 
 log = logging.getLogger("jaxformer")
@@ -179,14 +179,14 @@ class Parallelism:
     gradient sums over local devices) or "single" (one device)."""
 
     kind: str = "jit"
-    cpu_matmul: str = "xla"  # see xla_cpu; jit and single only (jax.pmap takes no options)
+    cpu_matmul: str = "xla"  # see onednn; jit and single only (jax.pmap takes no options)
 
     def __post_init__(self):
         if self.kind not in ("jit", "pmap", "single"):
             raise ValueError(f"parallelism must be 'jit', 'pmap' or 'single', got {self.kind!r}")
-        if self.cpu_matmul not in xla_cpu.MATMUL_LIBRARIES:
+        if self.cpu_matmul not in onednn.MATMUL_LIBRARIES:
             raise ValueError(
-                f"cpu_matmul must be one of {xla_cpu.MATMUL_LIBRARIES}, got {self.cpu_matmul!r}"
+                f"cpu_matmul must be one of {onednn.MATMUL_LIBRARIES}, got {self.cpu_matmul!r}"
             )
         if self.kind == "jit":
             self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
@@ -253,7 +253,7 @@ class Parallelism:
         return cls(config.parallelism, config.get("cpu_matmul", "xla"))  # older configs: "xla"
 
     def _jit(self, step: Callable, **kwargs) -> Callable:
-        return xla_cpu.jit(step, matmul=self.cpu_matmul, **kwargs)
+        return onednn.jit(step, matmul=self.cpu_matmul, **kwargs)
 
     def compile_train(self, step: Callable) -> Callable:
         if self.kind == "jit":

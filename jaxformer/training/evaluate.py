@@ -11,11 +11,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxformer import base_config, train_lib, xla_cpu
-from jaxformer.config import BertConfig
-from jaxformer.convert import from_pretrained
-from jaxformer.model import BertForSequenceClassification
+from jaxformer.hf.convert import from_pretrained
+from jaxformer.models.bert import BertForSequenceClassification
+from jaxformer.models.config import BertConfig
+from jaxformer.runtime import onednn
 from jaxformer.tokenizer import load_tokenizer
+from jaxformer.training import config as base_config
+from jaxformer.training import loop as train_lib
 
 
 def load_workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
@@ -151,8 +153,8 @@ def predict(
     texts: list[str], tokenizer, model, params, batch_size: int = 32, cpu_matmul: str = "xla"
 ) -> np.ndarray:
     """Class probabilities (n, labels) for raw texts, batch by batch, padded to the longest.
-    `cpu_matmul`: XLA:CPU's GEMM library (see xla_cpu)."""
-    apply = xla_cpu.jit(
+    `cpu_matmul`: XLA:CPU's GEMM library (see onednn)."""
+    apply = onednn.jit(
         lambda p, ids, mask: jax.nn.softmax(model.apply({"params": p}, ids, mask)),
         matmul=cpu_matmul,
     )

@@ -68,7 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_epochs = 1.0
     c.num_train_steps = placeholder(int)  # wins over num_epochs
     c.parallelism = "jit"  # "jit" (Mesh + NamedSharding), "pmap", or "single"
-    # XLA:CPU's GEMM library for the compiled steps (jaxformer.xla_cpu): "onednn" where the
+    # XLA:CPU's GEMM library for the compiled steps (jaxformer.onednn): "onednn" where the
     # program allows it, else XLA's default; or "xla". Ignored on GPU/TPU and with pmap.
     c.cpu_matmul = "onednn"
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer import ops
-from jaxformer.config import BertConfig
+from jaxformer.models.config import BertConfig
 
 Array = jax.Array
 

@@ -40,7 +40,7 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxformer import imdb
+from jaxformer.data import imdb
 
 log = logging.getLogger(__name__)
 

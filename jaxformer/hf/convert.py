@@ -27,9 +27,9 @@ import numpy as np
 import safetensors.numpy
 from flax import traverse_util
 
-from jaxformer import torch_pickle
-from jaxformer.config import BertConfig
-from jaxformer.model import BertForSequenceClassification, BertModel, param_shapes
+from jaxformer.hf import torch_pickle
+from jaxformer.models.bert import BertForSequenceClassification, BertModel, param_shapes
+from jaxformer.models.config import BertConfig
 
 log = logging.getLogger(__name__)
 
