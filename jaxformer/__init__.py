@@ -1,8 +1,7 @@
 """jaxformer: BERT-family Transformer encoders as pure JAX functions and Flax Linen modules."""
 
 from jaxformer.hf.convert import from_pretrained, resolve_checkpoint, save_pretrained
-from jaxformer.models.bert import BertForSequenceClassification, BertModel, BertOutput
-from jaxformer.models.config import BertConfig
+from jaxformer.models import BertConfig, BertForSequenceClassification, BertModel, BertOutput
 from jaxformer.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["BertConfig", "BertModel", "BertForSequenceClassification", "BertOutput"]

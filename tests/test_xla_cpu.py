@@ -83,7 +83,7 @@ def test_unknown_library_is_a_clear_error():
 def test_model_inference_runs_on_onednn_with_the_same_logits():
     config = jaxformer.BertConfig(
         vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=32, matmul_impl="xla",  # XLA's GEMMs
+        intermediate_size=128, max_position_embeddings=32, matmul="xla",  # XLA's GEMMs
     )  # fmt: skip
     model = jaxformer.BertForSequenceClassification(config)
     ids = jnp.asarray(np.random.default_rng(0).integers(1, 120, (4, 32)), jnp.int32)
@@ -108,7 +108,7 @@ np.testing.assert_allclose(f(x, y), 2.0 * np.asarray(x).T @ np.asarray(y))
 assert list(f.uses_onednn.values()) == [False]
 config = jaxformer.BertConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2,
                               num_attention_heads=4, intermediate_size=128,
-                              matmul_impl="xla")  # every GEMM in XLA, so in oneDNN
+                              matmul="xla")  # every GEMM in XLA, so in oneDNN
 model = jaxformer.BertForSequenceClassification(config)
 ids = jnp.ones((4, 16), jnp.int32)
 params = model.init(jax.random.key(0), ids, ids)["params"]

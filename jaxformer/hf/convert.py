@@ -28,7 +28,7 @@ import safetensors.numpy
 from flax import traverse_util
 
 from jaxformer.hf import torch_pickle
-from jaxformer.models.bert import BertForSequenceClassification, BertModel, param_shapes
+from jaxformer.models import BertForSequenceClassification, BertModel, param_shapes
 from jaxformer.models.config import BertConfig
 
 log = logging.getLogger(__name__)
@@ -341,7 +341,7 @@ def from_pretrained(
     task: "classification" (BertForSequenceClassification) or "base" (BertModel).
     num_labels: the classifier's width; None takes the checkpoint's config (id2label), else 2.
     rng: for a fresh classifier or pooler when the checkpoint has none (default key 0).
-    config_overrides: BertConfig fields, e.g. dtype="bfloat16", attention_impl="einsum".
+    config_overrides: BertConfig fields, e.g. dtype="bfloat16", attention="reference".
     """
     if task not in TASKS:
         raise ValueError(f"task={task!r}; choose one of {TASKS}")

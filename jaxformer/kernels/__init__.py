@@ -1,1 +1,11 @@
-"""kernels"""
+"""Fast paths for the equations of `jaxformer.layers`, each tested against the function it
+replaces and chosen by `jaxformer.dispatch`:
+
+  scan.py          attention one head at a time (XLA:CPU's fastest pure-JAX program)
+  fused.py         attention through jax.nn.dot_product_attention
+  cpu.py, csrc/    compiled CPU kernels through XLA's FFI: attention, MKL GEMMs
+  feed_forward.py  the feed-forward block with a hand-written gradient (XLA or MKL GEMMs)
+  dropout.py       dropout with 16 random bits per element from an unrolled Threefry
+
+docs/design.md says why each exists, what it buys and how to turn it off.
+"""

@@ -1,30 +1,25 @@
-"""jaxformer's compiled CPU kernels, called through XLA's FFI: attention's forward pass, and GEMMs
-through Intel MKL.
+"""Compiled CPU kernels called through XLA's FFI: attention's forward pass, and GEMMs in Intel MKL.
 
-Attention: XLA:CPU runs the pure-JAX attention (`ops.dot_product_attention`) as many small GEMMs
-and elementwise passes, with the (t, s) weights and transposed copies of q, k and v going through
-memory; PyTorch runs a fused flash-attention kernel there. `csrc/attention_cpu.cc` is such a
-kernel: one task per (example, head) on XLA's intra-op thread pool, the head's unmasked keys packed
-once, then four query rows at a time: scores, softmax and the weighted sum of values, all in cache.
-Padded keys cost nothing.
+Attention (`csrc/attention_cpu.cc`): XLA:CPU runs the pure-JAX attention as many small GEMMs and
+elementwise passes, with the (t, s) weights and transposed copies of q, k and v going through
+memory; PyTorch runs a fused flash-attention kernel there. This kernel runs one task per
+(example, head) on XLA's intra-op thread pool, packs the head's unmasked keys once, then takes
+four query rows at a time: scores, softmax and the weighted sum of values, all in cache. Padded
+keys cost nothing. Its gradient is the "scan" program's (`kernels.scan`).
 
-GEMMs: `csrc/gemm_cpu.cc` runs the dense layers' matrix multiplies (`ops.dense`,
-`ops.feed_forward` with implementation "mkl") with MKL's sgemm, the library under PyTorch's CPU
-matmuls, where XLA would use oneDNN. MKL comes from the `mkl` wheel (`pip install
-'jaxformer[mkl]'`) and runs with its sequential threading layer: the kernel splits each GEMM
-across XLA's own intra-op threads, so no OpenMP thread team competes with XLA's threads.
+GEMMs (`csrc/gemm_cpu.cc`): the dense layers' matrix multiplies in MKL's sgemm, the library
+under PyTorch's CPU matmuls. The library is linked against MKL's sequential layer from the `mkl`
+wheel (`pip install 'jaxformer[mkl]'`), so no MKL setting of the process is read or changed; the
+kernel splits each GEMM across XLA's own intra-op threads. A GEMM's gradient is two more GEMMs.
 
-Both are built on first use with the system's C++ compiler (`$CXX`, else g++, c++ or clang++;
-about 15 s) against the installed jaxlib's FFI headers, for this machine's CPU (-march=native),
-into `$JAXFORMER_CACHE_DIR` (default ~/.cache/jaxformer). The library's name carries a hash of the
-sources, jaxlib's version, the compiler and the CPU's flags, and it is written under a temporary
-name and renamed, so a cache never holds a stale or half-written build. With no compiler, a failed
-build, or `JAXFORMER_CPU_KERNELS=0`, `available()` and `mkl_available()` are False (the reason is
-logged once) and the model runs in pure JAX; without MKL, `mkl_available()` is False.
-
-Only forward passes are compiled. Attention's gradient is that of the pure-JAX "scan"
-implementation (`attention`'s custom VJP), so training with attention dropout, which this kernel
-does not do, never uses it. A GEMM's gradient is two more GEMMs through the same kernel.
+Each library is built on first use with the system's C++ compiler ($CXX, else g++, c++ or
+clang++; about 15 s) against the installed jaxlib's FFI headers, for this CPU (-march=native),
+into `jaxformer.cache.cache_dir() / "kernels"`. Its name carries a hash of the sources, jaxlib's
+version, the compiler's version, the flags, the CPU's feature flags and (for the GEMM) MKL's
+folder, so a cache shared between machines never loads a build made for another CPU; it is
+written under a temporary name and renamed, so the cache never holds a half-written build.
+Without a compiler, after a failed build, or with JAXFORMER_CPU_KERNELS=0, `attention_available()`
+and `mkl_available()` are False and one log line says why; the dispatcher then runs pure JAX.
 """
 
 from __future__ import annotations
@@ -47,22 +42,24 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.xla_metadata import set_xla_metadata
 
+from jaxformer.cache import cache_dir
+from jaxformer.kernels import scan
+
 log = logging.getLogger("jaxformer")
 Array = jax.Array
 
-SOURCES = tuple(
-    Path(__file__).resolve().parent / "csrc" / f for f in ("attention_cpu.cc", "gemm_cpu.cc")
-)
-TARGET = "jaxformer_attention_forward"
+CSRC = Path(__file__).resolve().parent / "csrc"
+ATTENTION_TARGET = "jaxformer_attention_forward"
 GEMM_TARGET = "jaxformer_gemm"
-MKL_THREADING_SEQUENTIAL = 1  # MKL_Set_Threading_Layer's code for the sequential layer
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 MAX_HEAD_DIM = 128  # the kernel's limit (kMaxHeadDim in csrc/attention_cpu.cc)
+# MKL's layered libraries for sequential LP64 sgemm (the "single dynamic library" libmkl_rt
+# would pick its threading layer process-wide).
+MKL_LIBRARIES = ("libmkl_intel_lp64.so", "libmkl_sequential.so", "libmkl_core.so")
 
 
-def cache_dir() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxformer"
-    return Path(os.environ.get("JAXFORMER_CACHE_DIR", default))
+def kernel_dir() -> Path:
+    return cache_dir() / "kernels"
 
 
 def _compiler() -> str | None:
@@ -82,170 +79,135 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build(compiler: str) -> Path:
-    """The kernel's shared library for this source, jaxlib, compiler and CPU (built if needed)."""
+def _build(compiler: str, name: str, source: Path, link: tuple[str, ...] = ()) -> Path:
+    """The shared library of `source` for this jaxlib, compiler, CPU and `link` (built if needed)."""
     import jaxlib
 
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True
     ).stdout
-    key = hashlib.sha256(
-        b"\0".join(
-            s.encode() if isinstance(s, str) else s
-            for s in (
-                *(source.read_bytes() for source in SOURCES),
-                jaxlib.__version__,
-                version,
-                " ".join(FLAGS),
-                _cpu_flags(),
-            )
-        )
+    parts = (source.read_bytes(), jaxlib.__version__, version, *FLAGS, *link, _cpu_flags())
+    digest = hashlib.sha256(
+        b"\0".join(p.encode() if isinstance(p, str) else p for p in parts)
     ).hexdigest()[:16]
-    out = cache_dir() / f"cpu_kernels-{key}.so"
+    out = kernel_dir() / f"{name}-{digest}.so"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    log.info("Building jaxformer's CPU kernels (once per machine and jaxlib): %s", out)
+    log.info("Building jaxformer's %s kernel (once per CPU, compiler and jaxlib): %s", name, out)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".build-") as tmp:
         partial = Path(tmp) / out.name
-        cmd = [
-            compiler,
-            *FLAGS,
-            f"-I{jax.ffi.include_dir()}",
-            *map(str, SOURCES),
-            "-o",
-            str(partial),
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(source), *link]
+        result = subprocess.run([*cmd, "-o", str(partial)], capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{result.stderr[-2000:]}")
         os.replace(partial, out)  # atomic: the cache never holds a half-written library
     return out
 
 
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    """The kernels' shared library, built if needed; None (the log says why, once) if not."""
+def _load(name: str, source: Path, link: tuple[str, ...] = ()) -> ctypes.CDLL | None:
+    """The built library, or None after one log line saying why."""
     if os.environ.get("JAXFORMER_CPU_KERNELS", "1") == "0":
         return None
     compiler = _compiler()
     if compiler is None:
-        log.warning(
-            "No C++ compiler (set $CXX, or install g++): jaxformer's CPU kernels are off; "
-            "attention and GEMMs run in pure JAX."
-        )
+        log.warning("No C++ compiler (set $CXX, or install g++): the %s kernel is off", name)
         return None
     try:
-        return ctypes.CDLL(str(_build(compiler)))
+        return ctypes.CDLL(str(_build(compiler, name, source, link)))
     except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
-        log.warning("jaxformer's CPU kernels are off (the model runs in pure JAX): %s", e)
+        log.warning("jaxformer's %s kernel is off (pure JAX runs instead): %s", name, e)
         return None
 
 
 @functools.cache
-def available() -> bool:
-    """Whether the attention kernel is built and registered with XLA:CPU (if not, the log says
-    why, once)."""
-    library = _library()
+def attention_available() -> bool:
+    """Whether the attention kernel is built and registered with XLA:CPU."""
+    library = _load("attention", CSRC / "attention_cpu.cc")
     if library is None:
         return False
     try:
         handler = jax.ffi.pycapsule(library.JaxformerAttentionForward)
-        jax.ffi.register_ffi_target(TARGET, handler, platform="cpu")
-        jax.ffi.register_ffi_target_as_batch_partitionable(TARGET)  # shards along b
+        jax.ffi.register_ffi_target(ATTENTION_TARGET, handler, platform="cpu")
+        jax.ffi.register_ffi_target_as_batch_partitionable(ATTENTION_TARGET)  # shards along b
     except (AttributeError, RuntimeError) as e:
-        log.warning("jaxformer's CPU attention kernel is off (attention runs in pure JAX): %s", e)
+        log.warning("jaxformer's attention kernel is off (pure JAX runs instead): %s", e)
         return False
     return True
 
 
-def mkl_runtime() -> Path | None:
-    """MKL's single dynamic library (libmkl_rt): $JAXFORMER_MKL_RT, else the `mkl` wheel's."""
-    if path := os.environ.get("JAXFORMER_MKL_RT"):
-        return Path(path)
+def mkl_dir() -> Path | None:
+    """The folder of the `mkl` wheel's libraries, or None when it is not installed."""
     try:
         files = importlib.metadata.files("mkl") or []
     except importlib.metadata.PackageNotFoundError:
         return None
-    found = sorted(f for f in files if f.name.startswith("libmkl_rt.so"))
-    return Path(found[0].locate()).resolve() if found else None
+    found = [f for f in files if f.name.startswith(MKL_LIBRARIES[0])]
+    return Path(found[0].locate()).resolve().parent if found else None
 
 
 @functools.cache
 def mkl_available() -> bool:
-    """Whether the MKL GEMM kernel is registered with XLA:CPU: the kernels built, and MKL found
-    (`pip install 'jaxformer[mkl]'`) and set to its sequential threading layer. If MKL is
-    installed but cannot be used, the log says why, once."""
-    runtime = mkl_runtime()
-    if runtime is None or os.environ.get("JAXFORMER_MKL", "1") == "0":
+    """Whether the MKL GEMM kernel is built and registered: the `mkl` wheel installed and the
+    kernel linked against its sequential layer."""
+    folder = mkl_dir()
+    if folder is None:
         return False
-    library = _library()
+    libraries = [min(folder.glob(f"{name}.*"), default=None) for name in MKL_LIBRARIES]
+    if None in libraries:
+        log.warning("MKL in %s lacks one of %s: the MKL GEMM kernel is off", folder, MKL_LIBRARIES)
+        return False
+    link = ("-Wl,--no-as-needed", *(f"-l:{p.name}" for p in libraries))
+    library = _load("gemm", CSRC / "gemm_cpu.cc", (f"-L{folder}", f"-Wl,-rpath,{folder}", *link))
     if library is None:
         return False
     try:
-        mkl = ctypes.CDLL(str(runtime), mode=ctypes.RTLD_GLOBAL)
-        # Sequential MKL (this call outranks $MKL_THREADING_LAYER): the kernel splits each GEMM
-        # across XLA's intra-op threads itself.
-        layer = mkl.MKL_Set_Threading_Layer(ctypes.c_int(MKL_THREADING_SEQUENTIAL))
-        if layer != MKL_THREADING_SEQUENTIAL:
-            raise RuntimeError(
-                f"MKL's threading layer is {layer}, not sequential ({MKL_THREADING_SEQUENTIAL}): "
-                "something in this process (numpy or scipy built on MKL?) used MKL first, with "
-                "another layer"
-            )
-        library.jaxformer_set_sgemm(ctypes.cast(mkl.sgemm_, ctypes.c_void_p))
-        handler = jax.ffi.pycapsule(library.JaxformerGemm)
-        jax.ffi.register_ffi_target(GEMM_TARGET, handler, platform="cpu")
-    except (OSError, AttributeError, RuntimeError) as e:
-        log.warning("MKL GEMMs are off (XLA runs the matmuls) for %s: %s", runtime, e)
+        jax.ffi.register_ffi_target(
+            GEMM_TARGET, jax.ffi.pycapsule(library.JaxformerGemm), platform="cpu"
+        )
+    except (AttributeError, RuntimeError) as e:
+        log.warning("jaxformer's MKL GEMM kernel is off (XLA runs the matmuls): %s", e)
         return False
-    log.info("GEMMs run in MKL (%s)", runtime)
+    log.info("GEMMs run in MKL (%s)", folder)
     return True
 
 
-def supports(q: Array, k: Array, v: Array, mask: Array | None, bias: Array | None) -> bool:
-    """Whether `attention` can take these arguments: float32 q, k, v with head_dim <= 128, no
-    bias, and a mask that is None or the same for every head and query ((b|1, 1, 1, s))."""
+# ----------------------------------------------------------------------------- attention
+
+
+def attention_supports(q: Array, k: Array, v: Array, mask: Array | None, bias: Array | None):
+    """Whether `attention` takes these arguments: float32 q, k, v with head_dim <= 128, no bias,
+    and a mask that is None or shared by heads and queries ((b|1, 1, 1, s))."""
     if bias is not None or any(x.dtype != jnp.float32 for x in (q, k, v)):
         return False
-    if q.shape[-1] > MAX_HEAD_DIM or q.ndim != 4:
+    if q.ndim != 4 or q.shape[-1] > MAX_HEAD_DIM:
         return False
-    if mask is not None and (mask.ndim != 4 or mask.shape[1:3] != (1, 1)):
-        return False
-    return True
+    return mask is None or (mask.ndim == 4 and mask.shape[1:3] == (1, 1))
 
 
-def _forward(q: Array, k: Array, v: Array, key_mask: Array) -> Array:
+def _attention_call(q: Array, k: Array, v: Array, key_mask: Array) -> Array:
     # num_batch_dims: every operand and the result lead with b, so under jit with batch-sharded
     # inputs each device runs the kernel on its own examples instead of all of them (XLA's
     # default for a custom call: gather every operand everywhere).
     with set_xla_metadata(num_batch_dims="1"):
         return jax.ffi.ffi_call(
-            TARGET, jax.ShapeDtypeStruct(q.shape, q.dtype), vmap_method="sequential"
+            ATTENTION_TARGET, jax.ShapeDtypeStruct(q.shape, q.dtype), vmap_method="sequential"
         )(q, k, v, key_mask, scale=np.float32(1.0 / math.sqrt(q.shape[-1])))
 
 
 @jax.custom_vjp
 def _attention(q: Array, k: Array, v: Array, key_mask: Array) -> Array:
-    return _forward(q, k, v, key_mask)
+    return _attention_call(q, k, v, key_mask)
 
 
 def _attention_fwd(q, k, v, key_mask):
-    return _forward(q, k, v, key_mask), (q, k, v, key_mask)
+    return _attention_call(q, k, v, key_mask), (q, k, v, key_mask)
 
 
 def _attention_bwd(residuals, g):
-    from jaxformer import ops
-
     q, k, v, key_mask = residuals
-    _, vjp = jax.vjp(
-        lambda q, k, v: ops.dot_product_attention(
-            q, k, v, key_mask[:, None, None, :], implementation="scan"
-        ),
-        q,
-        k,
-        v,
-    )
+    mask = key_mask[:, None, None, :]
+    _, vjp = jax.vjp(lambda q, k, v: scan.attention(q, k, v, mask), q, k, v)
     return (*vjp(g), None)
 
 
@@ -253,18 +215,20 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def attention(q: Array, k: Array, v: Array, mask: Array | None = None) -> Array:
-    """softmax(q k^T / sqrt(d)) v per head with the compiled kernel; the gradient is the "scan"
-    implementation's (a `jax.custom_vjp`: no forward-mode autodiff).
+    """`layers.attention` with the compiled kernel (see `attention_supports`); the gradient is
+    `kernels.scan`'s (a `jax.custom_vjp`: no forward-mode autodiff).
 
     q: (b, t, h, d); k, v: (b, s, h, d), float32; mask: None or bool (b|1, 1, 1, s), True =
-    attend. Returns (b, t, h, d); a query with no key to attend gets zeros. Call `available()`
-    first (and `supports(...)`): without the kernel this raises.
+    attend. Returns (b, t, h, d); a query with no key to attend gets zeros.
     """
-    if not available():
+    if not attention_available():
         raise RuntimeError("jaxformer's CPU attention kernel is not available (see the log)")
     b, s = k.shape[0], k.shape[1]
     key_mask = jnp.ones((b, s), bool) if mask is None else mask[:, 0, 0, :].astype(bool)
     return _attention(q, k, v, jnp.broadcast_to(key_mask, (b, s)))
+
+
+# ----------------------------------------------------------------------------- GEMMs
 
 
 def gemm(
@@ -306,3 +270,11 @@ def _matmul_bwd(residuals, g):
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def dense(x: Array, w: Array, b: Array, contract: int = 1) -> Array:
+    """`layers.dense` as one `matmul` on the (tokens, in) x (in, out) matrices."""
+    lead, inner, outer = x.shape[: x.ndim - contract], w.shape[:contract], w.shape[contract:]
+    x2 = x.reshape(math.prod(lead), math.prod(inner))  # (tokens, in)
+    w2 = w.reshape(math.prod(inner), math.prod(outer))  # (in, out)
+    return matmul(x2, w2, b.reshape(-1)).reshape(*lead, *outer)

@@ -1,1 +1,9 @@
-"""models"""
+"""The encoder families as Flax Linen modules: `bert.py` (the encoder), `heads.py` (the task
+heads), `config.py` (the architecture, Hugging Face's config.json fields)."""
+
+from jaxformer.models.bert import BertModel, BertOutput, init_params, param_shapes
+from jaxformer.models.config import BertConfig
+from jaxformer.models.heads import BertForSequenceClassification
+
+__all__ = ["BertConfig", "BertModel", "BertOutput", "BertForSequenceClassification"]
+__all__ += ["init_params", "param_shapes"]

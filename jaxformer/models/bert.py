@@ -1,4 +1,5 @@
-"""BERT encoder as Flax Linen modules that own the parameters and call `jaxformer.ops`.
+"""BERT encoder as Flax Linen modules that own the parameters and call the equations of
+`jaxformer.layers`, through `jaxformer.dispatch` where a fast path exists.
 
 Mirrors Devlin et al. 2019 and transformers/models/bert/modeling_bert.py (post-LN layers, learned
 absolute positions, tanh pooler), with pre-LN and sinusoidal positions as options.
@@ -8,7 +9,7 @@ Parameter tree (BertModel):
   layer_{i}/attention/{w_q,b_q,w_k,b_k,w_v,b_v,w_o,b_o}, layer_{i}/attention_norm/{scale,bias}
   layer_{i}/mlp/{w1,b1,w2,b2}, layer_{i}/mlp_norm/{scale,bias}
   pooler/{kernel,bias}
-BertForSequenceClassification nests that under `bert` and adds `classifier/{kernel,bias}`.
+The task heads (`jaxformer.models.heads`) nest it under `bert`.
 Hidden states of every layer are sown into the "intermediates" collection
 (`model.apply(..., mutable=["intermediates"])`).
 """
@@ -21,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxformer import ops
+from jaxformer import dispatch, layers
 from jaxformer.models.config import BertConfig
 
 Array = jax.Array
@@ -39,11 +40,11 @@ class LayerNorm(nn.Module):
         c = self.config
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), c.params_dtype)
         bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), c.params_dtype)
-        return ops.layer_norm(x, scale, bias, c.layer_norm_eps)
+        return layers.layer_norm(x, scale, bias, c.layer_norm_eps)
 
 
 class Dropout(nn.Module):
-    """`ops.dropout` with a fresh "dropout" key per call; the identity when not training."""
+    """`dispatch.dropout` with a fresh "dropout" key per call; the identity when not training."""
 
     rate: float
 
@@ -51,7 +52,7 @@ class Dropout(nn.Module):
     def __call__(self, x: Array, train: bool) -> Array:
         if not train or self.rate == 0.0:
             return x
-        return ops.dropout(x, self.rate, self.make_rng("dropout"))
+        return dispatch.dropout(x, self.rate, self.make_rng("dropout"))
 
 
 class Embeddings(nn.Module):
@@ -68,10 +69,10 @@ class Embeddings(nn.Module):
         token_table = embed(c.vocab_size, "token").embedding  # (vocab, m)
         type_table = embed(c.type_vocab_size, "token_type").embedding  # (types, m)
         if c.position_embedding_type == "sinusoidal":
-            position_table = ops.sinusoidal_positions(c.max_position_embeddings, c.hidden_size)
+            position_table = layers.sinusoidal_positions(c.max_position_embeddings, c.hidden_size)
         else:
             position_table = embed(c.max_position_embeddings, "position").embedding  # (P, m)
-        x = ops.embed(
+        x = layers.embed(
             input_ids, token_type_ids, position_ids, token_table, type_table, position_table
         ).astype(c.compute_dtype)  # (b, t, m)
         x = LayerNorm(c, name="layer_norm")(x)
@@ -98,20 +99,20 @@ class SelfAttention(nn.Module):
 
         # Three GEMMs, each output already (b, t, h, d): one fused (m, 3 h d) GEMM needs its
         # weights stacked and its output sliced apart on every call, which costs more on CPU.
-        q = ops.dense(x, w_q, b_q, 1, c.matmul_impl)  # (b, t, h, d): x W_q + b_q
-        k = ops.dense(x, w_k, b_k, 1, c.matmul_impl)  # (b, s, h, d); s = t
-        v = ops.dense(x, w_v, b_v, 1, c.matmul_impl)  # (b, s, h, d)
+        q = dispatch.dense(x, w_q, b_q, 1, c.matmul)  # (b, t, h, d): x W_q + b_q
+        k = dispatch.dense(x, w_k, b_k, 1, c.matmul)  # (b, s, h, d); s = t
+        v = dispatch.dense(x, w_v, b_v, 1, c.matmul)  # (b, s, h, d)
         dropout = train and c.attention_probs_dropout_prob > 0
-        o = ops.dot_product_attention(
+        o = dispatch.attention(
             q,
             k,
             v,
             mask,
             dropout_rate=c.attention_probs_dropout_prob if dropout else 0.0,
             dropout_rng=self.make_rng("dropout") if dropout else None,
-            implementation=c.attention_impl,
+            implementation=c.attention,
         )  # (b, t, h, d)
-        return ops.dense(o, w_o, b_o, 2, c.matmul_impl)  # (b, t, m): heads joined, o W_o + b_o
+        return dispatch.dense(o, w_o, b_o, 2, c.matmul)  # (b, t, m): heads joined, o W_o + b_o
 
 
 class FeedForward(nn.Module):
@@ -129,7 +130,7 @@ class FeedForward(nn.Module):
 
         w1, b1 = param("w1", (m, f), _init(c)), param("b1", (f,), nn.initializers.zeros)
         w2, b2 = param("w2", (f, m), _init(c)), param("b2", (m,), nn.initializers.zeros)
-        return ops.feed_forward(x, w1, b1, w2, b2, c.hidden_act, c.matmul_impl)
+        return dispatch.feed_forward(x, w1, b1, w2, b2, c.hidden_act, c.matmul)
 
 
 class EncoderLayer(nn.Module):
@@ -185,7 +186,7 @@ class BertModel(nn.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
         x = Embeddings(c, name="embeddings")(input_ids, token_type_ids, position_ids, train)
         self.sow("intermediates", "hidden_states", x)
-        mask = ops.padding_mask(attention_mask)  # (b, 1, 1, s)
+        mask = layers.padding_mask(attention_mask)  # (b, 1, 1, s)
         layer_cls = nn.remat(EncoderLayer, static_argnums=(3,)) if c.remat else EncoderLayer
         for i in range(c.num_hidden_layers):
             x = layer_cls(c, name=f"layer_{i}")(x, mask, train)
@@ -204,37 +205,6 @@ class BertModel(nn.Module):
             )(x[:, 0])
         )  # (b, m)
         return BertOutput(x, pooled)
-
-
-class BertForSequenceClassification(nn.Module):
-    """logits = W Drop(pooled) + b, as transformers' BertForSequenceClassification."""
-
-    config: BertConfig
-
-    @nn.compact
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        *,
-        train: bool = False,
-    ) -> Array:
-        c = self.config
-        _, pooled = BertModel(c, name="bert")(
-            input_ids, attention_mask, token_type_ids, position_ids, train=train
-        )
-        rate = c.hidden_dropout_prob if c.classifier_dropout is None else c.classifier_dropout
-        pooled = Dropout(rate)(pooled, train)
-        logits = nn.Dense(
-            c.num_labels,
-            dtype=c.compute_dtype,
-            param_dtype=c.params_dtype,
-            kernel_init=_init(c),
-            name="classifier",
-        )(pooled)
-        return logits.astype(jnp.float32)  # (b, num_labels)
 
 
 def init_params(model: nn.Module, rng: Array, length: int = 8) -> dict:

@@ -11,7 +11,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from jaxformer import ops
+from jaxformer import dispatch, layers
 
 # Fields a config.json must carry: everything else has the Hugging Face default.
 REQUIRED_HF_FIELDS = (
@@ -21,19 +21,9 @@ REQUIRED_HF_FIELDS = (
     "num_attention_heads",
     "intermediate_size",
 )
-ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
 POSITION_TYPES = ("absolute", "sinusoidal")
-ATTENTION_IMPLS = ops.IMPLEMENTATIONS  # see ops.dot_product_attention
 # Ours, not Hugging Face's: never read from or written to config.json.
-MATMUL_IMPLS = ops.MATMUL_IMPLEMENTATIONS  # see ops.dense
-COMPUTE_FIELDS = (
-    "pre_layer_norm",
-    "attention_impl",
-    "matmul_impl",
-    "dtype",
-    "param_dtype",
-    "remat",
-)
+COMPUTE_FIELDS = ("pre_layer_norm", "attention", "matmul", "dtype", "param_dtype", "remat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +46,9 @@ class BertConfig:
     num_labels: int = 2
     # Not in HF BERT: pre-LN puts layer norm before each sub-layer (x + f(LN(x))).
     pre_layer_norm: bool = False
-    # Compute settings, not saved to config.json.
-    attention_impl: str = "auto"  # "cpu_kernel" on CPU, "fused" elsewhere; or "scan", "einsum"
-    matmul_impl: str = "auto"  # dense layers' GEMMs: "mkl" on CPU with MKL installed, else "xla"
+    # Compute settings, not saved to config.json (jaxformer.dispatch lists the choices).
+    attention: str = "auto"  # the attention program: "cpu" kernel on CPU, "xla" elsewhere
+    matmul: str = "auto"  # the dense layers' GEMMs: "mkl" on CPU with the mkl extra, else "xla"
     dtype: str = "float32"  # activations and matmuls
     param_dtype: str = "float32"
     remat: bool = False  # recompute each layer's activations in the backward pass
@@ -70,10 +60,10 @@ class BertConfig:
                 f"({self.num_attention_heads})"
             )
         for name, value, allowed in (
-            ("hidden_act", self.hidden_act, ACTIVATIONS),
+            ("hidden_act", self.hidden_act, tuple(layers.ACTIVATIONS)),
             ("position_embedding_type", self.position_embedding_type, POSITION_TYPES),
-            ("attention_impl", self.attention_impl, ATTENTION_IMPLS),
-            ("matmul_impl", self.matmul_impl, MATMUL_IMPLS),
+            ("attention", self.attention, dispatch.ATTENTION),
+            ("matmul", self.matmul, dispatch.MATMUL),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not supported; choose one of {allowed}")

@@ -28,10 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
             position_embedding_type="absolute",
         )
     )
-    # BertConfig fields that override the checkpoint's: dtype, attention_impl, matmul_impl, remat,
+    # BertConfig fields that override the checkpoint's: dtype, attention, matmul, remat,
     # dropouts.
     c.model.overrides = ml_collections.ConfigDict(
-        dict(dtype="float32", attention_impl="auto", matmul_impl="auto", remat=False)
+        dict(dtype="float32", attention="auto", matmul="auto", remat=False)
     )
 
     c.data = ml_collections.ConfigDict()

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from jaxformer.hf.convert import from_pretrained
-from jaxformer.models.bert import BertForSequenceClassification
+from jaxformer.models import BertForSequenceClassification
 from jaxformer.models.config import BertConfig
 from jaxformer.runtime import onednn
 from jaxformer.tokenizer import load_tokenizer

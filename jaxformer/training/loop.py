@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from jaxformer.data import pipeline as data_lib
 from jaxformer.hf.convert import from_pretrained, save_pretrained
-from jaxformer.models.bert import BertForSequenceClassification, init_params
+from jaxformer.models import BertForSequenceClassification, init_params
 from jaxformer.models.config import BertConfig
 from jaxformer.runtime import onednn
 from jaxformer.tokenizer import load_tokenizer
@@ -236,17 +236,17 @@ class Parallelism:
 
     def adapt_model(self, model: BertForSequenceClassification) -> BertForSequenceClassification:
         """The model with XLA's GEMMs when jit splits the batch over several devices: the MKL
-        GEMM kernel (matmul_impl "auto" or "mkl" on CPU) is a custom call that XLA's partitioner
+        GEMM kernel (matmul "auto" or "mkl" on CPU) is a custom call that XLA's partitioner
         would gather onto every device. pmap and single compile one device's program."""
-        if self.kind != "jit" or self.num_devices == 1 or model.config.matmul_impl == "xla":
+        if self.kind != "jit" or self.num_devices == 1 or model.config.matmul == "xla":
             return model
         log.info(
-            "matmul_impl=%r -> 'xla': the MKL GEMM kernel does not partition across the %d "
+            "matmul=%r -> 'xla': the MKL GEMM kernel does not partition across the %d "
             "devices of a jit Mesh (parallelism='pmap' or 'single' keep it)",
-            model.config.matmul_impl,
+            model.config.matmul,
             self.num_devices,
         )
-        return model.clone(config=model.config.replace(matmul_impl="xla"))
+        return model.clone(config=model.config.replace(matmul="xla"))
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> Parallelism:

@@ -1,5 +1,5 @@
 // Multi-head attention forward pass for XLA:CPU, called through the XLA FFI by
-// jaxformer/cpu_kernels.py (the Python side builds this file on first use).
+// jaxformer/kernels/cpu.py (the Python side builds this file on first use).
 //
 //   o[b, t, h] = sum_s softmax_s(scale * q[b, t, h] . k[b, s, h]) v[b, s, h], over unmasked s
 //

@@ -1,8 +1,8 @@
 // jaxformer's CPU GEMM: C = op(A) op(B) (+ bias), float32, row-major, through MKL's sgemm.
 //
-// Called through XLA's FFI by jaxformer/cpu_kernels.py, which loads MKL's single-dynamic-library
-// runtime (libmkl_rt, threading layer "sequential") and hands its sgemm over with
-// jaxformer_set_sgemm. The threads are XLA's: C is cut into one block of rows (or of columns,
+// Called through XLA's FFI by jaxformer/kernels/cpu.py, which links this file against MKL's
+// sequential layer (libmkl_intel_lp64, libmkl_sequential, libmkl_core), so no MKL threading
+// setting of the process is read or changed. The threads are XLA's: C is cut into one block of rows (or of columns,
 // whichever dimension is longer) per intra-op thread, and each block is one sequential sgemm.
 // The calling thread takes blocks too, so a call finishes even when every other thread is busy
 // with a thunk that XLA runs at the same time (with MKL's own OpenMP threads, two concurrent GEMMs
@@ -22,13 +22,12 @@
 
 namespace ffi = xla::ffi;
 
-namespace {
-
-using Sgemm = void (*)(const char* trans_a, const char* trans_b, const int* m, const int* n,
+extern "C" void sgemm_(const char* trans_a, const char* trans_b, const int* m, const int* n,
                        const int* k, const float* alpha, const float* a, const int* lda,
                        const float* b, const int* ldb, const float* beta, float* c,
                        const int* ldc);
-Sgemm sgemm = nullptr;
+
+namespace {
 
 constexpr int64_t kMinBlock = 64;  // rows or columns: smaller blocks are not worth a thread
 
@@ -65,7 +64,7 @@ void RunBlock(const Gemm& g, int64_t p) {
   const float* a = g.trans_a ? g.a + r0 : g.a + r0 * g.k;
   const int lda = static_cast<int>(g.trans_a ? g.m : g.k);
   const float one = 1.0f;
-  sgemm(&tb, &ta, &m, &n, &k, &one, b, &ldb, a, &lda, &beta, c, &ldc);
+  sgemm_(&tb, &ta, &m, &n, &k, &one, b, &ldb, a, &lda, &beta, c, &ldc);
 }
 
 void RunBlocks(Gemm& g) {
@@ -80,7 +79,6 @@ void RunBlocks(Gemm& g) {
 ffi::Error GemmImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
                     ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> c, bool trans_a,
                     bool trans_b) {
-  if (sgemm == nullptr) return ffi::Error::Internal("gemm: MKL's sgemm was not set");
   auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
   if (ad.size() != 2 || bd.size() != 2 || cd.size() != 2)
     return ffi::Error::InvalidArgument("gemm: a, b and the result must be matrices");
@@ -119,10 +117,6 @@ ffi::Error GemmImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<f
 }
 
 }  // namespace
-
-extern "C" void jaxformer_set_sgemm(void* sgemm_function) {
-  sgemm = reinterpret_cast<Sgemm>(sgemm_function);
-}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxformerGemm, GemmImpl,
                               ffi::Ffi::Bind()

@@ -1,0 +1,146 @@
+"""The Transformer encoder's equations as pure JAX functions: no Flax, no parameters held, no
+fast paths (those are in `jaxformer.kernels`, chosen by `jaxformer.dispatch`).
+
+Mirrors "Attention Is All You Need" (Vaswani et al. 2017) and BERT (Devlin et al. 2019).
+
+Einsum legend: b batch, t query position, s key position, h heads, d head dim,
+m model width, f feed-forward width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def layer_norm(x: Array, scale: Array, bias: Array, eps: float) -> Array:
+    """(x - mean) / sqrt(var + eps) * scale + bias over the last axis, statistics in float32."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + eps)
+    return (y * scale + bias).astype(x.dtype)
+
+
+def gelu(x: Array) -> Array:
+    """x Phi(x) = x/2 (1 + erf(x / sqrt 2)), BERT's GELU, as PyTorch computes it."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def gelu_tanh(x: Array) -> Array:
+    """x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's approximation."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+# Hugging Face's `hidden_act` names.
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
+    "relu": jax.nn.relu,  # the original Transformer's
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+def dense(x: Array, w: Array, b: Array, contract: int = 1) -> Array:
+    """x . w + b over x's last `contract` axes and w's first: a projection, position-wise.
+
+    x: (..., *in), w: (*in, *out), b: (*out,) -> (..., *out); e.g. x (b, t, m), w_q (m, h, d),
+    b_q (h, d) -> q (b, t, h, d); or o (b, t, h, d), w_o (h, d, m), b_o (m,) -> (b, t, m).
+    """
+    # Contracted axes innermost first, as jnp.einsum("bthd,hdm->btm", ...) orders them.
+    x_axes, w_axes = range(x.ndim - 1, x.ndim - contract - 1, -1), range(contract - 1, -1, -1)
+    return jax.lax.dot_general(x, w, ((tuple(x_axes), tuple(w_axes)), ((), ()))) + b
+
+
+def feed_forward(
+    x: Array, w1: Array, b1: Array, w2: Array, b2: Array, activation: str = "gelu"
+) -> Array:
+    """W_2 act(W_1 x + b_1) + b_2, position-wise. x: (b, t, m), w1: (m, f), w2: (f, m)."""
+    return ACTIVATIONS[activation](x @ w1 + b1) @ w2 + b2
+
+
+def dropout(x: Array, rate: float, rng: Array) -> Array:
+    """Inverted dropout: x * keep / (1 - rate), keep ~ Bernoulli(1 - rate) per element."""
+    if rate == 0.0:
+        return x
+    if rate >= 1.0:
+        return jnp.zeros_like(x)
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def attention_weights(
+    q: Array, k: Array, mask: Array | None = None, bias: Array | None = None
+) -> Array:
+    """e_ts = softmax_s(q_t . k_s / sqrt(d) + bias), masked keys at exactly zero. -> (b, h, t, s)
+
+    Softmax in float32 whatever the compute dtype; a query with no key to attend gets all zeros.
+    """
+    scores = jnp.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1])
+    scores = scores.astype(jnp.float32)
+    if bias is not None:
+        scores = scores + bias
+    if mask is None:
+        return jax.nn.softmax(scores, axis=-1)
+    probs = jax.nn.softmax(jnp.where(mask, scores, jnp.finfo(jnp.float32).min), axis=-1)
+    return jnp.where(mask, probs, 0.0)  # a fully masked row would be uniform, not zero
+
+
+def attention(
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Array | None = None,
+    bias: Array | None = None,
+    dropout: Callable[[Array], Array] | None = None,
+) -> Array:
+    """Multi-head scaled dot-product attention: o_t = sum_s e_ts v_s (see `attention_weights`).
+
+    q: (b, t, h, d); k, v: (b, s, h, d); mask: bool broadcastable to (b, h, t, s), True = attend;
+    bias: float broadcastable to (b, h, t, s); dropout: applied to the weights e (None: none).
+    Returns (b, t, h, d).
+    """
+    probs = attention_weights(q, k, mask, bias)  # (b, h, t, s)
+    if dropout is not None:
+        probs = dropout(probs)
+    return jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
+
+
+def padding_mask(attention_mask: Array) -> Array:
+    """(b, s) 1/0 token mask -> (b, 1, 1, s) boolean key mask, True = attend."""
+    return attention_mask.astype(bool)[:, None, None, :]
+
+
+def sinusoidal_positions(length: int, width: int, dtype=jnp.float32) -> Array:
+    """PE(p, 2i) = sin(p / 10000^(2i/m)), PE(p, 2i+1) = cos(...). -> (length, width)"""
+    position = jnp.arange(length, dtype=jnp.float32)[:, None]  # (t, 1)
+    inv_freq = jnp.exp(-math.log(10000.0) * jnp.arange(0, width, 2, dtype=jnp.float32) / width)
+    angles = position * inv_freq  # (t, ceil(m/2))
+    pe = jnp.zeros((length, width), jnp.float32)
+    pe = pe.at[:, 0::2].set(jnp.sin(angles))
+    pe = pe.at[:, 1::2].set(jnp.cos(angles[:, : width // 2]))
+    return pe.astype(dtype)
+
+
+def embed(
+    input_ids: Array,
+    token_type_ids: Array,
+    position_ids: Array,
+    token_table: Array,
+    type_table: Array,
+    position_table: Array,
+) -> Array:
+    """x = E_tok[ids] + E_type[types] + P[positions]. ids: (b, t) -> (b, t, m)"""
+    return (
+        jnp.take(token_table, input_ids, axis=0)
+        + jnp.take(type_table, token_type_ids, axis=0)
+        + jnp.take(position_table, position_ids, axis=0)
+    )
