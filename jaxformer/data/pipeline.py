@@ -1,7 +1,8 @@
 """IMDB for training: cached token ids, length-bucketed batches, eval batches, host shards.
 
-The raw reviews come from tensorflow-datasets (`jaxformer/imdb.py`). Here they are tokenized once
-per (tokenizer, max length, truncation, split, archive, subset) and cached as one .npz per split.
+The raw reviews come from tensorflow-datasets (`jaxformer/data/imdb.py`). Here they are tokenized
+once per (tokenizer, max length, truncation, split, archive, subset) and cached as one .npz per
+split under `jaxformer.cache.cache_dir()`.
 
 Batches are dicts of numpy arrays with a fixed global batch size B:
 
@@ -40,13 +41,13 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxformer import cache
 from jaxformer.data import imdb
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, np.ndarray]
 DEFAULT_BUCKETS = (64, 128, 256, 512)
-CACHE_ENV = "JAXFORMER_CACHE"
 _CACHE_FORMAT = 1
 
 
@@ -79,11 +80,6 @@ class TokenizedSplit:
     def lengths(self) -> np.ndarray:
         """(n,) tokens per example, [CLS] and [SEP] included."""
         return np.diff(self.offsets)
-
-
-def default_cache_dir() -> Path:
-    """$JAXFORMER_CACHE, else ~/.cache/jaxformer."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "jaxformer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +215,7 @@ def load_imdb(
       tokenizer: has `encode_ids(list[str]) -> list[int32 array]`, `pad_id`, `fingerprint`
         (and ideally `max_length`, `truncation`).
       splits: which splits to return.
-      cache_dir: token ids go to `cache_dir/tokens`; default $JAXFORMER_CACHE or
-        ~/.cache/jaxformer.
+      cache_dir: token ids go to `cache_dir/tokens`; default `jaxformer.cache.cache_dir()`.
       data_dir: tfds data_dir for the IMDB build; default `cache_dir/tfds`.
       archive: local aclImdb_v1.tar.gz; None reads $JAXFORMER_IMDB_ARCHIVE, then downloads.
       validation_fraction: share of tfds train held out as "validation" (disjoint from "train").
@@ -230,7 +225,7 @@ def load_imdb(
 
     When every requested split is cached, tfds is not touched at all.
     """
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir else cache.cache_dir()
     data_dir = Path(data_dir) if data_dir else cache_dir / "tfds"
     limits = dict(limits or {})
     local = imdb.resolve_archive(archive)

@@ -86,6 +86,12 @@ def test_corrupt_token_cache_is_rebuilt(archive, cache_dir, builder, tmp_path, c
     assert not (tmp_path / "tfds").exists()
 
 
+def test_token_cache_defaults_to_cache_dir(archive, cache_dir, builder, tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXFORMER_CACHE_DIR", str(tmp_path / "ours"))
+    data.load_imdb(FakeTokenizer(), splits=["test"], data_dir=cache_dir / "tfds", archive=archive)
+    assert len(list((tmp_path / "ours" / "tokens").glob("test-*.npz"))) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Batches
 
