@@ -51,8 +51,8 @@ DEFAULT_BUCKETS = (64, 128, 256, 512)
 _CACHE_FORMAT = 1
 
 
-class Tokenizer(Protocol):
-    """What the pipeline needs of `jaxformer.tokenizer.load_tokenizer(...)`'s wrapper."""
+class TextEncoder(Protocol):
+    """What the pipeline needs of a tokenizer (`jaxformer.Tokenizer`, or a test's fake)."""
 
     pad_id: int
     fingerprint: str
@@ -89,7 +89,7 @@ class TokenizedSplit:
 def tokenize(
     texts: Sequence[str],
     labels: np.ndarray,
-    tokenizer: Tokenizer,
+    tokenizer: TextEncoder,
     chunk_size: int = 1000,
     desc: str = "tokenize",
 ) -> TokenizedSplit:
@@ -112,7 +112,7 @@ def tokenize(
     )
 
 
-def cache_key(tokenizer: Tokenizer, split: str, source: str, **subset) -> dict:
+def cache_key(tokenizer: TextEncoder, split: str, source: str, **subset) -> dict:
     """Everything the cached token ids of one split depend on."""
     return {
         "format": _CACHE_FORMAT,
@@ -177,7 +177,7 @@ def load_tokenized(path: Path, key: dict, pad_id: int, max_length: int | None) -
 def cached_tokenize(
     path: Path,
     key: dict,
-    tokenizer: Tokenizer,
+    tokenizer: TextEncoder,
     load_texts: Callable[[], tuple[Sequence[str], np.ndarray]],
     chunk_size: int = 1000,
 ) -> TokenizedSplit:
@@ -198,7 +198,7 @@ def cached_tokenize(
 
 
 def load_imdb(
-    tokenizer: Tokenizer,
+    tokenizer: TextEncoder,
     *,
     splits: Sequence[str] = imdb.SPLITS,
     cache_dir: str | os.PathLike | None = None,
@@ -546,8 +546,3 @@ class EvalBatches(_Batches):
     def padding_fraction(self) -> float:
         """Pad tokens / all tokens over the global eval batches (filler rows included)."""
         return self._padding_fraction(0)
-
-
-def eval_batches(split: TokenizedSplit, batch_size: int, **kwargs) -> EvalBatches:
-    """`EvalBatches(split, batch_size, **kwargs)`: every example once, weight-0 filler rows."""
-    return EvalBatches(split, batch_size, **kwargs)

@@ -161,7 +161,7 @@ def test_eval_batches_cover_each_example_once_with_filler():
         assert batches.batch_indices(4).tolist()[-2:] == [-1, -1]
         if not bucketing:
             assert seen == list(range(23))  # the split's order
-    other_pad = data.eval_batches(split, 5, bucketing=False, pad_id=99).batch(0)
+    other_pad = data.EvalBatches(split, 5, bucketing=False, pad_id=99).batch(0)
     np.testing.assert_array_equal(other_pad["input_ids"] == 99, other_pad["attention_mask"] == 0)
 
 
