@@ -312,30 +312,43 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
     return process_index, process_count
 
 
-def collate(split: TokenizedSplit, indices: np.ndarray, length: int) -> Batch:
-    """The batch of examples `indices` (-1 = weight-0 filler row) padded to `length` tokens."""
-    b = len(indices)
-    input_ids = np.full((b, length), split.pad_id, dtype=np.int32)  # (b, length)
-    attention_mask = np.zeros((b, length), dtype=np.int32)  # (b, length)
-    labels = np.zeros(b, dtype=np.int32)
-    weights = np.zeros(b, dtype=np.float32)
-    for row, i in enumerate(indices):
-        if i < 0:
-            continue
-        ids = split[i]
-        if len(ids) > length:
-            raise ValueError(f"example {i} has {len(ids)} tokens, more than the batch's {length}")
-        input_ids[row, : len(ids)] = ids
-        attention_mask[row, : len(ids)] = 1
-        labels[row] = split.labels[i]
-        weights[row] = 1.0
+def pad_ids(ids: Sequence[np.ndarray], length: int, pad_id: int) -> Batch:
+    """Ragged id sequences laid left-aligned into (b, t) int32 arrays, t = `length`.
+
+    Args:
+      ids: b sequences of token ids, none longer than `length`; an empty one gives a row of
+        padding.
+      length: t, the padded length.
+      pad_id: the id after each sequence.
+
+    Returns:
+      {"input_ids": (b, t), "attention_mask": (b, t) 1 = real token, "token_type_ids": (b, t)
+      zeros (single-segment input)}.
+    """
+    longest = max((len(x) for x in ids), default=0)
+    if longest > length:
+        raise ValueError(f"a sequence of {longest} ids does not fit padding to {length}")
+    input_ids = np.full((len(ids), length), pad_id, dtype=np.int32)  # (b, t)
+    attention_mask = np.zeros((len(ids), length), dtype=np.int32)  # (b, t)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = x
+        attention_mask[row, : len(x)] = 1
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "token_type_ids": np.zeros_like(input_ids),
-        "labels": labels,
-        "weights": weights,
     }
+
+
+def collate(split: TokenizedSplit, indices: np.ndarray, length: int) -> Batch:
+    """The batch of examples `indices` (-1 = weight-0 filler row) padded to `length` tokens."""
+    indices = np.asarray(indices)
+    real = indices >= 0
+    no_ids = split.ids[:0]  # a filler row is all padding
+    batch = pad_ids([split[i] if i >= 0 else no_ids for i in indices], length, split.pad_id)
+    labels = np.zeros(len(indices), dtype=np.int32)  # (b,)
+    labels[real] = split.labels[indices[real]]
+    return {**batch, "labels": labels, "weights": real.astype(np.float32)}
 
 
 class _Batches:

@@ -102,6 +102,34 @@ def test_bucket_lengths():
     assert data.bucket_lengths(None, 512) == (512,)
 
 
+def test_pad_ids_lays_ragged_ids_into_a_batch():
+    ids = [np.array([5, 6, 7], np.int32), np.array([8], np.int32), np.zeros(0, np.int32)]
+    batch = data.pad_ids(ids, 4, pad_id=9)
+    assert list(batch) == ["input_ids", "attention_mask", "token_type_ids"]
+    assert all(v.dtype == np.int32 and v.shape == (3, 4) for v in batch.values())
+    np.testing.assert_array_equal(batch["input_ids"], [[5, 6, 7, 9], [8, 9, 9, 9], [9, 9, 9, 9]])
+    np.testing.assert_array_equal(batch["attention_mask"], [[1, 1, 1, 0], [1, 0, 0, 0], [0] * 4])
+    assert not batch["token_type_ids"].any()
+    assert data.pad_ids([], 4, pad_id=9)["input_ids"].shape == (0, 4)
+    with pytest.raises(ValueError, match="a sequence of 3 ids does not fit padding to 2"):
+        data.pad_ids(ids, 2, pad_id=9)
+
+
+def test_collate_pads_with_pad_ids():
+    ids = np.array([5, 6, 7, 8], np.int32)
+    split = data.TokenizedSplit(ids, np.array([0, 3, 4]), np.array([1, 0], np.int32), pad_id=9)
+    batch = data.collate(split, np.array([1, -1, 0]), 4)  # the middle row is filler
+    expected = data.pad_ids([split[1], ids[:0], split[0]], 4, pad_id=9)
+    assert list(batch) == [*expected, "labels", "weights"]
+    for k, v in expected.items():
+        np.testing.assert_array_equal(batch[k], v, err_msg=k)
+        assert batch[k].dtype == v.dtype
+    np.testing.assert_array_equal(batch["input_ids"], [[8, 9, 9, 9], [9, 9, 9, 9], [5, 6, 7, 9]])
+    np.testing.assert_array_equal(batch["labels"], [0, 0, 1])
+    np.testing.assert_array_equal(batch["weights"], [1.0, 0.0, 1.0])
+    assert (batch["labels"].dtype, batch["weights"].dtype) == (np.int32, np.float32)
+
+
 def test_train_batches_bucketed_cover_each_example_once():
     split = synthetic_split(n=101)
     batches = data.TrainBatches(split, batch_size=8, seed=0, buckets=(16, 32), sort_chunk_batches=4)
