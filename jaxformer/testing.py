@@ -1,7 +1,7 @@
 """Test fixtures: a tiny aclImdb-format archive and a whitespace tokenizer.
 
 `write_fake_imdb_archive` mirrors the layout of the Large Movie Review Dataset archive
-(aclImdb_v1.tar.gz, see `jaxformer/imdb.py`) so tfds' real `imdb_reviews` builder can be built
+(aclImdb_v1.tar.gz, see `jaxformer/data/imdb.py`) so tfds' real `imdb_reviews` builder can be built
 from it in a second. Positive reviews draw on positive words and negative ones on negative
 words, so a model can learn the labels.
 """
@@ -71,7 +71,7 @@ def write_fake_imdb_archive(path: str | os.PathLike, n_per_class: int = 20, seed
 
 
 class FakeTokenizer:
-    """Whitespace tokenizer hashing words into a small vocabulary, shaped like the real wrapper.
+    """Whitespace tokenizer hashing words into a small vocabulary: a pipeline `TextEncoder`.
 
     `encode_ids` adds [CLS]/[SEP] and truncates to `max_length` keeping the first tokens
     (truncation="right"), like `jaxformer.tokenizer.load_tokenizer`'s wrapper.

@@ -20,6 +20,8 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
+from jaxformer.data.pipeline import pad_ids
+
 TRUNCATIONS = ("head", "head_tail")
 PADDINGS = ("longest", "max_length")
 HEAD_TOKENS = 128  # head_tail keeps this many leading content tokens
@@ -104,24 +106,14 @@ class Tokenizer:
     def pad(
         self, ids: Sequence[np.ndarray], padding: str = "longest", max_length: int | None = None
     ) -> dict[str, np.ndarray]:
-        """Pads id sequences into (batch, length) int32 arrays: input_ids, attention_mask,
-        token_type_ids. padding="longest" pads to the longest, "max_length" to max_length."""
+        """Pads id sequences into (b, t) int32 arrays: input_ids, attention_mask, token_type_ids
+        (see `jaxformer.data.pipeline.pad_ids`). padding="longest" pads to the longest sequence,
+        "max_length" to max_length (default self.max_length)."""
         if padding not in PADDINGS:
             raise ValueError(f"padding={padding!r}; choose one of {PADDINGS}")
         longest = max((len(x) for x in ids), default=0)
         length = (max_length or self.max_length) if padding == "max_length" else longest
-        if longest > length:
-            raise ValueError(f"a sequence of {longest} ids does not fit padding to {length}")
-        input_ids = np.full((len(ids), length), self.pad_id, np.int32)  # (b, t)
-        attention_mask = np.zeros((len(ids), length), np.int32)  # (b, t)
-        for row, x in enumerate(ids):
-            input_ids[row, : len(x)] = x
-            attention_mask[row, : len(x)] = 1
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": np.zeros_like(input_ids),
-        }
+        return pad_ids(ids, length, self.pad_id)
 
     def __call__(
         self, texts: str | Sequence[str], max_length: int | None = None, padding: str = "longest"

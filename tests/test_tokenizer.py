@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxformer
+from jaxformer.data import pipeline
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = [f"w{k}" for k in range(300)]  # "wk" has id 5 + k
@@ -107,6 +108,26 @@ def test_padding_and_masks(minilm_dir):
     np.testing.assert_array_equal(fixed["input_ids"][:, : max(lengths)], batch["input_ids"])
     assert tok(TEXTS, max_length=8)["input_ids"].shape == (4, 8)  # per-call truncation
     assert tok("one text")["input_ids"].shape == (1, 4)
+
+
+def test_pad_is_the_pipelines_padding(words_dir):
+    tok = jaxformer.load_tokenizer(words_dir, max_length=6)
+    ids = tok.encode_ids(["w0 w1", "w2", ""])  # [CLS] = 2, [SEP] = 3, "wk" = 5 + k
+    longest = tok.pad(ids)
+    np.testing.assert_array_equal(longest["input_ids"], [[2, 5, 6, 3], [2, 7, 3, 0], [2, 3, 0, 0]])
+    np.testing.assert_array_equal(
+        longest["attention_mask"], [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]]
+    )
+    fixed = tok.pad(ids, padding="max_length")
+    assert fixed["input_ids"].shape == (3, 6)
+    for padded, length in ((longest, 4), (fixed, 6), (tok.pad(ids, "max_length", 5), 5)):
+        expected = pipeline.pad_ids(ids, length, tok.pad_id)
+        assert list(padded) == list(expected)
+        for k, v in expected.items():
+            np.testing.assert_array_equal(padded[k], v, err_msg=k)
+            assert padded[k].dtype == v.dtype
+    with pytest.raises(ValueError, match="a sequence of 4 ids does not fit padding to 3"):
+        tok.pad(ids, "max_length", 3)
 
 
 def test_matches_transformers_truncation(minilm_dir):

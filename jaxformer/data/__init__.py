@@ -1,1 +1,18 @@
-"""data"""
+"""IMDB data for fine-tuning.
+
+- `imdb`: the tfds `imdb_reviews` reviews, downloaded or built from a local aclImdb archive, and
+  the validation split carved from train.
+- `pipeline`: token ids cached per tokenizer and split, length-bucketed training batches, eval
+  batches, each process's slice of a global batch.
+"""
+
+from jaxformer.data.pipeline import (
+    EvalBatches,
+    TextEncoder,
+    TokenizedSplit,
+    TrainBatches,
+    load_imdb,
+    pad_ids,
+)
+
+__all__ = ["load_imdb", "TokenizedSplit", "TrainBatches", "EvalBatches", "TextEncoder", "pad_ids"]

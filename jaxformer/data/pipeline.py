@@ -1,7 +1,8 @@
 """IMDB for training: cached token ids, length-bucketed batches, eval batches, host shards.
 
-The raw reviews come from tensorflow-datasets (`jaxformer/imdb.py`). Here they are tokenized once
-per (tokenizer, max length, truncation, split, archive, subset) and cached as one .npz per split.
+The raw reviews come from tensorflow-datasets (`jaxformer/data/imdb.py`). Here they are tokenized
+once per (tokenizer, max length, truncation, split, archive, subset) and cached as one .npz per
+split under `jaxformer.cache.cache_dir()`.
 
 Batches are dicts of numpy arrays with a fixed global batch size B:
 
@@ -40,18 +41,18 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxformer import cache
 from jaxformer.data import imdb
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, np.ndarray]
 DEFAULT_BUCKETS = (64, 128, 256, 512)
-CACHE_ENV = "JAXFORMER_CACHE"
 _CACHE_FORMAT = 1
 
 
-class Tokenizer(Protocol):
-    """What the pipeline needs of `jaxformer.tokenizer.load_tokenizer(...)`'s wrapper."""
+class TextEncoder(Protocol):
+    """What the pipeline needs of a tokenizer (`jaxformer.Tokenizer`, or a test's fake)."""
 
     pad_id: int
     fingerprint: str
@@ -81,11 +82,6 @@ class TokenizedSplit:
         return np.diff(self.offsets)
 
 
-def default_cache_dir() -> Path:
-    """$JAXFORMER_CACHE, else ~/.cache/jaxformer."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "jaxformer")
-
-
 # ---------------------------------------------------------------------------------------------
 # Tokenization and its cache
 
@@ -93,7 +89,7 @@ def default_cache_dir() -> Path:
 def tokenize(
     texts: Sequence[str],
     labels: np.ndarray,
-    tokenizer: Tokenizer,
+    tokenizer: TextEncoder,
     chunk_size: int = 1000,
     desc: str = "tokenize",
 ) -> TokenizedSplit:
@@ -116,7 +112,7 @@ def tokenize(
     )
 
 
-def cache_key(tokenizer: Tokenizer, split: str, source: str, **subset) -> dict:
+def cache_key(tokenizer: TextEncoder, split: str, source: str, **subset) -> dict:
     """Everything the cached token ids of one split depend on."""
     return {
         "format": _CACHE_FORMAT,
@@ -181,7 +177,7 @@ def load_tokenized(path: Path, key: dict, pad_id: int, max_length: int | None) -
 def cached_tokenize(
     path: Path,
     key: dict,
-    tokenizer: Tokenizer,
+    tokenizer: TextEncoder,
     load_texts: Callable[[], tuple[Sequence[str], np.ndarray]],
     chunk_size: int = 1000,
 ) -> TokenizedSplit:
@@ -202,7 +198,7 @@ def cached_tokenize(
 
 
 def load_imdb(
-    tokenizer: Tokenizer,
+    tokenizer: TextEncoder,
     *,
     splits: Sequence[str] = imdb.SPLITS,
     cache_dir: str | os.PathLike | None = None,
@@ -219,8 +215,7 @@ def load_imdb(
       tokenizer: has `encode_ids(list[str]) -> list[int32 array]`, `pad_id`, `fingerprint`
         (and ideally `max_length`, `truncation`).
       splits: which splits to return.
-      cache_dir: token ids go to `cache_dir/tokens`; default $JAXFORMER_CACHE or
-        ~/.cache/jaxformer.
+      cache_dir: token ids go to `cache_dir/tokens`; default `jaxformer.cache.cache_dir()`.
       data_dir: tfds data_dir for the IMDB build; default `cache_dir/tfds`.
       archive: local aclImdb_v1.tar.gz; None reads $JAXFORMER_IMDB_ARCHIVE, then downloads.
       validation_fraction: share of tfds train held out as "validation" (disjoint from "train").
@@ -230,7 +225,7 @@ def load_imdb(
 
     When every requested split is cached, tfds is not touched at all.
     """
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir else cache.cache_dir()
     data_dir = Path(data_dir) if data_dir else cache_dir / "tfds"
     limits = dict(limits or {})
     local = imdb.resolve_archive(archive)
@@ -317,30 +312,43 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
     return process_index, process_count
 
 
-def collate(split: TokenizedSplit, indices: np.ndarray, length: int) -> Batch:
-    """The batch of examples `indices` (-1 = weight-0 filler row) padded to `length` tokens."""
-    b = len(indices)
-    input_ids = np.full((b, length), split.pad_id, dtype=np.int32)  # (b, length)
-    attention_mask = np.zeros((b, length), dtype=np.int32)  # (b, length)
-    labels = np.zeros(b, dtype=np.int32)
-    weights = np.zeros(b, dtype=np.float32)
-    for row, i in enumerate(indices):
-        if i < 0:
-            continue
-        ids = split[i]
-        if len(ids) > length:
-            raise ValueError(f"example {i} has {len(ids)} tokens, more than the batch's {length}")
-        input_ids[row, : len(ids)] = ids
-        attention_mask[row, : len(ids)] = 1
-        labels[row] = split.labels[i]
-        weights[row] = 1.0
+def pad_ids(ids: Sequence[np.ndarray], length: int, pad_id: int) -> Batch:
+    """Ragged id sequences laid left-aligned into (b, t) int32 arrays, t = `length`.
+
+    Args:
+      ids: b sequences of token ids, none longer than `length`; an empty one gives a row of
+        padding.
+      length: t, the padded length.
+      pad_id: the id after each sequence.
+
+    Returns:
+      {"input_ids": (b, t), "attention_mask": (b, t) 1 = real token, "token_type_ids": (b, t)
+      zeros (single-segment input)}.
+    """
+    longest = max((len(x) for x in ids), default=0)
+    if longest > length:
+        raise ValueError(f"a sequence of {longest} ids does not fit padding to {length}")
+    input_ids = np.full((len(ids), length), pad_id, dtype=np.int32)  # (b, t)
+    attention_mask = np.zeros((len(ids), length), dtype=np.int32)  # (b, t)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = x
+        attention_mask[row, : len(x)] = 1
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "token_type_ids": np.zeros_like(input_ids),
-        "labels": labels,
-        "weights": weights,
     }
+
+
+def collate(split: TokenizedSplit, indices: np.ndarray, length: int) -> Batch:
+    """The batch of examples `indices` (-1 = weight-0 filler row) padded to `length` tokens."""
+    indices = np.asarray(indices)
+    real = indices >= 0
+    no_ids = split.ids[:0]  # a filler row is all padding
+    batch = pad_ids([split[i] if i >= 0 else no_ids for i in indices], length, split.pad_id)
+    labels = np.zeros(len(indices), dtype=np.int32)  # (b,)
+    labels[real] = split.labels[indices[real]]
+    return {**batch, "labels": labels, "weights": real.astype(np.float32)}
 
 
 class _Batches:
@@ -551,8 +559,3 @@ class EvalBatches(_Batches):
     def padding_fraction(self) -> float:
         """Pad tokens / all tokens over the global eval batches (filler rows included)."""
         return self._padding_fraction(0)
-
-
-def eval_batches(split: TokenizedSplit, batch_size: int, **kwargs) -> EvalBatches:
-    """`EvalBatches(split, batch_size, **kwargs)`: every example once, weight-0 filler rows."""
-    return EvalBatches(split, batch_size, **kwargs)

@@ -1,34 +1,13 @@
-"""The IMDB pipeline: tfds build from a local archive, token cache, bucketed and eval batches."""
+"""jaxformer.data.pipeline: token cache, bucketed training batches, eval batches, process slices."""
 
 import logging
-import os
-import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jaxformer.data import imdb
 from jaxformer.data import pipeline as data
-from jaxformer.testing import FakeTokenizer, write_fake_imdb_archive
-
-N_PER_CLASS = 20
-REAL_ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "aclImdb_v1.tar.gz"
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    return write_fake_imdb_archive(tmp_path_factory.mktemp("archive") / "aclImdb_v1.tar.gz")
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def builder(archive, cache_dir):
-    return imdb.imdb_builder(cache_dir / "tfds", archive)
+from jaxformer.testing import FakeTokenizer
 
 
 def synthetic_split(n=101, max_length=64, seed=0):
@@ -61,107 +40,18 @@ def assert_batch_well_formed(batch, split, indices):
 
 
 # ---------------------------------------------------------------------------------------------
-# tfds build
-
-
-def test_build_counts_labels_and_odd_reviews(builder):
-    assert builder.is_prepared()
-    assert set(builder.info.splits) == {"train", "test"}  # no unsupervised split in the archive
-    for split in ("train", "test"):
-        texts, labels = imdb.read_split(builder, split)
-        assert len(texts) == 2 * N_PER_CLASS
-        assert np.bincount(labels).tolist() == [N_PER_CLASS, N_PER_CLASS]
-    texts, labels = imdb.read_split(builder, "train")
-    assert "" in texts  # the empty review survives
-    [bad] = [t for t in texts if t.startswith("bad bytes")]
-    assert "\ufffd" in bad and bad.endswith("still awful")
-    assert labels[texts.index(bad)] == 0
-
-
-def test_build_is_keyed_by_archive_sha(builder, cache_dir, tmp_path):
-    other = write_fake_imdb_archive(tmp_path / "other.tar.gz", n_per_class=3, seed=1)
-    assert write_fake_imdb_archive(tmp_path / "again.tar.gz").read_bytes() == (
-        write_fake_imdb_archive(tmp_path / "again2.tar.gz").read_bytes()
-    )
-    # A leftover of a killed build (tfds' incomplete dir) does not disturb the next build.
-    sha = imdb.archive_sha256(other)[:16]
-    stale = cache_dir / "tfds" / f"local-{sha}" / "imdb_reviews/plain_text/incomplete.X_1.0.0"
-    stale.mkdir(parents=True)
-    (stale / "imdb_reviews-train.array_record-00000-of-00001").write_bytes(b"junk")
-    other_builder = imdb.imdb_builder(cache_dir / "tfds", other)
-    assert other_builder.data_dir != builder.data_dir
-    assert other_builder.info.splits["train"].num_examples == 6
-    assert builder.info.splits["train"].num_examples == 2 * N_PER_CLASS
-
-
-def test_validation_split_is_disjoint_and_deterministic(builder):
-    train, validation = imdb.split_indices(25_000, 0.1, seed=0)
-    assert (len(train), len(validation)) == (22_500, 2_500)
-    assert not set(train) & set(validation)
-    assert sorted([*train, *validation]) == list(range(25_000))
-    np.testing.assert_array_equal(imdb.split_indices(25_000, 0.1, seed=0)[1], validation)
-    assert not np.array_equal(imdb.split_indices(25_000, 0.1, seed=1)[1], validation)
-
-    texts = imdb.load_texts(builder, validation_fraction=0.25, split_seed=0)
-    assert {k: len(v[0]) for k, v in texts.items()} == {"train": 30, "validation": 10, "test": 40}
-    again = imdb.load_texts(builder, ["validation"], validation_fraction=0.25, split_seed=0)
-    assert again["validation"][0] == texts["validation"][0]
-    limited = imdb.load_texts(builder, ["train", "test"], limits={"train": 5, "test": 7})
-    assert limited["train"][0] == imdb.load_texts(builder, ["train"])["train"][0][:5]
-    assert len(limited["test"][0]) == 7
-
-
-def test_missing_archive_error(tmp_path, monkeypatch):
-    missing = tmp_path / "nowhere" / "aclImdb_v1.tar.gz"
-    with pytest.raises(imdb.ImdbArchiveError, match="not found") as e:
-        imdb.imdb_builder(tmp_path / "tfds", missing)
-    assert str(missing) in str(e.value) and imdb.ARCHIVE_URL in str(e.value)
-    monkeypatch.setenv(imdb.ARCHIVE_ENV, str(missing))
-    with pytest.raises(imdb.ImdbArchiveError, match=r"\$JAXFORMER_IMDB_ARCHIVE"):
-        imdb.resolve_archive(None)
-    monkeypatch.delenv(imdb.ARCHIVE_ENV)
-    assert imdb.resolve_archive(None) is None  # download with tfds
-
-
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "not_aclimdb"])
-def test_corrupt_archive_error_leaves_nothing_built(archive, tmp_path, damage):
-    bad = tmp_path / "bad.tar.gz"
-    if damage == "truncated":
-        bad.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    elif damage == "garbage":
-        bad.write_bytes(b"\x1f\x8b" + os.urandom(2000))
-    else:
-        (tmp_path / "x.txt").write_text("hello")
-        with tarfile.open(bad, "w:gz") as tar:
-            tar.add(tmp_path / "x.txt", arcname="other/x.txt")
-    match = "not an aclImdb archive" if damage == "not_aclimdb" else "corrupt or truncated"
-    with pytest.raises(imdb.ImdbArchiveError, match=match):
-        imdb.imdb_builder(tmp_path / "tfds", bad)
-    built = list((tmp_path / "tfds").rglob("*.array_record*"))
-    assert built == [] and not list((tmp_path / "tfds").rglob("incomplete*"))
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not REAL_ARCHIVE.exists(), reason=f"{REAL_ARCHIVE} not present")
-def test_real_archive(tmp_path):
-    builder = imdb.imdb_builder(tmp_path / "tfds", REAL_ARCHIVE)
-    for split in ("train", "test"):
-        assert builder.info.splits[split].num_examples == 25_000
-        _, labels = imdb.read_split(builder, split)
-        assert np.bincount(labels).tolist() == [12_500, 12_500]
-
-
-# ---------------------------------------------------------------------------------------------
 # Token cache
 
 
-def test_token_cache_is_hit_and_tfds_untouched(archive, cache_dir, builder, monkeypatch):
+def test_token_cache_is_hit_and_tfds_untouched(
+    archive, cache_dir, builder, monkeypatch, n_per_class
+):
     tok = FakeTokenizer()
     first = data.load_imdb(tok, cache_dir=cache_dir, archive=archive, chunk_size=16)
     assert {k: len(v) for k, v in first.items()} == {"train": 36, "validation": 4, "test": 40}
     assert tok.calls == 3 + 1 + 3  # ceil(36 / 16) + ceil(4 / 16) + ceil(40 / 16)
     assert first["train"].lengths.max() <= tok.max_length
-    assert np.bincount(first["test"].labels).tolist() == [N_PER_CLASS, N_PER_CLASS]
+    assert np.bincount(first["test"].labels).tolist() == [n_per_class, n_per_class]
 
     def no_tfds(*args, **kwargs):
         raise AssertionError("tfds touched on a cache hit")
@@ -196,6 +86,12 @@ def test_corrupt_token_cache_is_rebuilt(archive, cache_dir, builder, tmp_path, c
     assert not (tmp_path / "tfds").exists()
 
 
+def test_token_cache_defaults_to_cache_dir(archive, cache_dir, builder, tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXFORMER_CACHE_DIR", str(tmp_path / "ours"))
+    data.load_imdb(FakeTokenizer(), splits=["test"], data_dir=cache_dir / "tfds", archive=archive)
+    assert len(list((tmp_path / "ours" / "tokens").glob("test-*.npz"))) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Batches
 
@@ -204,6 +100,34 @@ def test_bucket_lengths():
     assert data.bucket_lengths((64, 128, 256, 512), 512) == (64, 128, 256, 512)
     assert data.bucket_lengths((512, 64, 128), 200) == (64, 128, 200)
     assert data.bucket_lengths(None, 512) == (512,)
+
+
+def test_pad_ids_lays_ragged_ids_into_a_batch():
+    ids = [np.array([5, 6, 7], np.int32), np.array([8], np.int32), np.zeros(0, np.int32)]
+    batch = data.pad_ids(ids, 4, pad_id=9)
+    assert list(batch) == ["input_ids", "attention_mask", "token_type_ids"]
+    assert all(v.dtype == np.int32 and v.shape == (3, 4) for v in batch.values())
+    np.testing.assert_array_equal(batch["input_ids"], [[5, 6, 7, 9], [8, 9, 9, 9], [9, 9, 9, 9]])
+    np.testing.assert_array_equal(batch["attention_mask"], [[1, 1, 1, 0], [1, 0, 0, 0], [0] * 4])
+    assert not batch["token_type_ids"].any()
+    assert data.pad_ids([], 4, pad_id=9)["input_ids"].shape == (0, 4)
+    with pytest.raises(ValueError, match="a sequence of 3 ids does not fit padding to 2"):
+        data.pad_ids(ids, 2, pad_id=9)
+
+
+def test_collate_pads_with_pad_ids():
+    ids = np.array([5, 6, 7, 8], np.int32)
+    split = data.TokenizedSplit(ids, np.array([0, 3, 4]), np.array([1, 0], np.int32), pad_id=9)
+    batch = data.collate(split, np.array([1, -1, 0]), 4)  # the middle row is filler
+    expected = data.pad_ids([split[1], ids[:0], split[0]], 4, pad_id=9)
+    assert list(batch) == [*expected, "labels", "weights"]
+    for k, v in expected.items():
+        np.testing.assert_array_equal(batch[k], v, err_msg=k)
+        assert batch[k].dtype == v.dtype
+    np.testing.assert_array_equal(batch["input_ids"], [[8, 9, 9, 9], [9, 9, 9, 9], [5, 6, 7, 9]])
+    np.testing.assert_array_equal(batch["labels"], [0, 0, 1])
+    np.testing.assert_array_equal(batch["weights"], [1.0, 0.0, 1.0])
+    assert (batch["labels"].dtype, batch["weights"].dtype) == (np.int32, np.float32)
 
 
 def test_train_batches_bucketed_cover_each_example_once():
@@ -265,7 +189,7 @@ def test_eval_batches_cover_each_example_once_with_filler():
         assert batches.batch_indices(4).tolist()[-2:] == [-1, -1]
         if not bucketing:
             assert seen == list(range(23))  # the split's order
-    other_pad = data.eval_batches(split, 5, bucketing=False, pad_id=99).batch(0)
+    other_pad = data.EvalBatches(split, 5, bucketing=False, pad_id=99).batch(0)
     np.testing.assert_array_equal(other_pad["input_ids"] == 99, other_pad["attention_mask"] == 0)
 
 
