@@ -80,7 +80,7 @@ def _cpu_flags() -> str:
 
 
 def _build(compiler: str, name: str, source: Path, link: tuple[str, ...] = ()) -> Path:
-    """The shared library of `source` for this jaxlib, compiler, CPU and `link` (built if needed)."""
+    """The shared library of `source` for this jaxlib, compiler, CPU and `link` (built once)."""
     import jaxlib
 
     version = subprocess.run(
