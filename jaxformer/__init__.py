@@ -1,6 +1,7 @@
 """jaxformer: BERT-family Transformer encoders as pure JAX functions and Flax Linen modules."""
 
-from jaxformer.hf.convert import from_pretrained, resolve_checkpoint, save_pretrained
+from jaxformer.hf.convert import from_pretrained, save_pretrained
+from jaxformer.hf.hub import resolve_checkpoint
 from jaxformer.models import BertConfig, BertForSequenceClassification, BertModel, BertOutput
 from jaxformer.tokenizer import Tokenizer, load_tokenizer
 

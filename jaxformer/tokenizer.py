@@ -21,6 +21,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from jaxformer.data.pipeline import pad_ids
+from jaxformer.hf.hub import resolve_checkpoint
 
 TRUNCATIONS = ("head", "head_tail")
 PADDINGS = ("longest", "max_length")
@@ -181,10 +182,8 @@ def _from_vocab(vocab_file: Path, tokenizer_config: dict, special: dict) -> toke
 def load_tokenizer(
     path_or_hub_id: str | os.PathLike, max_length: int = 512, truncation: str = "head"
 ) -> Tokenizer:
-    """The tokenizer of a checkpoint folder or Hub id (see `jaxformer.convert.resolve_checkpoint`):
+    """The tokenizer of a checkpoint folder or Hub id (see `jaxformer.hf.hub.resolve_checkpoint`):
     its tokenizer.json if present, else one built from vocab.txt."""
-    from jaxformer.hf.convert import resolve_checkpoint
-
     _check_length(max_length, truncation)
     folder = resolve_checkpoint(path_or_hub_id)
     tokenizer_config = _read_json(folder / "tokenizer_config.json")
