@@ -15,8 +15,8 @@ the pages the last one faulted in. Costs:
 - threads share one malloc arena, which slows allocation-heavy multithreaded code: Hugging Face
   tokenizers' batch encoding runs slower (jaxformer caches token ids, so that happens once).
 It must run before XLA's threads first allocate, i.e. before the first jax computation:
-train.py, eval.py and the benchmarks call it first thing. JAXFORMER_MALLOC=default (or
-mode="default") leaves malloc alone. It does nothing outside Linux with glibc.
+train.py, eval.py and the benchmarks call it first thing, as their --malloc flag says
+(--malloc=default leaves malloc alone). It does nothing outside Linux with glibc.
 docs/benchmarks.md has the measured effect.
 """
 
@@ -25,11 +25,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import sys
 
 log = logging.getLogger("jaxformer")
-ENV = "JAXFORMER_MALLOC"
 MODES = ("reuse", "default")
 # mallopt parameters, from glibc's <malloc.h>
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
@@ -40,8 +38,7 @@ SETTINGS = {
 }
 FLAG_HELP = (
     "Host malloc (jaxformer.host_memory): reuse = keep freed memory, so XLA:CPU stops "
-    "page-faulting its temp buffer on every step; default = leave glibc's malloc alone. "
-    "Unset: $JAXFORMER_MALLOC, else reuse."
+    "page-faulting its temp buffer on every step; default = leave glibc's malloc alone."
 )
 _applied = False
 
@@ -51,7 +48,7 @@ def define_flag() -> None:
     `reuse_freed_memory` first thing."""
     from absl import flags
 
-    flags.DEFINE_enum("malloc", None, list(MODES), FLAG_HELP)
+    flags.DEFINE_enum("malloc", "reuse", list(MODES), FLAG_HELP)
 
 
 def glibc() -> ctypes.CDLL | None:
@@ -67,15 +64,14 @@ def glibc() -> ctypes.CDLL | None:
         return None
 
 
-def reuse_freed_memory(mode: str | None = None) -> bool:
+def reuse_freed_memory(mode: str = "reuse") -> bool:
     """Sets glibc's malloc to keep and reuse freed memory (see the module docstring).
 
-    mode: "reuse" or "default" (leave malloc alone); None reads $JAXFORMER_MALLOC, else "reuse".
+    mode: "reuse", or "default" (leave malloc alone).
     Returns whether the settings are in effect. Idempotent."""
     global _applied
-    mode = mode or os.environ.get(ENV) or "reuse"
     if mode not in MODES:
-        raise ValueError(f"malloc mode {mode!r} (from the argument or ${ENV}): use one of {MODES}")
+        raise ValueError(f"malloc mode {mode!r}: use one of {MODES}")
     if mode == "default" or _applied:
         return _applied
     libc = glibc()

@@ -9,7 +9,7 @@ The oneDNN fusion pass is experimental, though: when a fusion's oneDNN graph spl
 one partition, the process aborts at the program's first run ("partition compile failed"), with
 no Python exception to catch. Seen for an elementwise op on a matmul *input*, two matmuls in one
 fusion, and an epilogue operand computed inside the fusion (the backward pass of a division after
-a matmul; ops.py avoids it). So `jit(fn, matmul="onednn")` compiles with oneDNN, reads the
+a matmul; kernels/scan.py avoids it). So `jit(fn, matmul="onednn")` compiles with oneDNN, reads the
 optimized HLO, and keeps that executable only when every oneDNN fusion is one matmul of
 parameters followed by a chain of binary elementwise post-ops; otherwise it recompiles with XLA's
 defaults (logged once per program and shape). oneDNN executables are not written to jax's
