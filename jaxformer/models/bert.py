@@ -63,15 +63,17 @@ class Embeddings(nn.Module):
     @nn.compact
     def __call__(self, input_ids, token_type_ids, position_ids, train: bool) -> Array:
         c = self.config
-        embed = lambda n, name: nn.Embed(  # noqa: E731
-            n, c.hidden_size, embedding_init=_init(c), param_dtype=c.params_dtype, name=name
-        )
-        token_table = embed(c.vocab_size, "token").embedding  # (vocab, m)
-        type_table = embed(c.type_vocab_size, "token_type").embedding  # (types, m)
+
+        def table(rows: int, name: str) -> nn.Embed:  # .embedding: (rows, m)
+            init, dtype = _init(c), c.params_dtype
+            return nn.Embed(rows, c.hidden_size, embedding_init=init, param_dtype=dtype, name=name)
+
+        token_table = table(c.vocab_size, "token").embedding  # (vocab, m)
+        type_table = table(c.type_vocab_size, "token_type").embedding  # (types, m)
         if c.position_embedding_type == "sinusoidal":
             position_table = layers.sinusoidal_positions(c.max_position_embeddings, c.hidden_size)
         else:
-            position_table = embed(c.max_position_embeddings, "position").embedding  # (P, m)
+            position_table = table(c.max_position_embeddings, "position").embedding  # (P, m)
         x = layers.embed(
             input_ids, token_type_ids, position_ids, token_table, type_table, position_table
         ).astype(c.compute_dtype)  # (b, t, m)
