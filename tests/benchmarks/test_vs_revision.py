@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "vs_revision.py"
 
 
@@ -45,6 +45,7 @@ def test_tiny_model_against_head(tmp_path):
             "--workloads=train,infer",
             "--reps=2",
             "--warmup=0",
+            "--baseline_xla_cpu_dots=default",
             f"--json={rows_file}",
         ],
         check=True,
@@ -60,3 +61,5 @@ def test_tiny_model_against_head(tmp_path):
         assert row["speedup"] == pytest.approx(row["baseline_step_s"] / row["current_step_s"])
         assert Path(row["current_package"]) == REPO / "jaxformer"
         assert not Path(row["baseline_package"]).is_relative_to(REPO)
+        assert (row["baseline_xla_cpu_dots"], row["current_xla_cpu_dots"]) == ("default", "onednn")
+        assert row["baseline_onednn"] is False

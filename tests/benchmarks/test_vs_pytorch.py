@@ -4,10 +4,9 @@ Checks the rows' fields and that the numbers are positive; never timings against
 """
 
 import collections
-import importlib.util
+import importlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vs_pytorch.py"
 REQUIRED = (
     "workload",
     "model",
@@ -29,11 +27,7 @@ REQUIRED = (
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("vs_pytorch", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("vs_pytorch")  # benchmarks/ is on sys.path (conftest.py)
 
 
 def test_tiny_rows_have_required_fields(bench, tmp_path):
@@ -43,6 +37,7 @@ def test_tiny_rows_have_required_fields(bench, tmp_path):
         ["train", "infer"],
         reps=2,
         warmup=0,
+        baseline_matmul="reference",
         workdir=tmp_path,
         progress=False,
     )
@@ -62,10 +57,48 @@ def test_tiny_rows_have_required_fields(bench, tmp_path):
             assert math.isfinite(row[field]) and row[field] > 0, (field, row[field])
         assert row["jax_tokens_per_s"] == pytest.approx(16 * row["jax_examples_per_s"])
         assert "ratio_vs_compile" not in row  # torch.compile not requested
+        assert (row["jax_attention"], row["jax_matmul"], row["jax_xla_cpu_dots"]) == (
+            "auto",
+            "auto",
+            "onednn",
+        )
+        assert (row["jax_baseline_attention"], row["jax_baseline_matmul"]) == ("auto", "reference")
+        assert row["jax_baseline_examples_per_s"] > 0 and row["speedup_vs_baseline"] > 0
     assert machine["gemm_tflops"]["peak"] > 0
     json.dumps(rows)  # what --json writes
     report = bench.markdown(rows, machine, "python benchmarks/vs_pytorch.py --models=tiny")
     assert "| train | tiny | 2x16 |" in report and "| infer | tiny | 2x16 |" in report
+    assert "matmul reference -> auto" in report
+
+
+def test_render_reads_files_with_earlier_setting_names(bench, tmp_path):
+    """docs/bench/*.json name the settings as --attention_impl and --jax_cpu_matmul did."""
+    bench_dir = Path(__file__).resolve().parents[2] / "docs" / "bench"
+    files = [str(bench_dir / f"{n}.json") for n in ("minilm", "e2e500")]
+    out = tmp_path / "report.md"
+    bench.render(files, str(out))
+    report = out.read_text()
+    assert "attention auto, matmul mkl, XLA dots onednn" in report  # --jax_cpu_matmul=mkl
+    assert "| matmul xla -> mkl |" in report  # --baseline_cpu_matmul=onednn
+    assert "--baseline_matmul=xla" in report and "cpu_matmul" not in report
+    assert "Bucketing speedup" in report
+
+
+def test_old_names_read_as_the_current_settings(bench):
+    row = {"jax_attention_impl": "einsum", "jax_cpu_matmul": "xla"}
+    row |= {"jax_baseline_attention": "fused", "jax_baseline_cpu_matmul": "onednn"}
+    assert bench.current_names(row) == {
+        "jax_attention": "reference",
+        "jax_matmul": "xla",
+        "jax_xla_cpu_dots": "default",
+        "jax_baseline_attention": "xla",
+        "jax_baseline_matmul": "xla",
+        "jax_baseline_xla_cpu_dots": "onednn",
+    }
+    command = "vs_pytorch.py --attention_impl=cpu_kernel --baseline_cpu_matmul=xla"
+    assert bench.current_command(command, {"jax_matmul": "mkl"}) == (
+        "vs_pytorch.py --attention=cpu --baseline_matmul=xla --baseline_xla_cpu_dots=default"
+    )
 
 
 def test_flop_count_by_hand(bench):
@@ -88,7 +121,7 @@ def test_e2e_epochs_on_a_fake_archive(bench, tmp_path, monkeypatch):
     from jaxformer.testing import write_fake_imdb_archive
 
     archive = write_fake_imdb_archive(tmp_path / "aclImdb_v1.tar.gz", n_per_class=16, seed=0)
-    monkeypatch.setenv("JAXFORMER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("JAXFORMER_CACHE_DIR", str(tmp_path / "cache"))
     rows = bench.e2e_epochs(24, 8, max_length=128, archive=str(archive), buckets=(32, 64, 128))
     bucketed, padded = rows
     assert bucketed["bucketing"] and not padded["bucketing"]
@@ -109,9 +142,7 @@ def test_profile_step_groups_thunks_by_kind():
     import jax
     import jax.numpy as jnp
 
-    spec = importlib.util.spec_from_file_location("profile_step", SCRIPT.parent / "profile_step.py")
-    profile = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(profile)
+    profile = importlib.import_module("profile_step")
 
     def fn(x, key):
         noise = jax.random.bits(key, x.shape, jnp.uint32).astype(jnp.float32)
@@ -120,10 +151,10 @@ def test_profile_step_groups_thunks_by_kind():
 
     x = jnp.ones((16, 16))
     hlo = jax.jit(fn).lower(x, jax.random.key(0)).compile().as_text()
-    line_of, home, body = profile.parse_hlo(hlo)
-    in_loop = profile.loop_computations(line_of, body)
+    instruction, home, computations = profile.index_hlo(hlo)
+    in_loop = profile.loop_computations(instruction, computations)
     kinds = collections.defaultdict(set)
-    for name in line_of:
-        kinds[profile.kind_of(name, line_of, body)].add(home[name] in in_loop)
+    for name in instruction:
+        kinds[profile.kind_of(name, instruction, computations)].add(home[name] in in_loop)
     assert kinds["matmul"] == {True, False}  # the dot in the loop body and the one outside
     assert "random bits" in kinds and None in kinds  # threefry; the while container itself
