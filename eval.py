@@ -10,8 +10,7 @@ import json
 from absl import app, flags
 
 from jaxformer.runtime import malloc as host_memory
-from jaxformer.training import evaluate as eval_lib
-from jaxformer.training import loop as train_lib
+from jaxformer.training import evaluate, loop
 
 FLAGS = flags.FLAGS
 host_memory.define_flag()
@@ -29,9 +28,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     host_memory.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
-    train_lib.quiet_library_logs()
+    loop.quiet_library_logs()
     try:
-        metrics = eval_lib.evaluate_split(
+        metrics = evaluate.evaluate_split(
             FLAGS.workdir,
             FLAGS.split,
             FLAGS.checkpoint,
@@ -42,7 +41,7 @@ def main(argv):
         )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(json.dumps(metrics, indent=2) if FLAGS.json else eval_lib.format_metrics(metrics))
+    print(json.dumps(metrics, indent=2) if FLAGS.json else evaluate.format_metrics(metrics))
 
 
 if __name__ == "__main__":

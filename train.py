@@ -13,7 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxformer.runtime import malloc as host_memory
-from jaxformer.training import loop as train_lib
+from jaxformer.training import loop, metrics
 
 FLAGS = flags.FLAGS
 host_memory.define_flag()
@@ -34,11 +34,11 @@ def main(argv):
     host_memory.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
     if FLAGS.multihost:
         jax.distributed.initialize()
-    train_lib.quiet_library_logs()
+    loop.quiet_library_logs()
     logging.info("JAX devices: %s", jax.devices())
     try:
-        train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except train_lib.TrainingError as e:
+        loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except metrics.TrainingError as e:
         raise SystemExit(f"error: {e}") from None
 
 

@@ -360,8 +360,8 @@ def jax_train_step(model, cpu_matmul: str = "xla"):
     import jax
     import optax
 
-    from jaxformer import ops
     from jaxformer.runtime import onednn
+    from jaxformer.training import steps
 
     tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
 
@@ -374,7 +374,7 @@ def jax_train_step(model, cpu_matmul: str = "xla"):
                 train=True,
                 rngs={"dropout": rng},
             )
-            return ops.cross_entropy(logits, batch["labels"])
+            return steps.cross_entropy(logits, batch["labels"]).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
