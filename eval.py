@@ -9,12 +9,11 @@ import json
 
 from absl import app, flags
 
-from jaxformer.runtime import malloc as host_memory
-from jaxformer.training import evaluate as eval_lib
-from jaxformer.training import loop as train_lib
+from jaxformer.runtime import malloc
+from jaxformer.training import evaluate, loop
 
 FLAGS = flags.FLAGS
-host_memory.define_flag()
+malloc.define_flag()
 flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints).")
 flags.DEFINE_string("hf_dir", None, "Hugging Face folder to evaluate instead of a checkpoint.")
 flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "IMDB split.")
@@ -28,10 +27,10 @@ flags.DEFINE_bool("json", False, "Print the metrics as JSON instead of a table."
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    host_memory.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
-    train_lib.quiet_library_logs()
+    malloc.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
+    loop.quiet_library_logs()
     try:
-        metrics = eval_lib.evaluate_split(
+        metrics = evaluate.evaluate_split(
             FLAGS.workdir,
             FLAGS.split,
             FLAGS.checkpoint,
@@ -42,7 +41,7 @@ def main(argv):
         )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(json.dumps(metrics, indent=2) if FLAGS.json else eval_lib.format_metrics(metrics))
+    print(json.dumps(metrics, indent=2) if FLAGS.json else evaluate.format_metrics(metrics))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxformer.runtime import malloc as host_memory
-from jaxformer.training import loop as train_lib
+from jaxformer.runtime import malloc
+from jaxformer.training import loop, metrics
 
 FLAGS = flags.FLAGS
-host_memory.define_flag()
+malloc.define_flag()
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host).")
 config_flags.DEFINE_config_file(
@@ -31,14 +31,14 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    host_memory.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
+    malloc.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
     if FLAGS.multihost:
         jax.distributed.initialize()
-    train_lib.quiet_library_logs()
+    loop.quiet_library_logs()
     logging.info("JAX devices: %s", jax.devices())
     try:
-        train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except train_lib.TrainingError as e:
+        loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except metrics.TrainingError as e:
         raise SystemExit(f"error: {e}") from None
 
 

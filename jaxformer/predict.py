@@ -9,7 +9,7 @@ import sys
 
 from absl import app, flags
 
-from jaxformer.training import evaluate as eval_lib
+from jaxformer.training import evaluate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")
@@ -29,14 +29,12 @@ def main(argv):
     if not texts:
         raise app.UsageError("give reviews as arguments, with --file, or on standard input")
     try:
-        config, tokenizer, model, params, _ = eval_lib.load_classifier(
+        config, tokenizer, model, params, _ = evaluate.load_classifier(
             FLAGS.workdir, FLAGS.checkpoint, hf_dir=FLAGS.hf_dir
         )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    probs = eval_lib.predict(
-        texts, tokenizer, model, params, cpu_matmul=config.get("cpu_matmul", "xla")
-    )
+    probs = evaluate.predict(texts, tokenizer, model, params, xla_cpu_dots=config.xla_cpu_dots)
     for text, p in zip(texts, probs, strict=True):
         label = int(p.argmax())
         name = LABELS[label] if len(p) == 2 else str(label)

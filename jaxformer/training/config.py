@@ -1,8 +1,20 @@
 """Every field a jaxformer IMDB experiment reads, with its default. The experiment files in
-configs/ (imdb_minilm.py, imdb_bert_base.py, imdb_scratch.py, tiny.py) start from it."""
+configs/ (imdb_minilm.py, imdb_bert_base.py, imdb_scratch.py, tiny.py) start from it, and a
+workdir's saved config.json is read back onto it (`from_dict`).
+
+Mirrors the Flax examples' configs/default.py: one `ml_collections.ConfigDict` with a comment
+per field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+# Sections that hold any subset of BertConfig's fields: a saved value replaces the default whole.
+OPEN_SECTIONS = ("model.arch", "model.overrides")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -68,9 +80,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_epochs = 1.0
     c.num_train_steps = placeholder(int)  # wins over num_epochs
     c.parallelism = "jit"  # "jit" (Mesh + NamedSharding), "pmap", or "single"
-    # XLA:CPU's GEMM library for the compiled steps (jaxformer.onednn): "onednn" where the
-    # program allows it, else XLA's default; or "xla". Ignored on GPU/TPU and with pmap.
-    c.cpu_matmul = "onednn"
+    # The library of XLA:CPU's dots in the compiled steps and in prediction (runtime.onednn):
+    # "onednn" (faster for most of the encoder's CPU programs; a program oneDNN cannot run falls
+    # back to XLA's choice, logged) or "default" (XLA's own choice). Ignored on GPU/TPU and by
+    # pmap, which takes no compiler options.
+    c.xla_cpu_dots = "onednn"
 
     c.log_every = 50
     c.eval_every = 500
@@ -80,3 +94,28 @@ def get_config() -> ml_collections.ConfigDict:
         "hf_export", field_type=str
     )  # best checkpoint as a Hugging Face folder; None: no export
     return c
+
+
+def from_dict(values: dict[str, Any], source: str) -> ml_collections.ConfigDict:
+    """`get_config()` with `values` (a saved config, nested dicts) written over it.
+
+    A key that `get_config()` does not have is an error naming it and `source` (the file), so a
+    misspelt or retired field is never silently ignored."""
+    config = get_config()
+    _merge(config, values, source, prefix="")
+    return config
+
+
+def _merge(config: ml_collections.ConfigDict, values: dict, source: str, prefix: str) -> None:
+    for key, value in values.items():
+        name = prefix + key
+        if key not in config:
+            raise ValueError(f"unknown config field {name!r} in {source}")
+        if isinstance(config[key], ml_collections.ConfigDict) and name not in OPEN_SECTIONS:
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"config field {name!r} in {source} must be a section, got {value!r}"
+                )
+            _merge(config[key], value, source, prefix=name + ".")
+        else:
+            config[key] = value

@@ -1,5 +1,10 @@
 """Evaluating and predicting with a trained classifier: from a workdir's Orbax checkpoint
-(best, latest or a given step) or from a Hugging Face folder written by `save_pretrained`."""
+(best, latest or a given step) or from a Hugging Face folder written by `save_pretrained`.
+
+Mirrors the evaluation half of the Flax examples' train.py, run on its own: the workdir's saved
+config (read back onto training/config.py's defaults), the same `eval_step`, compiled the same
+way, and the same host-side metrics as validation during training.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +15,25 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+from flax.training.train_state import TrainState
 
 from jaxformer.hf.convert import from_pretrained
-from jaxformer.models import BertForSequenceClassification
+from jaxformer.models import BertForSequenceClassification, init_params
 from jaxformer.models.config import BertConfig
-from jaxformer.runtime import onednn
 from jaxformer.tokenizer import load_tokenizer
+from jaxformer.training import checkpoints, loop, metrics, parallel, steps
 from jaxformer.training import config as base_config
-from jaxformer.training import loop as train_lib
 
 
 def load_workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a training run saved in workdir/config.json, over today's defaults."""
     path = Path(workdir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(
             f"{path} not found: {workdir} is not a training workdir (train.py writes config.json "
             "there); pass the --workdir of a training run, or --hf_dir for an exported folder"
         )
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return base_config.from_dict(json.loads(path.read_text()), source=str(path))
 
 
 def load_classifier(
@@ -41,7 +47,7 @@ def load_classifier(
     if hf_dir is not None:
         model, params = from_pretrained(str(hf_dir), task="classification")
         if config is None:
-            config = load_workdir_config(workdir) if workdir else _default_config()
+            config = load_workdir_config(workdir) if workdir else base_config.get_config()
         tokenizer = load_tokenizer(
             str(hf_dir), max_length=config.data.max_length, truncation=config.data.truncation
         )
@@ -49,7 +55,8 @@ def load_classifier(
     if workdir is None:
         raise ValueError("give a --workdir (Orbax checkpoints) or an --hf_dir (exported folder)")
     workdir = Path(workdir)
-    config = config or load_workdir_config(workdir)
+    if config is None:
+        config = load_workdir_config(workdir)
     arch = BertConfig(**json.loads((workdir / "model_config.json").read_text()))
     model = BertForSequenceClassification(arch)
     tokenizer = load_tokenizer(
@@ -60,20 +67,16 @@ def load_classifier(
     which = "latest" if step is not None else checkpoint
     # The optimizer state's shapes come from the params alone; the step count is irrelevant.
     abstract = jax.eval_shape(
-        lambda: train_lib.create_state(
-            model, train_lib.init_params(model, jax.random.PRNGKey(0)), config, 1
+        lambda: steps.create_state(
+            model, init_params(model, jax.random.PRNGKey(0)), config.optimizer, 1
         )
     )
-    ckpts = train_lib.Checkpoints(workdir, create=False)
+    ckpts = checkpoints.Checkpoints(workdir, create=False)
     try:
         state, meta = ckpts.restore(which, step, abstract)
     finally:
         ckpts.close()
     return config, tokenizer, model, state.params, f"{which} checkpoint, step {meta['step']}"
-
-
-def _default_config() -> ml_collections.ConfigDict:
-    return base_config.get_config()
 
 
 def evaluate_split(
@@ -89,35 +92,29 @@ def evaluate_split(
     if split not in ("train", "validation", "test"):
         raise ValueError(f"split must be train, validation or test, got {split!r}")
     config, tokenizer, model, params, source = load_classifier(workdir, checkpoint, step, hf_dir)
-    config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
+    config = config.copy_and_resolve_references()  # the changes below stay in this call
     if limit is not None:
         config.data[f"{split}_limit"] = limit
     if batch_size is not None:
         config.eval_batch_size = batch_size
-    par = train_lib.Parallelism.from_config(config)
+    par = parallel.Parallelism.from_config(config)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     model = par.adapt_model(model)
-    _, splits = train_lib.build_data(config, tokenizer)
-    state = train_lib.TrainState(
-        step=0,
-        apply_fn=model.apply,
-        params=params,
-        tx=None,
-        opt_state=None,
-        rng=jax.random.PRNGKey(0),
-    )
+    _, splits = loop.build_data(config, tokenizer)
+    # eval_step reads only apply_fn and params: no optimizer.
+    state = TrainState(step=0, apply_fn=model.apply, params=params, tx=None, opt_state=None)
     state = par.put_state(state)
-    eval_fn = par.compile_eval(train_lib.eval_step)
+    eval_fn = par.compile_eval(steps.eval_step)
     start = time.perf_counter()
-    metrics = train_lib.evaluate(
+    result = metrics.evaluate_batches(
         eval_fn,
         par,
         state,
-        train_lib.eval_batches(config, splits[split], tokenizer),
+        loop.build_eval_batches(config, splits[split], tokenizer),
         config.num_labels,
         desc=f"eval {split}",
     )
-    metrics.update(
+    result.update(
         split=split,
         source=source,
         wall_seconds=time.perf_counter() - start,
@@ -127,12 +124,13 @@ def evaluate_split(
     if workdir is not None:
         out = Path(workdir) / f"eval_{split}{'_hf' if hf_dir is not None else ''}.json"
         tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2))
+        tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(out)
-    return metrics
+    return result
 
 
 def format_metrics(m: dict) -> str:
+    """The metrics of `evaluate_split` as a table for the console."""
     cm = np.asarray(m["confusion_matrix"])
     lines = [
         f"{m['split']} split, {m['source']}: {m['examples']} reviews "
@@ -150,13 +148,17 @@ def format_metrics(m: dict) -> str:
 
 
 def predict(
-    texts: list[str], tokenizer, model, params, batch_size: int = 32, cpu_matmul: str = "xla"
+    texts: list[str],
+    tokenizer,
+    model,
+    params,
+    batch_size: int = 32,
+    xla_cpu_dots: str = "default",
 ) -> np.ndarray:
     """Class probabilities (n, labels) for raw texts, batch by batch, padded to the longest.
-    `cpu_matmul`: XLA:CPU's GEMM library (see onednn)."""
-    apply = onednn.jit(
-        lambda p, ids, mask: jax.nn.softmax(model.apply({"params": p}, ids, mask)),
-        matmul=cpu_matmul,
+    `xla_cpu_dots`: the library of XLA:CPU's dots, as the experiment field of that name."""
+    apply = parallel.jit(
+        lambda p, ids, mask: jax.nn.softmax(model.apply({"params": p}, ids, mask)), xla_cpu_dots
     )
     probs = []
     for i in range(0, len(texts), batch_size):

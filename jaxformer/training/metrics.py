@@ -1,0 +1,163 @@
+"""Metrics on the host: classification metrics of a split, per-step training metrics, and where
+they are written (workdir/metrics.jsonl, TensorBoard, metrics.png).
+
+Mirrors the Flax examples' split of work: the compiled steps return per-example or per-step
+arrays, and the host copies them only when it logs, reduces them, and writes one record per log
+step (clu's metric writers there; a JSON-lines file and tensorboardX here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxformer.training.parallel import Parallelism
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, bad setup); the last good checkpoint is kept."""
+
+
+def classification_metrics(
+    logits: np.ndarray, labels: np.ndarray, loss: np.ndarray, num_labels: int
+) -> dict:
+    """Accuracy, mean loss, per-class precision/recall/F1 (positive class = 1 for two labels).
+
+    logits: (n, labels), labels: (n,), loss: (n,) per-example cross-entropy from `eval_step`."""
+    preds = logits.argmax(-1)
+    confusion = np.zeros((num_labels, num_labels), np.int64)  # [true, predicted]
+    np.add.at(confusion, (labels, preds), 1)
+    tp = np.diag(confusion).astype(np.float64)
+    precision = np.divide(tp, confusion.sum(0), out=np.zeros_like(tp), where=confusion.sum(0) > 0)
+    recall = np.divide(tp, confusion.sum(1), out=np.zeros_like(tp), where=confusion.sum(1) > 0)
+    f1 = np.divide(
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(tp),
+        where=(precision + recall) > 0,
+    )
+    pos = 1 if num_labels == 2 else slice(None)
+    n = len(labels)
+    return {
+        "examples": int(n),
+        "accuracy": float((preds == labels).mean()) if n else float("nan"),
+        "loss": float(np.mean(loss, dtype=np.float64)) if n else float("nan"),
+        "precision": np.mean(precision[pos]).item(),
+        "recall": np.mean(recall[pos]).item(),
+        "f1": np.mean(f1[pos]).item(),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def evaluate_batches(
+    eval_fn: Callable,
+    par: Parallelism,
+    state,
+    batches: Iterable[dict],
+    num_labels: int,
+    desc: str = "eval",
+    total: int | None = None,
+) -> dict:
+    """Runs `eval_fn` (a compiled `eval_step`) over every batch and returns the
+    classification metrics of all real examples; padding rows (weight 0) are dropped here."""
+    kept = {"logits": [], "loss": [], "labels": []}
+    start = time.perf_counter()
+    for batch in tqdm(batches, desc=desc, total=total, leave=False, unit="batch"):
+        out = par.to_host(eval_fn(state, par.put_batch(batch)))
+        if jax.process_count() > 1:  # each process holds its slice; gather the global batch
+            labels, weights = par.to_host((batch["labels"], batch["weights"]))
+        else:
+            labels, weights = batch["labels"], batch["weights"]
+        keep = weights > 0
+        kept["logits"].append(out["logits"][keep])
+        kept["loss"].append(out["loss"][keep])
+        kept["labels"].append(labels[keep])
+    seconds = time.perf_counter() - start
+    if kept["labels"]:
+        logits, loss, labels = (np.concatenate(kept[k]) for k in ("logits", "loss", "labels"))
+    else:
+        logits, loss, labels = np.zeros((0, num_labels)), np.zeros(0), np.zeros(0, np.int64)
+    metrics = classification_metrics(logits, labels, loss, num_labels)
+    metrics.update(seconds=seconds, examples_per_s=len(labels) / max(seconds, 1e-9))
+    return metrics
+
+
+def host_rows(par: Parallelism, pending: list[dict]) -> list[dict[str, float]]:
+    """Per-step device metrics -> floats on the host (the only device-to-host copy of them)."""
+    return [{k: float(np.ravel(v)[0]) for k, v in par.to_host(m).items()} for m in pending]
+
+
+def check_finite(step: int, rows: list[dict]) -> None:
+    """Raises TrainingError if a row of `host_rows` (the last of which is `step`) has a
+    non-finite loss or gradient norm."""
+    for i, row in enumerate(rows):
+        bad = [k for k in ("loss", "grad_norm") if not math.isfinite(row[k])]
+        if bad:
+            raise TrainingError(
+                f"non-finite {', '.join(bad)} at step {step - len(rows) + i + 1} "
+                f"({', '.join(f'{k}={row[k]}' for k in bad)}); training stopped. The last good "
+                "checkpoint is kept; lower --config.optimizer.learning_rate or check the data"
+            )
+
+
+class MetricWriter:
+    """One JSON line per record in workdir/metrics.jsonl and TensorBoard scalars (process 0)."""
+
+    def __init__(self, workdir: Path):
+        self.enabled = jax.process_index() == 0
+        if self.enabled:
+            from tensorboardX import SummaryWriter
+
+            self.jsonl = open(workdir / "metrics.jsonl", "a")
+            self.tb = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, step: int, split: str, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        self.jsonl.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
+        self.jsonl.flush()
+        for k, v in scalars.items():
+            self.tb.add_scalar(f"{split}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            self.tb.close()
+
+
+def plot_metrics(workdir: Path) -> Path | None:
+    """PNG of training loss and validation accuracy against step, from metrics.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in rows if r["split"] == "train" and "loss" in r]
+    val = [(r["step"], r["accuracy"]) for r in rows if r["split"] == "validation"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*val, strict=True), "o-", label="validation accuracy", color="tab:orange")
+        ax2.set_ylabel("validation accuracy")
+    fig.legend(loc="upper center", ncol=2, frameon=False)  # above the axes, over no curve
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    out = workdir / "metrics.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
