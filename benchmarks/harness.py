@@ -123,15 +123,6 @@ def make_batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str, 
 # The jax steps
 
 
-def cross_entropy(logits, labels):
-    """Mean negative log-likelihood of integer labels. logits: (b, c), labels: (b,)."""
-    import jax
-    import jax.numpy as jnp
-
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, labels[:, None], axis=-1).mean()
-
-
 def train_step(model, xla_cpu_dots: str = "onednn"):
     """(tx, step): a real train step, AdamW, state (params, opt_state) donated, dropout on;
     step(params, opt_state, batch, rng) -> (params, opt_state, loss)."""
@@ -149,7 +140,8 @@ def train_step(model, xla_cpu_dots: str = "onednn"):
                 train=True,
                 rngs={"dropout": rng},
             )
-            return cross_entropy(logits, batch["labels"])
+            # optax's loss, not jaxformer's: both revisions under test run the same step
+            return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)

@@ -20,8 +20,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-example negative log-likelihood -log softmax(logits)[label], in float32.
 
     logits: (..., labels) of any float dtype; labels: (...) int -> (...) float32."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
 def create_state(model, params, optimizer: ml_collections.ConfigDict, num_steps: int) -> TrainState:
