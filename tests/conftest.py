@@ -7,13 +7,14 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 # Four fake CPU devices (before JAX is imported) so jit-sharded and pmap paths really split work.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 
 # Training tests compile the same steps many times over: a per-session persistent cache makes
 # the repeats cheap (about 3x faster here).

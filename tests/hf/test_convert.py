@@ -363,7 +363,7 @@ def test_overrides_reach_the_config(base_checkpoint):
     assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype("bfloat16")}
     model, _ = jaxformer.from_pretrained(folder, attention="scan", matmul="reference")
     assert (model.config.attention, model.config.matmul) == ("scan", "reference")
-    with pytest.raises(TypeError, match="attention_impl"):  # the old names are gone
+    with pytest.raises(TypeError, match="attention_impl"):  # not a BertConfig field
         jaxformer.from_pretrained(folder, attention_impl="einsum")
 
 
