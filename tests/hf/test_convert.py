@@ -15,6 +15,7 @@ from safetensors.numpy import load_file, save_file
 
 import jaxformer
 from jaxformer.hf import torch_pickle
+from jaxformer.kernels import cpu
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -82,6 +83,17 @@ def jax_apply(model, params, batch, **kwargs):
     )
 
 
+def kernel_missing(choice: str) -> str | None:
+    """Why the "cpu" or "mkl" kernel cannot exist on this machine, or None where it must build."""
+    if jax.default_backend() != "cpu" or cpu._compiler() is None:
+        return "the CPU kernels need XLA:CPU and a C++ compiler"
+    if os.environ.get("JAXFORMER_CPU_KERNELS") == "0":
+        return "JAXFORMER_CPU_KERNELS=0"
+    if choice == "mkl" and cpu.mkl_dir() is None:
+        return "the mkl wheel is not installed (pip install 'jaxformer[mkl]')"
+    return None
+
+
 def max_diff(ours, theirs, mask=None):
     """max |ours - theirs|, over the positions where mask (b, t) is 1 if given."""
     diff = np.abs(np.asarray(ours, np.float64) - theirs.double().numpy())
@@ -145,10 +157,17 @@ def minilm_torch(minilm_dir):
         ("xla", "xla"),
         ("scan", "xla"),
         ("cpu", "xla"),
-        ("cpu", "mkl"),  # the CPU default with MKL installed (XLA's GEMMs without it)
+        ("cpu", "mkl"),  # "auto" on CPU with the mkl wheel installed
     ],
 )
 def test_minilm_matches_transformers(minilm_dir, minilm_torch, attention, matmul, caplog):
+    kernels = {"cpu": cpu.attention_available, "mkl": cpu.mkl_available}
+    for choice in {attention, matmul} & set(kernels):
+        why = kernel_missing(choice)
+        if why:
+            pytest.skip(why)
+        # Built before the log is captured below, and the kernel, not a fallback, is compared.
+        assert kernels[choice](), f"the {choice!r} kernel can be built here: it must build"
     tok = jaxformer.load_tokenizer(minilm_dir)
     batch = tok(SENTENCES)
     hf_tok = transformers.AutoTokenizer.from_pretrained(minilm_dir)
@@ -342,6 +361,10 @@ def test_overrides_reach_the_config(base_checkpoint):
     )
     assert model.config.dtype == "bfloat16" and model.config.hidden_dropout_prob == 0.2
     assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype("bfloat16")}
+    model, _ = jaxformer.from_pretrained(folder, attention="scan", matmul="reference")
+    assert (model.config.attention, model.config.matmul) == ("scan", "reference")
+    with pytest.raises(TypeError, match="attention_impl"):  # not a BertConfig field
+        jaxformer.from_pretrained(folder, attention_impl="einsum")
 
 
 # --- The torch pickle reader ---

@@ -1,4 +1,4 @@
-"""jaxformer.onednn: oneDNN GEMMs only where oneDNN can run the program, else XLA's default.
+"""jaxformer.runtime.onednn: oneDNN GEMMs only where oneDNN can run the program, else XLA's default.
 
 A oneDNN fusion that splits into several oneDNN partitions aborts the whole process at its first
 run, so the programs that must fall back run in a subprocess: a broken check fails one test
@@ -82,14 +82,22 @@ def test_unknown_library_is_a_clear_error():
 
 def test_model_inference_runs_on_onednn_with_the_same_logits():
     config = jaxformer.BertConfig(
-        vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=32, matmul="xla",  # XLA's GEMMs
-    )  # fmt: skip
+        vocab_size=120,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=32,
+        matmul="xla",  # XLA's GEMMs, so oneDNN's under onednn.jit
+    )
     model = jaxformer.BertForSequenceClassification(config)
     ids = jnp.asarray(np.random.default_rng(0).integers(1, 120, (4, 32)), jnp.int32)
     mask = jnp.ones_like(ids).at[1, 20:].set(0)
     params = model.init(jax.random.key(0), ids, mask)["params"]
-    forward = lambda p, i, m: model.apply({"params": p}, i, m)  # noqa: E731
+
+    def forward(p, i, m):
+        return model.apply({"params": p}, i, m)
+
     f = onednn.jit(forward, matmul="onednn")
     np.testing.assert_allclose(f(params, ids, mask), jax.jit(forward)(params, ids, mask), atol=2e-5)
     assert list(f.uses_onednn.values()) == [True]
@@ -100,7 +108,6 @@ import logging
 import jax, jax.numpy as jnp, numpy as np
 import jaxformer
 logging.basicConfig()
-from jaxformer import ops
 from jaxformer.runtime import onednn
 x, y = jnp.ones((64, 32)), jnp.ones((64, 48))
 f = onednn.jit(lambda x, y: x.T @ (2.0 * y), matmul="onednn")
@@ -114,13 +121,13 @@ ids = jnp.ones((4, 16), jnp.int32)
 params = model.init(jax.random.key(0), ids, ids)["params"]
 def loss(p, rng):
     logits = model.apply({"params": p}, ids, ids, train=True, rngs={"dropout": rng})
-    return ops.cross_entropy(logits, jnp.zeros(4, jnp.int32))
+    return -jax.nn.log_softmax(logits, axis=-1)[:, 0].mean()  # every label 0
 grad = onednn.jit(jax.grad(loss), matmul="onednn")
 g = grad(params, jax.random.key(1))
 ref = jax.jit(jax.grad(loss))(params, jax.random.key(1))
 jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g, ref)
-# The encoder's backward pass, attention dropout included, is one oneDNN can run (ops.py keeps
-# it that way): if this flips to False, training silently lost oneDNN.
+# The encoder's backward pass, attention dropout included, is one oneDNN can run
+# (kernels/scan.py keeps it that way): if this flips to False, training silently lost oneDNN.
 assert list(grad.uses_onednn.values()) == [True], "the training step fell back"
 print("done")
 """

@@ -1,12 +1,16 @@
-"""Linen modules: shapes, padding invariance, options (pre-LN, sinusoidal, remat, dtypes)."""
+"""jaxformer.models (bert.py, heads.py, config.py): shapes, padding invariance under every
+attention program, options (pre-LN, sinusoidal, remat, dtypes), config validation."""
+
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxformer import BertConfig, BertForSequenceClassification, BertModel
-from jaxformer.models.bert import init_params, param_shapes
+from jaxformer import BertConfig, BertForSequenceClassification, BertModel, dispatch
+from jaxformer.kernels import cpu
+from jaxformer.models import init_params, param_shapes
 
 TINY = BertConfig(
     vocab_size=50,
@@ -38,10 +42,24 @@ def test_shapes_and_hidden_states_are_sown():
     np.testing.assert_array_equal(np.asarray(hidden[-1]), np.asarray(out.sequence_output))
 
 
-@pytest.mark.parametrize("impl", ["reference", "xla", "scan"])
+CPU_KERNEL = pytest.param(
+    "cpu",
+    marks=pytest.mark.skipif(
+        jax.default_backend() != "cpu"
+        or cpu._compiler() is None
+        or os.environ.get("JAXFORMER_CPU_KERNELS") == "0",
+        reason="the CPU attention kernel needs XLA:CPU, a C++ compiler, JAXFORMER_CPU_KERNELS!=0",
+    ),
+)
+
+
+@pytest.mark.parametrize("impl", ["reference", "xla", "scan", CPU_KERNEL])
 @pytest.mark.parametrize("pre_ln", [False, True])
 def test_padding_invariance(impl, pre_ln):
     """Appending padding tokens changes no output at real positions."""
+    if impl == "cpu":  # the kernel, not its "scan" fallback, must run
+        q = jnp.zeros((2, 12, TINY.num_attention_heads, TINY.head_dim), jnp.float32)
+        assert dispatch.attention_program("cpu", q, q, q, jnp.ones((2, 1, 1, 12), bool)) == "cpu"
     config = TINY.replace(attention=impl, pre_layer_norm=pre_ln)
     model = BertForSequenceClassification(config)
     params = init_params(model, jax.random.key(1))
@@ -80,7 +98,9 @@ def test_remat_gives_same_gradients():
     params = init_params(plain, jax.random.key(0))
 
     def grads(model):
-        loss = lambda p: model.apply({"params": p}, ids, mask).sum()  # noqa: E731
+        def loss(p):
+            return model.apply({"params": p}, ids, mask).sum()
+
         return jax.grad(loss)(params)
 
     g1, g2 = grads(plain), grads(BertForSequenceClassification(TINY.replace(remat=True)))
@@ -108,6 +128,10 @@ def test_config_validation_messages():
         BertConfig.from_hf({"vocab_size": 10})
     with pytest.raises(ValueError, match="not a BERT"):
         BertConfig.from_hf({"model_type": "gpt2"})
+    with pytest.raises(ValueError, match="attention='einsum' is not supported; choose one of"):
+        BertConfig(attention="einsum")
+    with pytest.raises(ValueError, match="matmul='onednn' is not supported; choose one of"):
+        BertConfig(matmul="onednn")
     with pytest.raises(ValueError, match="no transformers equivalent"):
         TINY.replace(pre_layer_norm=True).to_hf("BertModel")
 
@@ -128,3 +152,37 @@ def test_hf_dtype_field_is_not_the_compute_dtype():
     assert config.dtype == "bfloat16" and config.attention == "auto"
     assert BertConfig.from_hf(hf).dtype == "float32"
     assert "attention" not in config.to_hf("BertModel")
+
+
+@pytest.mark.parametrize(
+    "attention, matmul, targets",
+    [("reference", "reference", set()), ("cpu", "mkl", {"attention", "gemm"})],
+)
+def test_the_config_choices_reach_the_layers(attention, matmul, targets):
+    """BertConfig.attention and .matmul pick the programs that run inside the model."""
+    if targets:
+        if jax.default_backend() != "cpu" or cpu._compiler() is None:
+            pytest.skip("the CPU kernels need XLA:CPU and a C++ compiler")
+        if cpu.mkl_dir() is None:
+            pytest.skip("the mkl wheel is not installed (pip install 'jaxformer[mkl]')")
+        if os.environ.get("JAXFORMER_CPU_KERNELS") == "0":
+            pytest.skip("JAXFORMER_CPU_KERNELS=0")
+        assert cpu.attention_available() and cpu.mkl_available()
+    model = BertForSequenceClassification(TINY.replace(attention=attention, matmul=matmul))
+    params = init_params(model, jax.random.key(0))
+    ids, mask = batch()
+    hlo = jax.jit(lambda p: model.apply({"params": p}, ids, mask)).lower(params).as_text()
+    found = {
+        name
+        for name, target in (("attention", cpu.ATTENTION_TARGET), ("gemm", cpu.GEMM_TARGET))
+        if target in hlo
+    }
+    assert found == targets
+    reference = BertForSequenceClassification(
+        TINY.replace(attention="reference", matmul="reference")
+    )
+    np.testing.assert_allclose(
+        np.asarray(model.apply({"params": params}, ids, mask)),
+        np.asarray(reference.apply({"params": params}, ids, mask)),
+        atol=1e-5,
+    )

@@ -1,4 +1,4 @@
-"""jaxformer.host_memory: XLA:CPU's temp buffer stops being page-faulted on every call."""
+"""jaxformer.runtime.malloc: XLA:CPU's temp buffer stops being page-faulted on every call."""
 
 import subprocess
 import sys
@@ -6,15 +6,15 @@ import textwrap
 
 import pytest
 
-from jaxformer.runtime import malloc as host_memory
+from jaxformer.runtime import malloc
 
 # A jitted program whose (8192, 8192) float32 temporary (256 MiB) is one block over glibc's
 # mmap threshold; prints the minor page faults of its second call.
 PROBE = textwrap.dedent(
     """
     import resource, sys
-    from jaxformer.runtime import malloc as host_memory
-    applied = host_memory.reuse_freed_memory(sys.argv[1])
+    from jaxformer.runtime import malloc
+    applied = malloc.reuse_freed_memory(sys.argv[1])
     import jax, jax.numpy as jnp
     f = jax.jit(lambda x: (x @ x.T).sum(0))
     x = jnp.ones((8192, 32), jnp.float32)
@@ -34,7 +34,7 @@ def probe(mode: str) -> tuple[bool, int]:
     return applied == "True", int(faults)
 
 
-@pytest.mark.skipif(host_memory.glibc() is None, reason="needs Linux with glibc")
+@pytest.mark.skipif(malloc.glibc() is None, reason="needs Linux with glibc")
 def test_reused_memory_is_not_faulted_in_again():
     applied, faults = probe("reuse")
     assert applied
@@ -46,15 +46,15 @@ def test_reused_memory_is_not_faulted_in_again():
 
 def test_bad_mode_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError, match="'reuse', 'default'"):
-        host_memory.reuse_freed_memory("always")
-    monkeypatch.setenv(host_memory.ENV, "yes")
+        malloc.reuse_freed_memory("always")
+    monkeypatch.setenv(malloc.ENV, "yes")
     with pytest.raises(ValueError, match="JAXFORMER_MALLOC"):
-        host_memory.reuse_freed_memory()
+        malloc.reuse_freed_memory()
 
 
 def test_default_mode_leaves_malloc_alone(monkeypatch):
-    monkeypatch.setattr(host_memory, "_applied", False)
-    monkeypatch.setattr(host_memory, "glibc", lambda: pytest.fail("malloc was touched"))
-    assert host_memory.reuse_freed_memory("default") is False
-    monkeypatch.setenv(host_memory.ENV, "default")
-    assert host_memory.reuse_freed_memory() is False
+    monkeypatch.setattr(malloc, "_applied", False)
+    monkeypatch.setattr(malloc, "glibc", lambda: pytest.fail("malloc was touched"))
+    assert malloc.reuse_freed_memory("default") is False
+    monkeypatch.setenv(malloc.ENV, "default")
+    assert malloc.reuse_freed_memory() is False
