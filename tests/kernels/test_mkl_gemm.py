@@ -23,7 +23,7 @@ import jaxformer
 from jaxformer import layers
 from jaxformer.kernels import cpu
 from jaxformer.models import init_params
-from jaxformer.training import loop as train_lib
+from jaxformer.training.parallel import Parallelism
 
 pytestmark = [
     pytest.mark.skipif(jax.default_backend() != "cpu", reason="the MKL kernel is for XLA:CPU"),
@@ -185,11 +185,11 @@ def test_jit_over_several_devices_uses_xla_gemms():
             "needs several (fake) devices: XLA_FLAGS=--xla_force_host_platform_device_count"
         )
     model = tiny("auto")
-    assert train_lib.Parallelism("jit").adapt_model(model).config.matmul == "xla"
+    assert Parallelism("jit").adapt_model(model).config.matmul == "xla"
     for kind in ("pmap", "single"):
-        assert train_lib.Parallelism(kind).adapt_model(model) is model
+        assert Parallelism(kind).adapt_model(model) is model
     same = dataclasses.replace(model.config, matmul="xla")
-    assert train_lib.Parallelism("jit").adapt_model(tiny("xla")).config == same
+    assert Parallelism("jit").adapt_model(tiny("xla")).config == same
 
 
 # After the kernel is loaded and has run: the MKL variables of the environment and the MKL
