@@ -75,7 +75,7 @@ def attention_program(
         if not (applies and cpu.attention_available()):
             if implementation == "cpu":
                 why = "needs no dropout, float32, no bias, a key mask" if not applies else "off"
-                _say_once(f"attention='cpu' runs 'scan' here (the kernel {why})")
+                _say_once(f"attention='cpu' runs 'scan' (the kernel {why})")
             chosen = "scan"
     if chosen == "xla" and dropout:
         _say_once(f"attention={implementation!r} with dropout runs 'reference' (no fused dropout)")
@@ -127,7 +127,7 @@ def matmul_program(implementation: str, *arrays: Array) -> str:
         if cpu.mkl_available():
             return "mkl"
     if implementation == "mkl":
-        _say_once("matmul='mkl' runs 'xla' here (MKL takes float32 on CPU, with the mkl extra)")
+        _say_once("matmul='mkl' runs 'xla' (MKL takes float32 on CPU, with the mkl extra)")
     return "xla"
 
 

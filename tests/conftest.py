@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 import jax  # noqa: E402
 
 # Training tests compile the same steps many times over: a per-session persistent cache makes
-# the repeats cheap (about 3x faster here).
+# the repeats cheap.
 jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxformer-xla-cache-"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
