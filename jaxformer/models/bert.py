@@ -21,6 +21,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxformer import dispatch, layers
 from jaxformer.models.config import BertConfig
@@ -160,6 +161,21 @@ class EncoderLayer(nn.Module):
         return mlp_norm(x + drop(mlp(x)))
 
 
+def check_ids(name: str, ids: Array | None, size: int, field: str) -> None:
+    """Raises ValueError if concrete `ids` fall outside [0, size): a table lookup out of range
+    would give NaN embeddings (`jnp.take`'s fill). Under `jit` the ids are traced and cannot be
+    checked here; the callers that jit the model (training, evaluation, prediction) check their
+    tokenizer against the model instead."""
+    if ids is None or isinstance(ids, jax.core.Tracer):
+        return
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= size):
+        raise ValueError(
+            f"{name} holds {int(ids.min())}..{int(ids.max())}, outside the model's {field}="
+            f"{size}: was the input made by this model's tokenizer?"
+        )
+
+
 class BertOutput(NamedTuple):
     sequence_output: Array  # (b, t, m): the last layer's hidden states
     pooled_output: Array | None  # (b, m): tanh(W [CLS] + b), None without a pooler
@@ -180,6 +196,17 @@ class BertModel(nn.Module):
         train: bool = False,
     ) -> BertOutput:
         c = self.config
+        if position_ids is None and input_ids.shape[1] > c.max_position_embeddings:
+            raise ValueError(
+                f"input of {input_ids.shape[1]} tokens, but the model has "
+                f"max_position_embeddings={c.max_position_embeddings} positions: truncate the "
+                f"input to {c.max_position_embeddings} tokens (load_tokenizer's max_length)"
+            )
+        check_ids("input_ids", input_ids, c.vocab_size, "vocab_size")
+        check_ids("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")
+        check_ids(
+            "position_ids", position_ids, c.max_position_embeddings, "max_position_embeddings"
+        )
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:

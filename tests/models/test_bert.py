@@ -186,3 +186,26 @@ def test_the_config_choices_reach_the_layers(attention, matmul, targets):
         np.asarray(reference.apply({"params": params}, ids, mask)),
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize(
+    "what, make, message",
+    [
+        ("too long", lambda ids: np.ones((1, 33), np.int32), "33 tokens.*=32 positions"),
+        ("id past vocab", lambda ids: ids.at[0, 1].set(50), r"input_ids holds 1\.\.50.*=50"),
+        ("negative id", lambda ids: ids.at[1, 0].set(-1), r"input_ids holds -1\.\."),
+    ],
+)
+def test_inputs_outside_the_tables_are_an_error_not_nan(what, make, message):
+    """Outside jit, ids past a table or a sequence past the positions raise, instead of the NaN
+    embeddings that `jnp.take` would fill in."""
+    model = BertForSequenceClassification(TINY)
+    params = init_params(model, jax.random.key(0))
+    ids, _ = batch()
+    with pytest.raises(ValueError, match=message):
+        model.apply({"params": params}, make(ids))
+    types = jnp.full_like(ids, 2)  # type_vocab_size is 2
+    with pytest.raises(ValueError, match="token_type_ids holds 2..2, outside.*type_vocab_size=2"):
+        model.apply({"params": params}, ids, None, types)
+    logits = jax.jit(model.apply)({"params": params}, ids)  # traced: not checked, still finite
+    assert np.isfinite(np.asarray(logits)).all()
