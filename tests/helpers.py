@@ -65,3 +65,16 @@ def key_padding_mask(lengths, s: int, left: bool = False) -> jnp.ndarray:
     lengths = np.asarray(lengths)[:, None]
     keys = position >= s - lengths if left else position < lengths  # (b, s)
     return jnp.asarray(keys)[:, None, None, :]
+
+
+def mask_and_bias(rng: np.random.Generator, mask_shape, bias_shape, t: int = 6):
+    """A causal mask broadcast to `mask_shape` (per example and head, with a few more keys
+    hidden at random, key 0 always kept) and a random float32 bias of `bias_shape`; None for a
+    None shape."""
+    mask = None
+    if mask_shape is not None:
+        mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), mask_shape)
+        if mask_shape[0] == 2:
+            mask = mask & jnp.asarray(rng.random(mask_shape) > 0.2).at[..., 0].set(True)
+    bias = None if bias_shape is None else jnp.asarray(rng.normal(size=bias_shape), jnp.float32)
+    return mask, bias

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import key_padding_mask, np_attention, qkv
+from helpers import key_padding_mask, mask_and_bias, np_attention, qkv
 
 from jaxformer import layers
 
@@ -148,12 +148,7 @@ def test_attention_matches_numpy_with_padding_mask(left, rng):
 def test_attention_matches_numpy_with_bias_and_masks(mask_shape, bias_shape, rng):
     """Per-head and shared masks and biases of any broadcastable rank."""
     q, k, v = qkv(rng, t=6, s=6)
-    mask = None
-    if mask_shape is not None:
-        mask = np.broadcast_to(np.tril(np.ones((6, 6), bool)), mask_shape)
-        if mask_shape[0] == 2:  # per example and head: hide one more key here and there
-            mask = mask & (rng.random(mask_shape) > 0.2)
-    bias = None if bias_shape is None else rng.normal(size=bias_shape)
+    mask, bias = mask_and_bias(rng, mask_shape, bias_shape)
     got = layers.attention(
         q,
         k,

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import key_padding_mask, np_attention, qkv
+from helpers import key_padding_mask, mask_and_bias, np_attention, qkv
 
 from jaxformer import layers
 from jaxformer.kernels import fused
@@ -26,12 +26,7 @@ pytestmark = pytest.mark.usefixtures("strict_promotion")
 def test_matches_reference_with_bias_and_masks(mask_shape, bias_shape, rng):
     """Values and gradients, shared and per-head masks and biases."""
     q, k, v = qkv(rng, t=6, s=6)
-    mask = None
-    if mask_shape is not None:
-        mask = jnp.broadcast_to(jnp.tril(jnp.ones((6, 6), bool)), mask_shape)
-        if mask_shape[0] == 2:  # per example and head: hide one more key here and there
-            mask = mask & jnp.asarray(rng.random(mask_shape) > 0.2).at[..., 0].set(True)
-    bias = None if bias_shape is None else jnp.asarray(rng.normal(size=bias_shape), jnp.float32)
+    mask, bias = mask_and_bias(rng, mask_shape, bias_shape)
     cotangent = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
 
     def run(fn):

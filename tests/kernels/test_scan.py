@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import key_padding_mask, np_attention, np_softmax, qkv
+from helpers import key_padding_mask, mask_and_bias, np_attention, np_softmax, qkv
 
 from jaxformer import layers
 from jaxformer.kernels import dropout as dropout_lib
@@ -63,12 +63,7 @@ def test_softmax_numerator_of_a_fully_masked_row_is_zero(rng):
 def test_matches_reference_with_bias_and_masks(mask_shape, bias_shape, rng):
     """Per-head and shared masks and biases of any broadcastable rank, values and gradients."""
     q, k, v = qkv(rng, t=6, s=6)
-    mask = None
-    if mask_shape is not None:
-        mask = jnp.broadcast_to(jnp.tril(jnp.ones((6, 6), bool)), mask_shape)
-        if mask_shape[0] == 2:  # per example and head: hide one more key here and there
-            mask = mask & jnp.asarray(rng.random(mask_shape) > 0.2).at[..., 0].set(True)
-    bias = None if bias_shape is None else jnp.asarray(rng.normal(size=bias_shape), jnp.float32)
+    mask, bias = mask_and_bias(rng, mask_shape, bias_shape)
     cotangent = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
     got = value_and_grads(lambda q, k, v: scan.attention(q, k, v, mask, bias), q, k, v, cotangent)
     want = value_and_grads(
