@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import zipfile
 
@@ -14,7 +15,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import jaxformer
-from jaxformer.hf import torch_pickle
+from jaxformer.hf import CheckpointError, torch_pickle
 from jaxformer.kernels import cpu
 
 torch = pytest.importorskip("torch")
@@ -335,19 +336,96 @@ def test_old_layer_norm_names(base_checkpoint, tmp_path):
     assert_trees_equal(jaxformer.from_pretrained(tmp_path, task="base")[1], expected)
 
 
-def test_sharded_safetensors(base_checkpoint, tmp_path):
-    _, folder = base_checkpoint
-    tensors = load_file(folder / "model.safetensors")
+def write_shards(folder, tensors, config_from):
+    """tensors split over two shards and model.safetensors.index.json: the index's weight_map."""
     names = sorted(tensors)
     weight_map = {}
     for shard, part in enumerate((names[::2], names[1::2])):
         file = f"model-{shard + 1:05d}-of-00002.safetensors"
-        save_file({k: tensors[k] for k in part}, tmp_path / file)
+        save_file({k: tensors[k] for k in part}, folder / file)
         weight_map |= dict.fromkeys(part, file)
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    shutil.copy(folder / "config.json", tmp_path)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    shutil.copy(config_from / "config.json", folder)
+    return weight_map
+
+
+def test_sharded_safetensors(base_checkpoint, tmp_path):
+    _, folder = base_checkpoint
+    write_shards(tmp_path, load_file(folder / "model.safetensors"), folder)
     expected = jaxformer.from_pretrained(folder, task="base")[1]
     assert_trees_equal(jaxformer.from_pretrained(tmp_path, task="base")[1], expected)
+
+
+@pytest.fixture
+def sharded_dir(base_checkpoint, tmp_path):
+    """(folder, weight_map, tensors): the base checkpoint as two shards in tmp_path/ckpt."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    tensors = load_file(base_checkpoint[1] / "model.safetensors")
+    return folder, write_shards(folder, tensors, base_checkpoint[1]), tensors
+
+
+def rewrite_index(folder, index):
+    path = folder / "model.safetensors.index.json"
+    path.write_text(index if isinstance(index, str) else json.dumps(index))
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute"])
+def test_sharded_index_may_not_leave_the_folder(sharded_dir, where):
+    folder, weight_map, tensors = sharded_dir
+    outside = folder.parent / "outside.safetensors"  # a real shard, so only the path is wrong
+    save_file(tensors, outside)
+    name = "../outside.safetensors" if where == "parent" else str(outside)
+    rewrite_index(folder, {"weight_map": dict.fromkeys(weight_map, name)})
+    with pytest.raises(
+        CheckpointError,
+        match=rf"ckpt/model\.safetensors\.index\.json names shard '{re.escape(name)}', outside "
+        "the checkpoint folder",
+    ):
+        jaxformer.from_pretrained(folder, task="base")
+
+
+@pytest.mark.parametrize(
+    "index, message",
+    [
+        ('{"weight_map": {', r"index\.json is not valid JSON"),
+        ("[1, 2]", r"index\.json holds a JSON list, not an object"),
+        ('{"metadata": {}}', r"index\.json has no weight_map object"),
+        ('{"weight_map": ["a"]}', r"index\.json has no weight_map object"),
+        (
+            '{"weight_map": {"embeddings.LayerNorm.bias": 3}}',
+            r"index\.json names a shard 3, not a file name",
+        ),
+    ],
+)
+def test_sharded_index_that_is_not_an_index(sharded_dir, index, message):
+    folder = sharded_dir[0]
+    rewrite_index(folder, index)
+    with pytest.raises(CheckpointError, match=rf"ckpt/model\.safetensors\.{message}"):
+        jaxformer.from_pretrained(folder, task="base")
+
+
+def test_sharded_index_names_a_missing_shard(sharded_dir):
+    folder = sharded_dir[0]
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"index\.json names shard model-00002-of-00002\.safetensors, which is not in "
+        r".*ckpt; download it too",
+    ):
+        jaxformer.from_pretrained(folder, task="base")
+
+
+def test_sharded_index_maps_a_tensor_to_the_wrong_shard(sharded_dir):
+    folder, weight_map, _ = sharded_dir
+    name = next(k for k, f in weight_map.items() if f.startswith("model-00001"))
+    rewrite_index(folder, {"weight_map": weight_map | {name: "model-00002-of-00002.safetensors"}})
+    with pytest.raises(
+        CheckpointError,
+        match=rf"index\.json maps tensor '{re.escape(name)}' to .*ckpt/"
+        r"model-00002-of-00002\.safetensors, which does not hold it",
+    ):
+        jaxformer.from_pretrained(folder, task="base")
 
 
 def test_hub_id_of_minilm_resolves_to_the_installed_package(minilm_dir):
