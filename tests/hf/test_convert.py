@@ -534,6 +534,80 @@ def test_config_missing_field(base_checkpoint, tmp_path):
         jaxformer.from_pretrained(folder)
 
 
+@pytest.mark.parametrize(
+    "field, value, why",
+    [
+        ("hidden_size", "96", "an integer from 1"),
+        ("hidden_size", 96.0, "an integer from 1"),
+        ("num_attention_heads", 0, "an integer from 1"),
+        ("num_attention_heads", True, "an integer from 1"),  # bool is an int subclass
+        ("num_hidden_layers", -1, "an integer from 1"),
+        ("num_hidden_layers", 0, "an integer from 1"),
+        ("intermediate_size", -200, "an integer from 1"),
+        ("vocab_size", 2**40, "an integer from 1 to 2147483647"),
+        ("max_position_embeddings", None, "an integer from 1"),
+        ("type_vocab_size", [3], "an integer from 1"),
+        ("pad_token_id", -1, "a non-negative integer"),
+        ("hidden_dropout_prob", 1.0, r"a number in \[0, 1\)"),
+        ("attention_probs_dropout_prob", -0.1, r"a number in \[0, 1\)"),
+        ("attention_probs_dropout_prob", "0.1", r"a number in \[0, 1\)"),
+        ("classifier_dropout", False, r"a number in \[0, 1\) or null"),
+        ("layer_norm_eps", 0, "a positive number"),
+        ("layer_norm_eps", float("nan"), "a positive number"),
+        ("initializer_range", -0.02, "a non-negative number"),
+        ("hidden_act", "swish2", "one of \\('gelu'"),
+        ("hidden_act", ["gelu"], "one of \\('gelu'"),
+    ],
+)
+def test_config_field_of_the_wrong_type_or_range(base_checkpoint, tmp_path, field, value, why):
+    folder = copy_checkpoint(base_checkpoint[1], tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {field: value}))
+    shown = re.escape(repr(value))
+    with pytest.raises(
+        CheckpointError, match=rf"ckpt/config\.json: {field}={shown} is not valid; it must be {why}"
+    ):
+        jaxformer.from_pretrained(folder)
+
+
+def test_config_heads_do_not_divide_the_width(base_checkpoint, tmp_path):
+    folder = copy_checkpoint(base_checkpoint[1], tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"num_attention_heads": 5}))
+    with pytest.raises(
+        CheckpointError,
+        match=r"ckpt/config\.json: hidden_size \(96\) must be divisible by num_attention_heads",
+    ):
+        jaxformer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[1, 2]", "holds a JSON list, not an object"),
+        ('{"hidden_size": ', "is not valid JSON"),
+        (b"\xff\xfe{}", "is not valid JSON"),
+        (
+            '{"id2label": [0, 1], "vocab_size": 1, "hidden_size": 1, "num_hidden_layers": 1, '
+            '"num_attention_heads": 1, "intermediate_size": 1}',
+            r"id2label=\[0, 1\] is not an object",
+        ),
+    ],
+)
+def test_config_that_is_not_a_config(base_checkpoint, tmp_path, text, message):
+    folder = copy_checkpoint(base_checkpoint[1], tmp_path / "ckpt")
+    path = folder / "config.json"
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+    with pytest.raises(CheckpointError, match=rf"ckpt/config\.json:? {message}"):
+        jaxformer.from_pretrained(folder)
+
+
+def test_bad_override_is_not_blamed_on_the_file(base_checkpoint):
+    with pytest.raises(ValueError, match=r"with overrides \['hidden_dropout_prob'\]") as info:
+        jaxformer.from_pretrained(base_checkpoint[1], hidden_dropout_prob=1.5)
+    assert not isinstance(info.value, CheckpointError)
+
+
 def test_missing_tensors_are_listed(base_checkpoint, tmp_path):
     _, folder = base_checkpoint
     tensors = {k: v for k, v in load_file(folder / "model.safetensors").items() if ".1." not in k}
