@@ -619,6 +619,31 @@ def test_missing_tensors_are_listed(base_checkpoint, tmp_path):
         jaxformer.from_pretrained(tmp_path, task="base")
 
 
+def test_half_a_classifier_is_not_completed_fresh(classifier_checkpoint, tmp_path):
+    folder = classifier_checkpoint[1]["safetensors"]
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["classifier.weight"]
+    shutil.copy(folder / "config.json", tmp_path)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(
+        CheckpointError, match=r"lacks 1 required tensor\(s\).*'classifier\.weight'"
+    ):
+        jaxformer.from_pretrained(tmp_path)
+
+
+def test_integer_weights_are_refused(base_checkpoint, tmp_path):
+    _, folder = base_checkpoint
+    tensors = load_file(folder / "model.safetensors")
+    name = "encoder.layer.0.output.dense.weight"
+    tensors[name] = tensors[name].view(np.int32)
+    shutil.copy(folder / "config.json", tmp_path)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(
+        CheckpointError, match=rf"tensor '{re.escape(name)}' in .* is int32, not floating point"
+    ):
+        jaxformer.from_pretrained(tmp_path, task="base")
+
+
 def test_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"checkpoint folder .*nope does not exist"):
         jaxformer.from_pretrained(tmp_path / "nope")
