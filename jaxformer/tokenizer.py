@@ -21,6 +21,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from jaxformer.data.pipeline import pad_ids
+from jaxformer.hf import CheckpointError
 from jaxformer.hf.hub import resolve_checkpoint
 
 TRUNCATIONS = ("head", "head_tail")
@@ -150,12 +151,56 @@ def _lowercases(tokenizer: tokenizers.Tokenizer) -> bool | None:
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object from `path`; {} if there is no such file."""
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from e
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); download or save it again") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"{path} holds a JSON {type(value).__name__}, not an object; download or save it again"
+        )
+    return value
+
+
+# tokenizer_config.json fields we read -> the types they may have.
+CONFIG_TYPES = {
+    "do_lower_case": (bool,),
+    "tokenize_chinese_chars": (bool,),
+    "strip_accents": (bool, type(None)),
+    "tokenizer_class": (str, type(None)),
+}
+
+
+def _check_tokenizer_config(config: dict, path: Path) -> None:
+    for key, types in CONFIG_TYPES.items():
+        if key in config and not isinstance(config[key], types):
+            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise CheckpointError(
+                f"{path}: {key}={config[key]!r} is not valid; it must be {allowed}"
+            )
+
+
+def _special_tokens(folder: Path, special_map: dict, tokenizer_config: dict) -> dict[str, str]:
+    """The special tokens: special_tokens_map.json, else tokenizer_config.json, else BERT's.
+    Each is a string or an AddedToken object {"content": string, ...}."""
+    special = {}
+    for key, default in SPECIAL_TOKENS.items():
+        file, value = "special_tokens_map.json", special_map.get(key)
+        if value is None:  # null, or absent: as if not there
+            file, value = "tokenizer_config.json", tokenizer_config.get(key)
+            value = default if value is None else value
+        if isinstance(value, dict):
+            value = value.get("content")
+        if not isinstance(value, str) or not value:
+            raise CheckpointError(
+                f"{folder / file}: {key} is {value!r}; a special token must be a non-empty "
+                'string or an object {"content": string}'
+            )
+        special[key] = value
+    return special
 
 
 def _bert_normalizer(tokenizer_config: dict, lowercase: bool) -> normalizers.BertNormalizer:
@@ -169,6 +214,12 @@ def _bert_normalizer(tokenizer_config: dict, lowercase: bool) -> normalizers.Ber
 
 def _from_vocab(vocab_file: Path, tokenizer_config: dict, special: dict) -> tokenizers.Tokenizer:
     """transformers' BertConverter: the fast tokenizer equivalent to BertTokenizer(vocab.txt)."""
+    try:
+        vocab_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(
+            f"{vocab_file} is not UTF-8 text ({e}); it should hold one token a line"
+        ) from e
     vocab = models.WordPiece.read_file(str(vocab_file))
     tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=special["unk_token"]))
     tok.normalizer = _bert_normalizer(tokenizer_config, tokenizer_config.get("do_lower_case", True))
@@ -187,27 +238,31 @@ def load_tokenizer(
     _check_length(max_length, truncation)
     folder = resolve_checkpoint(path_or_hub_id)
     tokenizer_config = _read_json(folder / "tokenizer_config.json")
+    _check_tokenizer_config(tokenizer_config, folder / "tokenizer_config.json")
     special_map = _read_json(folder / "special_tokens_map.json")
-    special = {}
-    for key, default in SPECIAL_TOKENS.items():
-        value = special_map.get(key, tokenizer_config.get(key, default))
-        special[key] = value["content"] if isinstance(value, dict) else value
-    if (folder / "tokenizer.json").is_file():
+    special = _special_tokens(folder, special_map, tokenizer_config)
+    source = folder / "tokenizer.json"
+    if source.is_file():
         try:
-            tok = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+            tok = tokenizers.Tokenizer.from_file(str(source))
         except Exception as e:  # tokenizers raises a bare Exception on bad files
-            raise ValueError(f"{folder / 'tokenizer.json'} could not be read ({e})") from e
+            raise CheckpointError(
+                f"{source} could not be read ({e}); download or save it again"
+            ) from e
         # transformers' BertTokenizer rebuilds the normalizer from do_lower_case; other classes
         # (and no class) keep tokenizer.json's.
         lowercase = tokenizer_config.get("do_lower_case")
         is_bert = tokenizer_config.get("tokenizer_class") in ("BertTokenizer", "BertTokenizerFast")
         if is_bert and lowercase is not None and _lowercases(tok) not in (None, lowercase):
             tok.normalizer = _bert_normalizer(tokenizer_config, lowercase)
-    elif (folder / "vocab.txt").is_file():
-        tok = _from_vocab(folder / "vocab.txt", tokenizer_config, special)
+    elif (source := folder / "vocab.txt").is_file():
+        tok = _from_vocab(source, tokenizer_config, special)
     else:
         raise FileNotFoundError(
             f"{folder} has neither tokenizer.json nor vocab.txt; copy the checkpoint's tokenizer "
             "files into it"
         )
-    return Tokenizer(tok, max_length, truncation, special)
+    try:
+        return Tokenizer(tok, max_length, truncation, special)
+    except ValueError as e:  # a special token the vocabulary lacks
+        raise CheckpointError(f"{source}: {e}; is it this checkpoint's tokenizer?") from e

@@ -2,6 +2,7 @@
 padding, argument checks."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 import jaxformer
 from jaxformer.data import pipeline
+from jaxformer.hf import CheckpointError
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = [f"w{k}" for k in range(300)]  # "wk" has id 5 + k
@@ -182,3 +184,40 @@ def test_bad_arguments(minilm_dir, words_dir, tmp_path):
     no_cls = write_vocab_folder(tmp_path / "no_cls", ["[PAD]", "[UNK]", "[SEP]", "w"])
     with pytest.raises(ValueError, match=r"special token '\[CLS\]' is not in the tokenizer"):
         jaxformer.load_tokenizer(no_cls)
+
+
+# --- Damaged tokenizer files: CheckpointError naming the file ---
+
+
+@pytest.mark.parametrize(
+    "file, content, message",
+    [
+        ("tokenizer_config.json", "[1, 2]", "holds a JSON list, not an object"),
+        ("tokenizer_config.json", '{"do_lower_case": ', "is not valid JSON"),
+        ("tokenizer_config.json", b'{"a": "\xff"}', "is not valid JSON"),
+        ("tokenizer_config.json", '{"do_lower_case": "yes"}', "do_lower_case='yes' is not valid"),
+        ("tokenizer_config.json", '{"do_lower_case": 1}', "do_lower_case=1 is not valid"),
+        ("tokenizer_config.json", '{"strip_accents": 0}', "it must be bool or null"),
+        ("tokenizer_config.json", '{"cls_token": 2}', "cls_token is 2; a special token must be"),
+        ("special_tokens_map.json", '["[CLS]"]', "holds a JSON list, not an object"),
+        ("special_tokens_map.json", '{"sep_token": 3}', "sep_token is 3; a special token must"),
+        ("special_tokens_map.json", '{"pad_token": {"id": 0}}', "pad_token is None; a special"),
+        ("special_tokens_map.json", '{"unk_token": ""}', "unk_token is ''; a special token"),
+        ("vocab.txt", b"[PAD]\n\xff\xfe[CLS]\n", "is not UTF-8 text"),
+        ("vocab.txt", "[PAD]\n[UNK]\n[SEP]\nw\n", r"special token '\[CLS\]' is not in the"),
+    ],
+)
+def test_damaged_tokenizer_file(words_dir, file, content, message):
+    path = words_dir / file
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    with pytest.raises(CheckpointError, match=rf"words/{re.escape(file)}:? .*{message}"):
+        jaxformer.load_tokenizer(words_dir)
+
+
+def test_damaged_tokenizer_json(minilm_dir, tmp_path):
+    shutil.copytree(minilm_dir, tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "tokenizer.json"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match=r"ckpt/tokenizer\.json could not be read"):
+        jaxformer.load_tokenizer(tmp_path / "ckpt")

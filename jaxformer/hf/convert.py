@@ -27,6 +27,7 @@ import numpy as np
 import safetensors.numpy
 from flax import traverse_util
 
+from jaxformer.hf import CheckpointError
 from jaxformer.hf.hub import load_config, read_weights, resolve_checkpoint
 from jaxformer.models import BertForSequenceClassification, BertModel, param_shapes
 from jaxformer.models.config import BertConfig
@@ -150,7 +151,7 @@ def hf_to_params(
 
     `files` names the file each tensor came from, for error messages. Missing pooler or
     classifier tensors are initialised fresh from `rng` (and logged); other missing tensors and
-    any shape mismatch raise ValueError.
+    any shape or dtype mismatch raise CheckpointError (a ValueError).
     """
     c, files = model.config, files or {}
     classification = isinstance(model, BertForSequenceClassification)
@@ -166,14 +167,20 @@ def hf_to_params(
             continue
         original = by_name[name]
         w, want = tensors[original], shapes[path]
+        source = files.get(original, "the checkpoint")
+        if not jnp.issubdtype(w.dtype, jnp.floating):
+            raise CheckpointError(
+                f"tensor {original!r} in {source} is {w.dtype.name}, not floating point; the "
+                "file is damaged or not a BERT checkpoint"
+            )
         hf_shape = _hf_shape(transform, c, want.shape)
         if w.shape != hf_shape:
             hint = ""
             if path.startswith("classifier/"):
                 hint = f"; the checkpoint's classifier has {w.shape[0]} labels: pass num_labels="
                 hint += f"{w.shape[0]}, or load with task='base' and add your own head"
-            raise ValueError(
-                f"tensor {original!r} in {files.get(original, 'the checkpoint')} has shape "
+            raise CheckpointError(
+                f"tensor {original!r} in {source} has shape "
                 f"{tuple(w.shape)}, but the config expects {hf_shape} (our {path}: {want.shape})"
                 f"{hint}; does config.json match the weights?"
             )
@@ -181,8 +188,13 @@ def hf_to_params(
 
     where = ", ".join(sorted(set(files.values()))) or "the checkpoint"
     required = [n for n in missing if not table[n][0].removeprefix("bert/").startswith(OPTIONAL)]
+    # A head is fresh only when wholly absent: half of one means a damaged checkpoint.
+    for head in OPTIONAL:
+        group = [n for n, (p, _) in table.items() if p.removeprefix("bert/").startswith(head)]
+        if set(group) & set(missing) and not set(group) <= set(missing):
+            required += [n for n in group if n in missing]
     if required:
-        raise ValueError(
+        raise CheckpointError(
             f"{where} lacks {len(required)} required tensor(s) for a {c.num_hidden_layers}-layer "
             f"BERT: {required[:8]}{' ...' if len(required) > 8 else ''}; is it a BERT checkpoint "
             "with the config.json next to it?"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from jaxformer.hf import torch_pickle
+from jaxformer.hf import CheckpointError, torch_pickle
 from jaxformer.models import BertConfig
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -65,24 +65,85 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
         ) from e
 
 
+def _read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); download or save it again") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"{path} holds a JSON {type(value).__name__}, not an object; download or save it again"
+        )
+    return value
+
+
 def load_config(folder: Path, **overrides: Any) -> BertConfig:
+    """The BertConfig of folder/config.json. A bad file gives CheckpointError; a bad override
+    the config's own ValueError or TypeError."""
     path = folder / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no config.json; a checkpoint folder needs one")
+    hf = _read_json_object(path)
     try:
-        hf = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from e
-    return BertConfig.from_hf(hf, source=str(path), **overrides)
+        config = BertConfig.from_hf(hf, source=str(path))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
+    return BertConfig.from_hf(hf, source=str(path), **overrides) if overrides else config
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     try:
         return safetensors.numpy.load_file(path)
     except Exception as e:  # safetensors raises its own SafetensorError, or OSError
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is truncated or corrupt (safetensors: {e}); download or save it again"
         ) from e
+
+
+def _shard_path(folder: Path, index: Path, name: Any) -> Path:
+    """folder/name for a shard the index names; refuses names that leave the folder.
+
+    Checked on the name, not the resolved path: a Hub snapshot's files are symlinks into its
+    blob store, outside the folder."""
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{index} names a shard {name!r}, not a file name")
+    parts = Path(name).parts
+    if Path(name).is_absolute() or Path(name).drive or ".." in parts or "\\" in name:
+        raise CheckpointError(
+            f"{index} names shard {name!r}, outside the checkpoint folder; shards must be files "
+            "in the folder itself (e.g. model-00001-of-00002.safetensors)"
+        )
+    return folder / name
+
+
+def _read_sharded(folder: Path, index: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors of a sharded checkpoint, each from the shard its index names."""
+    weight_map = _read_json_object(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(
+            f"{index} has no weight_map object (tensor name -> shard file); download or save "
+            "it again"
+        )
+    shards = {name: _shard_path(folder, index, f) for name, f in weight_map.items()}
+    tensors, files = {}, {}
+    for shard in sorted(set(shards.values())):
+        if not shard.is_file():
+            raise FileNotFoundError(
+                f"{index} names shard {shard.name}, which is not in {folder}; download it too"
+            )
+        part = _read_safetensors(shard)
+        for name in [n for n, s in shards.items() if s == shard]:
+            if name not in part:
+                raise CheckpointError(
+                    f"{index} maps tensor {name!r} to {shard}, which does not hold it; the "
+                    "index and its shards disagree, download or save them again"
+                )
+        # A tensor in several shards is taken from the one the index names.
+        keep = {k: v for k, v in part.items() if shards.get(k, shard) == shard}
+        tensors |= keep
+        files |= dict.fromkeys(keep, str(shard))
+    return tensors, files
 
 
 def read_weights(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -95,21 +156,14 @@ def read_weights(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
     )
     if single.is_file():
-        shards = [single]
-    elif index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        shards = [folder / f for f in sorted(set(weight_map.values()))]
-    elif torch_bin.is_file():
+        tensors = _read_safetensors(single)
+        return tensors, dict.fromkeys(tensors, str(single))
+    if index.is_file():
+        return _read_sharded(folder, index)
+    if torch_bin.is_file():
         tensors = torch_pickle.load_state_dict(torch_bin)
         return tensors, dict.fromkeys(tensors, str(torch_bin))
-    else:
-        raise FileNotFoundError(
-            f"{folder} has no weights file: expected model.safetensors, "
-            "model.safetensors.index.json or pytorch_model.bin"
-        )
-    tensors, files = {}, {}
-    for shard in shards:
-        part = _read_safetensors(shard)
-        tensors |= part
-        files |= dict.fromkeys(part, str(shard))
-    return tensors, files
+    raise FileNotFoundError(
+        f"{folder} has no weights file: expected model.safetensors, "
+        "model.safetensors.index.json or pytorch_model.bin"
+    )

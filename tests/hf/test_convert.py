@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import zipfile
 
@@ -14,7 +15,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import jaxformer
-from jaxformer.hf import torch_pickle
+from jaxformer.hf import CheckpointError, torch_pickle
 from jaxformer.kernels import cpu
 
 torch = pytest.importorskip("torch")
@@ -335,19 +336,96 @@ def test_old_layer_norm_names(base_checkpoint, tmp_path):
     assert_trees_equal(jaxformer.from_pretrained(tmp_path, task="base")[1], expected)
 
 
-def test_sharded_safetensors(base_checkpoint, tmp_path):
-    _, folder = base_checkpoint
-    tensors = load_file(folder / "model.safetensors")
+def write_shards(folder, tensors, config_from):
+    """tensors split over two shards and model.safetensors.index.json: the index's weight_map."""
     names = sorted(tensors)
     weight_map = {}
     for shard, part in enumerate((names[::2], names[1::2])):
         file = f"model-{shard + 1:05d}-of-00002.safetensors"
-        save_file({k: tensors[k] for k in part}, tmp_path / file)
+        save_file({k: tensors[k] for k in part}, folder / file)
         weight_map |= dict.fromkeys(part, file)
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    shutil.copy(folder / "config.json", tmp_path)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    shutil.copy(config_from / "config.json", folder)
+    return weight_map
+
+
+def test_sharded_safetensors(base_checkpoint, tmp_path):
+    _, folder = base_checkpoint
+    write_shards(tmp_path, load_file(folder / "model.safetensors"), folder)
     expected = jaxformer.from_pretrained(folder, task="base")[1]
     assert_trees_equal(jaxformer.from_pretrained(tmp_path, task="base")[1], expected)
+
+
+@pytest.fixture
+def sharded_dir(base_checkpoint, tmp_path):
+    """(folder, weight_map, tensors): the base checkpoint as two shards in tmp_path/ckpt."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    tensors = load_file(base_checkpoint[1] / "model.safetensors")
+    return folder, write_shards(folder, tensors, base_checkpoint[1]), tensors
+
+
+def rewrite_index(folder, index):
+    path = folder / "model.safetensors.index.json"
+    path.write_text(index if isinstance(index, str) else json.dumps(index))
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute"])
+def test_sharded_index_may_not_leave_the_folder(sharded_dir, where):
+    folder, weight_map, tensors = sharded_dir
+    outside = folder.parent / "outside.safetensors"  # a real shard, so only the path is wrong
+    save_file(tensors, outside)
+    name = "../outside.safetensors" if where == "parent" else str(outside)
+    rewrite_index(folder, {"weight_map": dict.fromkeys(weight_map, name)})
+    with pytest.raises(
+        CheckpointError,
+        match=rf"ckpt/model\.safetensors\.index\.json names shard '{re.escape(name)}', outside "
+        "the checkpoint folder",
+    ):
+        jaxformer.from_pretrained(folder, task="base")
+
+
+@pytest.mark.parametrize(
+    "index, message",
+    [
+        ('{"weight_map": {', r"index\.json is not valid JSON"),
+        ("[1, 2]", r"index\.json holds a JSON list, not an object"),
+        ('{"metadata": {}}', r"index\.json has no weight_map object"),
+        ('{"weight_map": ["a"]}', r"index\.json has no weight_map object"),
+        (
+            '{"weight_map": {"embeddings.LayerNorm.bias": 3}}',
+            r"index\.json names a shard 3, not a file name",
+        ),
+    ],
+)
+def test_sharded_index_that_is_not_an_index(sharded_dir, index, message):
+    folder = sharded_dir[0]
+    rewrite_index(folder, index)
+    with pytest.raises(CheckpointError, match=rf"ckpt/model\.safetensors\.{message}"):
+        jaxformer.from_pretrained(folder, task="base")
+
+
+def test_sharded_index_names_a_missing_shard(sharded_dir):
+    folder = sharded_dir[0]
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"index\.json names shard model-00002-of-00002\.safetensors, which is not in "
+        r".*ckpt; download it too",
+    ):
+        jaxformer.from_pretrained(folder, task="base")
+
+
+def test_sharded_index_maps_a_tensor_to_the_wrong_shard(sharded_dir):
+    folder, weight_map, _ = sharded_dir
+    name = next(k for k, f in weight_map.items() if f.startswith("model-00001"))
+    rewrite_index(folder, {"weight_map": weight_map | {name: "model-00002-of-00002.safetensors"}})
+    with pytest.raises(
+        CheckpointError,
+        match=rf"index\.json maps tensor '{re.escape(name)}' to .*ckpt/"
+        r"model-00002-of-00002\.safetensors, which does not hold it",
+    ):
+        jaxformer.from_pretrained(folder, task="base")
 
 
 def test_hub_id_of_minilm_resolves_to_the_installed_package(minilm_dir):
@@ -456,6 +534,80 @@ def test_config_missing_field(base_checkpoint, tmp_path):
         jaxformer.from_pretrained(folder)
 
 
+@pytest.mark.parametrize(
+    "field, value, why",
+    [
+        ("hidden_size", "96", "an integer from 1"),
+        ("hidden_size", 96.0, "an integer from 1"),
+        ("num_attention_heads", 0, "an integer from 1"),
+        ("num_attention_heads", True, "an integer from 1"),  # bool is an int subclass
+        ("num_hidden_layers", -1, "an integer from 1"),
+        ("num_hidden_layers", 0, "an integer from 1"),
+        ("intermediate_size", -200, "an integer from 1"),
+        ("vocab_size", 2**40, "an integer from 1 to 2147483647"),
+        ("max_position_embeddings", None, "an integer from 1"),
+        ("type_vocab_size", [3], "an integer from 1"),
+        ("pad_token_id", -1, "a non-negative integer"),
+        ("hidden_dropout_prob", 1.0, r"a number in \[0, 1\)"),
+        ("attention_probs_dropout_prob", -0.1, r"a number in \[0, 1\)"),
+        ("attention_probs_dropout_prob", "0.1", r"a number in \[0, 1\)"),
+        ("classifier_dropout", False, r"a number in \[0, 1\) or null"),
+        ("layer_norm_eps", 0, "a positive number"),
+        ("layer_norm_eps", float("nan"), "a positive number"),
+        ("initializer_range", -0.02, "a non-negative number"),
+        ("hidden_act", "swish2", "one of \\('gelu'"),
+        ("hidden_act", ["gelu"], "one of \\('gelu'"),
+    ],
+)
+def test_config_field_of_the_wrong_type_or_range(base_checkpoint, tmp_path, field, value, why):
+    folder = copy_checkpoint(base_checkpoint[1], tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {field: value}))
+    shown = re.escape(repr(value))
+    with pytest.raises(
+        CheckpointError, match=rf"ckpt/config\.json: {field}={shown} is not valid; it must be {why}"
+    ):
+        jaxformer.from_pretrained(folder)
+
+
+def test_config_heads_do_not_divide_the_width(base_checkpoint, tmp_path):
+    folder = copy_checkpoint(base_checkpoint[1], tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"num_attention_heads": 5}))
+    with pytest.raises(
+        CheckpointError,
+        match=r"ckpt/config\.json: hidden_size \(96\) must be divisible by num_attention_heads",
+    ):
+        jaxformer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[1, 2]", "holds a JSON list, not an object"),
+        ('{"hidden_size": ', "is not valid JSON"),
+        (b"\xff\xfe{}", "is not valid JSON"),
+        (
+            '{"id2label": [0, 1], "vocab_size": 1, "hidden_size": 1, "num_hidden_layers": 1, '
+            '"num_attention_heads": 1, "intermediate_size": 1}',
+            r"id2label=\[0, 1\] is not an object",
+        ),
+    ],
+)
+def test_config_that_is_not_a_config(base_checkpoint, tmp_path, text, message):
+    folder = copy_checkpoint(base_checkpoint[1], tmp_path / "ckpt")
+    path = folder / "config.json"
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+    with pytest.raises(CheckpointError, match=rf"ckpt/config\.json:? {message}"):
+        jaxformer.from_pretrained(folder)
+
+
+def test_bad_override_is_not_blamed_on_the_file(base_checkpoint):
+    with pytest.raises(ValueError, match=r"with overrides \['hidden_dropout_prob'\]") as info:
+        jaxformer.from_pretrained(base_checkpoint[1], hidden_dropout_prob=1.5)
+    assert not isinstance(info.value, CheckpointError)
+
+
 def test_missing_tensors_are_listed(base_checkpoint, tmp_path):
     _, folder = base_checkpoint
     tensors = {k: v for k, v in load_file(folder / "model.safetensors").items() if ".1." not in k}
@@ -463,6 +615,31 @@ def test_missing_tensors_are_listed(base_checkpoint, tmp_path):
     save_file(tensors, tmp_path / "model.safetensors")
     with pytest.raises(
         ValueError, match=r"lacks 16 required tensor\(s\).*'encoder\.layer\.1\.attention"
+    ):
+        jaxformer.from_pretrained(tmp_path, task="base")
+
+
+def test_half_a_classifier_is_not_completed_fresh(classifier_checkpoint, tmp_path):
+    folder = classifier_checkpoint[1]["safetensors"]
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["classifier.weight"]
+    shutil.copy(folder / "config.json", tmp_path)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(
+        CheckpointError, match=r"lacks 1 required tensor\(s\).*'classifier\.weight'"
+    ):
+        jaxformer.from_pretrained(tmp_path)
+
+
+def test_integer_weights_are_refused(base_checkpoint, tmp_path):
+    _, folder = base_checkpoint
+    tensors = load_file(folder / "model.safetensors")
+    name = "encoder.layer.0.output.dense.weight"
+    tensors[name] = tensors[name].view(np.int32)
+    shutil.copy(folder / "config.json", tmp_path)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(
+        CheckpointError, match=rf"tensor '{re.escape(name)}' in .* is int32, not floating point"
     ):
         jaxformer.from_pretrained(tmp_path, task="base")
 
