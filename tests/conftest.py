@@ -10,17 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Four fake CPU devices (before JAX is imported) so jit-sharded and pmap paths really split work.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
-import jax  # noqa: E402
+def pytest_configure(config):
+    """Before any test module imports jax: four fake CPU devices, so jit-sharded and pmap paths
+    really split work, and no network. Training tests compile the same steps many times over,
+    so a persistent compilation cache for the run makes the repeats cheap."""
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import jax
 
-# Training tests compile the same steps many times over: a per-session persistent cache makes
-# the repeats cheap.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxformer-xla-cache-"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxformer-xla-"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture(scope="session")
@@ -47,5 +48,7 @@ def strict_promotion():
     """Equinox's strict setting: no implicit dtype promotion inside the test (a float32 program
     must not silently run in another dtype). Tests opt in with
     `pytestmark = pytest.mark.usefixtures("strict_promotion")`."""
+    import jax
+
     with jax.numpy_dtype_promotion("strict"):
         yield

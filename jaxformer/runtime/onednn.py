@@ -107,7 +107,7 @@ def onednn_fusion_problems(hlo: str) -> list[str]:
     return [p for name, body in onednn_fusions(hlo).items() for p in _fusion_problems(name, body)]
 
 
-class jit:  # noqa: N801 (used like jax.jit)
+class jit:  # lower-case: used like jax.jit
     """`jax.jit(fn, **jit_kwargs)` with XLA:CPU's GEMMs from `matmul` ("xla" or "onednn").
 
     Compiles once per argument structure, shapes, dtypes and shardings, like jax.jit. With

@@ -167,7 +167,10 @@ def test_train_order_is_a_function_of_seed_epoch_step():
             np.testing.assert_array_equal(got[k], expected[k])
     np.testing.assert_array_equal(a.batch_at(2 * nb + 1)["labels"], a.batch(2, 1)["labels"])
     assert [len(x["labels"]) for x in a.iterate(0, num_steps=3)] == [4, 4, 4]
-    order = lambda t, e: np.concatenate([t.batch_indices(e, s) for s in range(nb)])  # noqa: E731
+
+    def order(batches, epoch):
+        return np.concatenate([batches.batch_indices(epoch, s) for s in range(nb)])
+
     assert not np.array_equal(order(a, 0), order(a, 1))
     c = data.TrainBatches(split, batch_size=4, seed=4, buckets=(16, 32))
     assert not np.array_equal(order(a, 0), order(c, 0))

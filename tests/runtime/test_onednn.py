@@ -2,7 +2,7 @@
 
 A oneDNN fusion that splits into several oneDNN partitions aborts the whole process at its first
 run, so the programs that must fall back run in a subprocess: a broken check fails one test
-instead of killing the session."""
+instead of killing the test process."""
 
 import subprocess
 import sys
