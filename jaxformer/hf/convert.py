@@ -359,8 +359,8 @@ def from_pretrained(
     if num_labels is not None:
         if task not in LABELLED and not (task == "question_answering" and num_labels == 2):
             raise ValueError(
-                f"num_labels={num_labels} does not apply to task={task!r}, whose head has a fixed "
-                f"width; it sets the classifier of {LABELLED}"
+                f"num_labels={num_labels} does not apply to task={task!r}; it is the width of "
+                f"the classifier of {LABELLED} (question_answering's is 2)"
             )
         config_overrides["num_labels"] = num_labels
     if task == "question_answering":  # transformers' qa_outputs has num_labels = 2 outputs

@@ -132,7 +132,7 @@ class BertConfig:
         if model_type != "bert":
             raise ValueError(
                 f"{source}: model_type={model_type!r} is not a BERT checkpoint; jaxformer reads "
-                "model_type 'bert' (BertModel, BertForSequenceClassification, BertForPreTraining, "
+                "model_type 'bert' (BertModel, the BertFor<Task> heads, BertForPreTraining, "
                 "sentence-transformers BERT models)"
             )
         missing = [f for f in REQUIRED_HF_FIELDS if f not in hf]
