@@ -2,10 +2,22 @@
 
 from jaxformer.hf.convert import from_pretrained, save_pretrained
 from jaxformer.hf.hub import resolve_checkpoint
-from jaxformer.models import BertConfig, BertForSequenceClassification, BertModel, BertOutput
+from jaxformer.models import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    BertOutput,
+    SpanLogits,
+)
 from jaxformer.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["BertConfig", "BertModel", "BertForSequenceClassification", "BertOutput"]
+__all__ += ["BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice"]
+__all__ += ["BertForMaskedLM", "SpanLogits"]
 __all__ += ["from_pretrained", "save_pretrained", "resolve_checkpoint"]
 __all__ += ["load_tokenizer", "Tokenizer"]
 __version__ = "0.1.0"

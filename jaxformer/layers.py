@@ -67,6 +67,12 @@ def feed_forward(
     return ACTIVATIONS[activation](x @ w1 + b1) @ w2 + b2
 
 
+def tied_logits(x: Array, table: Array, bias: Array) -> Array:
+    """x E^T + bias: scores over the vocabulary from the token embedding table E itself (the
+    decoder tied to the input embeddings). x: (b, t, m), table: (v, m), bias: (v,) -> (b, t, v)."""
+    return jnp.einsum("btm,vm->btv", x, table) + bias
+
+
 def dropout(x: Array, rate: float, rng: Array) -> Array:
     """Inverted dropout: x * keep / (1 - rate), keep ~ Bernoulli(1 - rate) per element."""
     if rate == 0.0:

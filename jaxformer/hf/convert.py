@@ -1,9 +1,9 @@
 """Hugging Face BERT checkpoints in and out: `from_pretrained`, `save_pretrained`.
 
-Mirrors the tensor names of transformers/models/bert/modeling_bert.py (BertModel,
-BertForSequenceClassification, BertForPreTraining, sentence-transformers BERT folders). The
-conversion is a table, HF tensor name -> our parameter path (jaxformer/models/bert.py), plus a
-few named transforms between torch's `nn.Linear` layout `(out, in)` and ours. Every converted
+Mirrors the tensor names of transformers/models/bert/modeling_bert.py (BertModel, the
+BertFor<Task> heads, BertForPreTraining, sentence-transformers BERT folders). The conversion is a
+table, HF tensor name -> our parameter path (jaxformer/models/bert.py, heads.py), plus a few named
+transforms between torch's `nn.Linear` layout `(out, in)` and ours. Every converted
 tensor is checked against `param_shapes(model)`, and missing or unused tensors are reported: a
 silently wrong load is the worst bug. Reading the files is `jaxformer.hf.hub`'s.
 """
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,12 +30,18 @@ from flax import traverse_util
 
 from jaxformer.hf import CheckpointError
 from jaxformer.hf.hub import load_config, read_weights, resolve_checkpoint
-from jaxformer.models import BertForSequenceClassification, BertModel, param_shapes
+from jaxformer.models import (
+    BertForMaskedLM,
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    param_shapes,
+)
 from jaxformer.models.config import BertConfig
 
 log = logging.getLogger(__name__)
-
-TASKS = ("classification", "base")
 
 
 # --- Transforms: torch layout <-> ours. `to_jax(w, c)` and its inverse `to_hf(w, c)`. ---
@@ -65,8 +72,8 @@ SPLIT_HEADS_OUT = Transform(
 )
 
 # --- The table: HF name in a BertModel checkpoint -> (path in BertModel's params, transform). ---
-# BertForSequenceClassification prefixes the encoder with `bert.`
-# (HF) and `bert/` (ours) and adds CLASSIFIER.
+# The BertFor<Task> heads prefix the encoder with `bert.` (HF) and `bert/` (ours) and add their
+# head's table (TASKS).
 
 EMBEDDINGS = {
     "embeddings.word_embeddings.weight": ("embeddings/token/embedding", IDENTITY),
@@ -101,13 +108,66 @@ CLASSIFIER = {
     "classifier.weight": ("classifier/kernel", TRANSPOSE),
     "classifier.bias": ("classifier/bias", IDENTITY),
 }
-# Freshly initialised when a checkpoint lacks them (normal(initializer_range) kernel, zero bias).
-OPTIONAL = ("pooler/", "classifier/")
+QA_OUTPUTS = {  # (start, end) logits
+    "qa_outputs.weight": ("qa_outputs/kernel", TRANSPOSE),
+    "qa_outputs.bias": ("qa_outputs/bias", IDENTITY),
+}
+MASKED_LM = {  # the decoder's weight is the word embeddings: TIED
+    "cls.predictions.transform.dense.weight": ("mlm/transform/kernel", TRANSPOSE),
+    "cls.predictions.transform.dense.bias": ("mlm/transform/bias", IDENTITY),
+    "cls.predictions.transform.LayerNorm.weight": ("mlm/layer_norm/scale", IDENTITY),
+    "cls.predictions.transform.LayerNorm.bias": ("mlm/layer_norm/bias", IDENTITY),
+    "cls.predictions.bias": ("mlm/bias", IDENTITY),
+}
+# Tensors transformers ties to others (and may or may not save): accepted when equal to the
+# tensor they are tied to, reported otherwise; never written.
+TIED = {
+    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+    "cls.predictions.decoder.bias": "cls.predictions.bias",
+}
+HEAD_PREFIXES = ("classifier.", "cls.", "qa_outputs.")
+
+
+class Task(NamedTuple):
+    module: type[nn.Module]
+    architecture: str  # the transformers class that loads what save_pretrained writes
+    head: dict[str, tuple]  # the head's table, beside the encoder's
+
+
+TASKS = {
+    "classification": Task(
+        BertForSequenceClassification, "BertForSequenceClassification", CLASSIFIER
+    ),
+    "base": Task(BertModel, "BertModel", {}),
+    "token_classification": Task(
+        BertForTokenClassification, "BertForTokenClassification", CLASSIFIER
+    ),
+    "question_answering": Task(BertForQuestionAnswering, "BertForQuestionAnswering", QA_OUTPUTS),
+    "multiple_choice": Task(BertForMultipleChoice, "BertForMultipleChoice", CLASSIFIER),
+    "masked_lm": Task(BertForMaskedLM, "BertForMaskedLM", MASKED_LM),
+}
+# The tasks whose head has one output per label (num_labels).
+LABELLED = ("classification", "token_classification")
+# Initialised fresh when a checkpoint lacks the whole group, as transformers initialises them:
+# normal(initializer_range) kernels, unit layer norm scales, zero biases.
+OPTIONAL = ("pooler/", "classifier/", "qa_outputs/", "mlm/")
+
+
+def task_of(model: nn.Module) -> str:
+    """The name in TASKS of `model`'s class."""
+    for name, task in TASKS.items():
+        if type(model) is task.module:
+            return name
+    raise TypeError(
+        f"{type(model).__name__} is not one of {[t.module.__name__ for t in TASKS.values()]}"
+    )
+
+
 # Buffers, not parameters: skipped without a word.
 IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$")
 
 
-def conversion_table(model: BertModel | BertForSequenceClassification) -> dict[str, tuple]:
+def conversion_table(model: nn.Module) -> dict[str, tuple]:
     """{HF tensor name as transformers saves it for `model`: (our param path, Transform)}."""
     c = model.config
     if c.pre_layer_norm or c.position_embedding_type != "absolute":
@@ -119,19 +179,37 @@ def conversion_table(model: BertModel | BertForSequenceClassification) -> dict[s
     encoder = dict(EMBEDDINGS)
     for i in range(c.num_hidden_layers):
         encoder |= {f"encoder.layer.{i}.{k}": (f"layer_{i}/{p}", t) for k, (p, t) in LAYER.items()}
-    if isinstance(model, BertForSequenceClassification):
-        table = {f"bert.{k}": (f"bert/{p}", t) for k, (p, t) in (encoder | POOLER).items()}
-        return table | CLASSIFIER
-    return encoder | (POOLER if model.add_pooling_layer else {})
+    if isinstance(model, BertModel):
+        return encoder | (POOLER if model.add_pooling_layer else {})
+    head = TASKS[task_of(model)].head
+    encoder |= POOLER if model.pooled else {}
+    return {f"bert.{k}": (f"bert/{p}", t) for k, (p, t) in encoder.items()} | head
 
 
-def _canonical_name(name: str, classification: bool) -> str:
-    """A checkpoint's tensor name in the spelling `conversion_table` uses for our model."""
+def _canonical_name(name: str, headed: bool) -> str:
+    """A checkpoint's tensor name in the spelling `conversion_table` uses for our model (with
+    `headed`, a head whose encoder is under `bert.`)."""
     name = name.replace("LayerNorm.gamma", "LayerNorm.weight")
     name = name.replace("LayerNorm.beta", "LayerNorm.bias")
     bare = name.removeprefix("bert.")
-    is_head = bare.startswith(("classifier.", "cls."))
-    return f"bert.{bare}" if classification and not is_head else bare
+    return f"bert.{bare}" if headed and not bare.startswith(HEAD_PREFIXES) else bare
+
+
+def _shape_hint(model: nn.Module, path: str, shape: tuple[int, ...]) -> str:
+    """What to do when a head's tensor in the checkpoint has another width than ours."""
+    task = task_of(model)
+    if path == "classifier/kernel" and task in LABELLED:
+        return (
+            f"; the checkpoint's classifier has {shape[0]} labels: pass num_labels={shape[0]}, "
+            "or load with task='base' and add your own head"
+        )
+    widths = {"multiple_choice": "1 output (per choice)", "question_answering": "2 outputs"}
+    if path.startswith(("classifier/", "qa_outputs/")) and task in widths:
+        return (
+            f"; a {task} head has {widths[task]}, the checkpoint's {shape[0]}: is it another "
+            "task's head? Load it with that task, or with task='base' and add your own head"
+        )
+    return ""
 
 
 @functools.cache
@@ -143,23 +221,25 @@ def _hf_shape(transform: Transform, config: BertConfig, shape: tuple[int, ...]) 
 
 def hf_to_params(
     tensors: dict[str, np.ndarray],
-    model: BertModel | BertForSequenceClassification,
+    model: nn.Module,
     files: dict[str, str] | None = None,
     rng: jax.Array | None = None,
 ) -> dict:
     """Converts HF tensors (numpy, by name) into `model`'s parameter tree.
 
-    `files` names the file each tensor came from, for error messages. Missing pooler or
-    classifier tensors are initialised fresh from `rng` (and logged); other missing tensors and
-    any shape or dtype mismatch raise CheckpointError (a ValueError).
+    `files` names the file each tensor came from, for error messages. A pooler or head that
+    the checkpoint lacks entirely is initialised fresh from `rng` (and logged); other missing
+    tensors, half a head, and any shape or dtype mismatch raise CheckpointError (a ValueError).
+    Tensors the model has no place for are logged as unused; a tied tensor (TIED) is accepted
+    when it equals the tensor it is tied to, and reported otherwise.
     """
     c, files = model.config, files or {}
-    classification = isinstance(model, BertForSequenceClassification)
     shapes = traverse_util.flatten_dict(param_shapes(model), sep="/")
     table = conversion_table(model)
     assert {p for p, _ in table.values()} == set(shapes), "conversion table and model disagree"
 
-    by_name = {_canonical_name(k, classification): k for k in tensors if not IGNORED.search(k)}
+    headed = not isinstance(model, BertModel)
+    by_name = {_canonical_name(k, headed): k for k in tensors if not IGNORED.search(k)}
     flat, missing = {}, []
     for name, (path, transform) in table.items():
         if name not in by_name:
@@ -175,14 +255,10 @@ def hf_to_params(
             )
         hf_shape = _hf_shape(transform, c, want.shape)
         if w.shape != hf_shape:
-            hint = ""
-            if path.startswith("classifier/"):
-                hint = f"; the checkpoint's classifier has {w.shape[0]} labels: pass num_labels="
-                hint += f"{w.shape[0]}, or load with task='base' and add your own head"
             raise CheckpointError(
                 f"tensor {original!r} in {source} has shape "
                 f"{tuple(w.shape)}, but the config expects {hf_shape} (our {path}: {want.shape})"
-                f"{hint}; does config.json match the weights?"
+                f"{_shape_hint(model, path, tuple(w.shape))}; does config.json match the weights?"
             )
         flat[path] = jnp.asarray(np.asarray(transform.to_jax(w, c)), dtype=want.dtype)
 
@@ -206,19 +282,36 @@ def hf_to_params(
         if path.endswith("kernel"):
             noise = jax.random.normal(jax.random.fold_in(rng, i), want.shape, jnp.float32)
             flat[path] = (noise * c.initializer_range).astype(want.dtype)
+        elif path.endswith("scale"):
+            flat[path] = jnp.ones(want.shape, want.dtype)
         else:
             flat[path] = jnp.zeros(want.shape, want.dtype)
     if fresh:
         log.info("%s has no %s: initialised fresh (train before use)", where, sorted(fresh))
 
-    unused = sorted(k for k in by_name if k not in table)
+    tied = {}
+    if isinstance(model, BertForMaskedLM):
+        tied = {k: t for k, t in TIED.items() if k in by_name}
+    for name, target in list(tied.items()):
+        w, ref = tensors[by_name[name]], tensors.get(by_name.get(target, ""))
+        if ref is None or w.shape != ref.shape or not np.array_equal(w, ref):
+            log.warning(
+                "%s in %s is not equal to %s, which transformers ties it to: not loaded (the "
+                "decoder is the word embeddings, its bias cls.predictions.bias)",
+                by_name[name],
+                files.get(by_name[name], "the checkpoint"),
+                target,
+            )
+            del tied[name]
+    unused = sorted(k for k in by_name if k not in table and k not in tied)
     if unused:
         log.info("unused checkpoint tensors (%d): %s", len(unused), [by_name[k] for k in unused])
     return traverse_util.unflatten_dict(flat, sep="/")
 
 
-def params_to_hf(model: BertModel | BertForSequenceClassification, params: dict) -> dict:
-    """The inverse of `hf_to_params`: {HF tensor name: float32 numpy array} for `model`."""
+def params_to_hf(model: nn.Module, params: dict) -> dict:
+    """The inverse of `hf_to_params`: {HF tensor name: float32 numpy array} for `model`; tied
+    tensors are left out, as transformers leaves them out."""
     c = model.config
     flat = traverse_util.flatten_dict(params, sep="/")
     shapes = traverse_util.flatten_dict(param_shapes(model), sep="/")
@@ -248,45 +341,59 @@ def from_pretrained(
     *,
     rng: jax.Array | None = None,
     **config_overrides: Any,
-) -> tuple[BertModel | BertForSequenceClassification, dict]:
+) -> tuple[nn.Module, dict]:
     """Loads a Hugging Face BERT checkpoint: `(model, params)`.
 
-    task: "classification" (BertForSequenceClassification) or "base" (BertModel).
-    num_labels: the classifier's width; None takes the checkpoint's config (id2label), else 2.
-    rng: for a fresh classifier or pooler when the checkpoint has none (default key 0).
-    config_overrides: BertConfig fields, e.g. dtype="bfloat16", attention="reference".
+    task: the head, one of TASKS: "classification" (BertForSequenceClassification), "base"
+      (BertModel), "token_classification", "question_answering", "multiple_choice",
+      "masked_lm" (BertFor<Task>). A checkpoint without the task's head gets a fresh one (logged);
+      a BertForPreTraining checkpoint gives masked_lm its MLM head.
+    num_labels: the classifier's width, for classification and token_classification; None takes
+      the checkpoint's config (id2label), else 2. A width other than id2label's drops its names.
+    rng: for a fresh head or pooler when the checkpoint has none (default key 0).
+    config_overrides: BertConfig fields, e.g. dtype="bfloat16", attention="reference",
+      label_names=("neg", "pos") (which also sets num_labels).
     """
     if task not in TASKS:
-        raise ValueError(f"task={task!r}; choose one of {TASKS}")
-    folder = resolve_checkpoint(path_or_hub_id)
-    if task == "classification" and num_labels is not None:
+        raise ValueError(f"task={task!r}; choose one of {tuple(TASKS)}")
+    if num_labels is not None:
+        if task not in LABELLED and not (task == "question_answering" and num_labels == 2):
+            raise ValueError(
+                f"num_labels={num_labels} does not apply to task={task!r}; it is the width of "
+                f"the classifier of {LABELLED} (question_answering's is 2)"
+            )
         config_overrides["num_labels"] = num_labels
+    if task == "question_answering":  # transformers' qa_outputs has num_labels = 2 outputs
+        config_overrides.setdefault("num_labels", 2)
+    folder = resolve_checkpoint(path_or_hub_id)
     config = load_config(folder, **config_overrides)
-    model = BertForSequenceClassification(config) if task == "classification" else BertModel(config)
+    model = TASKS[task].module(config)
     tensors, files = read_weights(folder)
     return model, hf_to_params(tensors, model, files, rng)
 
 
 def save_pretrained(
-    model: BertModel | BertForSequenceClassification,
+    model: nn.Module,
     params: dict,
     out_dir: str | os.PathLike,
     tokenizer=None,
 ) -> Path:
-    """Writes a folder transformers loads (`BertForSequenceClassification` / `BertModel`):
-    config.json, model.safetensors (float32) and, with `tokenizer`, its files.
+    """Writes a folder transformers loads with the model's class (`BertModel`,
+    `BertFor<Task>`, also named in config.json's `architectures`, so the `AutoModelFor<Task>`
+    classes load it): config.json, model.safetensors (float32) and, with `tokenizer`, its files.
 
     Everything is written to a temporary folder first, so a failure leaves `out_dir` as it was.
     """
     out_dir = Path(out_dir)
-    arch = "BertForSequenceClassification"
-    if not isinstance(model, BertForSequenceClassification):
-        arch = "BertModel"
+    arch = TASKS[task_of(model)].architecture
+    config = model.config
+    if isinstance(model, BertForQuestionAnswering) and config.num_labels != 2:
+        config = config.replace(num_labels=2, label_names=None)  # qa_outputs' width
     tensors = params_to_hf(model, params)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        (tmp / "config.json").write_text(json.dumps(model.config.to_hf(arch), indent=2) + "\n")
+        (tmp / "config.json").write_text(json.dumps(config.to_hf(arch), indent=2) + "\n")
         safetensors.numpy.save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp)

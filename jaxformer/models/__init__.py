@@ -3,7 +3,15 @@ heads), `config.py` (the architecture, Hugging Face's config.json fields)."""
 
 from jaxformer.models.bert import BertModel, BertOutput, init_params, param_shapes
 from jaxformer.models.config import BertConfig
-from jaxformer.models.heads import BertForSequenceClassification
+from jaxformer.models.heads import (
+    BertForMaskedLM,
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    SpanLogits,
+)
 
 __all__ = ["BertConfig", "BertModel", "BertOutput", "BertForSequenceClassification"]
-__all__ += ["init_params", "param_shapes"]
+__all__ += ["BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice"]
+__all__ += ["BertForMaskedLM", "SpanLogits", "init_params", "param_shapes"]

@@ -237,8 +237,9 @@ class BertModel(nn.Module):
 
 
 def init_params(model: nn.Module, rng: Array, length: int = 8) -> dict:
-    """Fresh parameters for `model` (a dict pytree), from a dummy batch of one."""
-    ids = jnp.zeros((1, length), jnp.int32)
+    """Fresh parameters for `model` (a dict pytree), from a dummy batch of one (of one choice,
+    for a model whose `input_rank` is 3)."""
+    ids = jnp.zeros((1,) * (getattr(model, "input_rank", 2) - 1) + (length,), jnp.int32)
     return model.init({"params": rng}, ids, jnp.ones_like(ids))["params"]
 
 

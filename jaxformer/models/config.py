@@ -58,6 +58,8 @@ class BertConfig:
     position_embedding_type: str = "absolute"  # or "sinusoidal" (Vaswani et al. 2017, fixed)
     pad_token_id: int = 0
     num_labels: int = 2
+    # id2label's names, by label id; None: Hugging Face's defaults, LABEL_0 ... LABEL_{n-1}.
+    label_names: tuple[str, ...] | None = None
     # Not in HF BERT: pre-LN puts layer norm before each sub-layer (x + f(LN(x))).
     pre_layer_norm: bool = False
     # Compute settings, not saved to config.json (jaxformer.dispatch lists the choices).
@@ -68,6 +70,18 @@ class BertConfig:
     remat: bool = False  # recompute each layer's activations in the backward pass
 
     def __post_init__(self):
+        if self.label_names is not None:
+            names = self.label_names
+            if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"label_names={names!r} must be a sequence of strings")
+            names = tuple(names)
+            if len(names) != self.num_labels:
+                raise ValueError(
+                    f"label_names has {len(names)} names but num_labels={self.num_labels}"
+                )
+            # The defaults are stored as None, so a config equals itself after a round trip.
+            defaults = tuple(f"LABEL_{i}" for i in range(self.num_labels))
+            object.__setattr__(self, "label_names", None if names == defaults else names)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
@@ -94,6 +108,12 @@ class BertConfig:
     def params_dtype(self) -> jnp.dtype:
         return jnp.dtype(self.param_dtype)
 
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Label id -> name, Hugging Face's defaults (LABEL_{i}) where no names were given."""
+        names = self.label_names or [f"LABEL_{i}" for i in range(self.num_labels)]
+        return dict(enumerate(names))
+
     def replace(self, **changes: Any) -> BertConfig:
         return dataclasses.replace(self, **changes)
 
@@ -112,7 +132,7 @@ class BertConfig:
         if model_type != "bert":
             raise ValueError(
                 f"{source}: model_type={model_type!r} is not a BERT checkpoint; jaxformer reads "
-                "model_type 'bert' (BertModel, BertForSequenceClassification, BertForPreTraining, "
+                "model_type 'bert' (BertModel, the BertFor<Task> heads, BertForPreTraining, "
                 "sentence-transformers BERT models)"
             )
         missing = [f for f in REQUIRED_HF_FIELDS if f not in hf]
@@ -123,16 +143,20 @@ class BertConfig:
             )
         # config.json's "dtype" (transformers 5) / "torch_dtype" is the storage dtype, not our
         # compute dtype: compute settings only come from `overrides`.
-        names = {f.name for f in dataclasses.fields(cls)} - set(COMPUTE_FIELDS)
+        names = {f.name for f in dataclasses.fields(cls)} - set(COMPUTE_FIELDS) - {"label_names"}
         kwargs = {k: v for k, v in hf.items() if k in names}
         if hf.get("pad_token_id", 0) is None:  # some configs write null: the model never reads it
             del kwargs["pad_token_id"]
-        if "id2label" in hf and "num_labels" not in hf:
-            if not isinstance(hf["id2label"], dict):
-                raise ValueError(
-                    f"{source}: id2label={hf['id2label']!r} is not an object (label id -> name)"
-                )
-            kwargs["num_labels"] = len(hf["id2label"])
+        if "id2label" in hf:
+            kwargs["label_names"] = _label_names(hf["id2label"], source)
+            if "num_labels" not in hf:
+                kwargs["num_labels"] = len(kwargs["label_names"])
+        if overrides.get("label_names") is not None and "num_labels" not in overrides:
+            overrides = overrides | {"num_labels": len(overrides["label_names"])}
+        # Names are kept only for the head they name: another width means a fresh head.
+        num_labels = overrides.get("num_labels", kwargs.get("num_labels", 2))
+        if len(kwargs.get("label_names") or ()) != num_labels:
+            kwargs.pop("label_names", None)
         if kwargs.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(
                 f"{source}: position_embedding_type={hf['position_embedding_type']!r} is not "
@@ -155,13 +179,30 @@ class BertConfig:
         hf = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in COMPUTE_FIELDS
+            if f.name not in (*COMPUTE_FIELDS, "num_labels", "label_names")
         }
-        hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}
-        hf["label2id"] = {f"LABEL_{i}": i for i in range(self.num_labels)}
-        del hf["num_labels"]
+        hf["id2label"] = {str(i): name for i, name in self.id2label.items()}
+        hf["label2id"] = {name: i for i, name in self.id2label.items()}
         hf.update(model_type="bert", architectures=[architecture], torch_dtype="float32")
         return hf
+
+
+def _label_names(id2label: Any, source: str) -> tuple[str, ...]:
+    """The names of config.json's `id2label` ({"0": name, ..., "n-1": name}) in id order;
+    ValueError naming `source` unless its keys are exactly the ids 0..n-1 and its names strings."""
+    if not isinstance(id2label, dict) or not id2label:
+        raise ValueError(
+            f"{source}: id2label={id2label!r} is not an object (label id -> name) with a label"
+        )
+    # JSON keys are strings; transformers' in-memory `config.to_dict()` has ints.
+    named = {str(k) if type(k) is int else k: v for k, v in id2label.items()}
+    ids = [str(i) for i in range(len(id2label))]
+    if set(named) != set(ids) or not all(isinstance(n, str) for n in named.values()):
+        raise ValueError(
+            f"{source}: id2label={id2label!r} is not valid; its keys must be the label ids "
+            f'"0".."{len(id2label) - 1}", each once, and its values the label names (strings)'
+        )
+    return tuple(named[i] for i in ids)
 
 
 def _check_hf_fields(values: dict[str, Any], source: str) -> None:
