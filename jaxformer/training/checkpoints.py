@@ -86,8 +86,9 @@ class Checkpoints:
         if bad:
             raise TrainingError(
                 f"not saving the {which} checkpoint of step {step}: {len(bad)} arrays of the "
-                f"state hold NaN or inf (first: {bad[0]}); training stopped. The last good "
-                "checkpoint is kept; lower --config.optimizer.learning_rate or check the data"
+                f"state hold non-finite values, NaN or inf (first: {bad[0]}); training "
+                "stopped. The last good checkpoint is kept; lower "
+                "--config.optimizer.learning_rate or check the data"
             )
         mngr = self.manager(which)
         if step in mngr.all_steps():

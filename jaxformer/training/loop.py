@@ -160,6 +160,8 @@ def quiet_library_logs() -> None:
         )
         if noisy and record.levelno >= logging.ERROR and record.exc_info:
             return f"{os.sep}orbax{os.sep}" not in record.pathname
+        if record.name == "asyncio" and f"{os.sep}orbax{os.sep}" in record.getMessage():
+            return False  # orbax's writer tasks of that same failed save
         return record.levelno >= logging.WARNING or not noisy
 
     from absl import logging as absl_logging
