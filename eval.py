@@ -10,7 +10,7 @@ import json
 from absl import app, flags
 
 from jaxformer.runtime import malloc
-from jaxformer.training import evaluate, loop
+from jaxformer.training import cli, evaluate, loop
 
 FLAGS = flags.FLAGS
 malloc.define_flag()
@@ -29,20 +29,17 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     malloc.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
     loop.quiet_library_logs()
-    try:
-        metrics = evaluate.evaluate_split(
-            FLAGS.workdir,
-            FLAGS.split,
-            FLAGS.checkpoint,
-            FLAGS.step,
-            FLAGS.hf_dir,
-            FLAGS.limit,
-            FLAGS.batch_size,
-        )
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    metrics = evaluate.evaluate_split(
+        FLAGS.workdir,
+        FLAGS.split,
+        FLAGS.checkpoint,
+        FLAGS.step,
+        FLAGS.hf_dir,
+        FLAGS.limit,
+        FLAGS.batch_size,
+    )
     print(json.dumps(metrics, indent=2) if FLAGS.json else evaluate.format_metrics(metrics))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

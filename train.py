@@ -3,7 +3,8 @@
     python train.py --config configs/imdb_minilm.py --workdir runs/minilm \
         --config.optimizer.learning_rate=3e-5
 
-Rerunning the same command resumes from the latest checkpoint in the workdir.
+Rerunning the same command resumes from the latest checkpoint in the workdir. Ctrl-C or SIGTERM
+saves a checkpoint, then exits with status 130 or 143; bad input ends in one `error:` line.
 """
 
 from pathlib import Path
@@ -13,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxformer.runtime import malloc
-from jaxformer.training import loop, metrics
+from jaxformer.training import cli, loop
 
 FLAGS = flags.FLAGS
 malloc.define_flag()
@@ -36,11 +37,8 @@ def main(argv):
         jax.distributed.initialize()
     loop.quiet_library_logs()
     logging.info("JAX devices: %s", jax.devices())
-    try:
-        loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except metrics.TrainingError as e:
-        raise SystemExit(f"error: {e}") from None
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -5,11 +5,12 @@ python -m jaxformer.predict --workdir runs/minilm --file reviews.txt   # one rev
 cat reviews.txt | python -m jaxformer.predict --hf_dir runs/minilm/hf_export
 """
 
+import os
 import sys
 
 from absl import app, flags
 
-from jaxformer.training import evaluate
+from jaxformer.training import cli, evaluate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")
@@ -19,21 +20,25 @@ flags.DEFINE_string("file", None, "Read reviews from this file, one per line.")
 LABELS = ("negative", "positive")
 
 
+def as_text(data: bytes) -> str:
+    """Bytes from the command line, a file or stdin as text: bytes that are not UTF-8 become
+    U+FFFD, as tfds' reviews do, rather than lone surrogates the tokenizer cannot encode."""
+    return data.decode("utf-8", errors="replace")
+
+
 def main(argv):
-    texts = argv[1:]
+    # Python hands undecodable argv bytes over as surrogate escapes; os.fsencode recovers them.
+    texts = [as_text(os.fsencode(a)) for a in argv[1:]]
     if FLAGS.file:
-        with open(FLAGS.file, encoding="utf-8", errors="replace") as f:
-            texts += [line.rstrip("\n") for line in f]
+        with open(FLAGS.file, "rb") as f:
+            texts += as_text(f.read()).splitlines()
     if not texts and not sys.stdin.isatty():
-        texts = [line.rstrip("\n") for line in sys.stdin]
+        texts = as_text(sys.stdin.buffer.read()).splitlines()
     if not texts:
         raise app.UsageError("give reviews as arguments, with --file, or on standard input")
-    try:
-        config, tokenizer, model, params, _ = evaluate.load_classifier(
-            FLAGS.workdir, FLAGS.checkpoint, hf_dir=FLAGS.hf_dir
-        )
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    config, tokenizer, model, params, _ = evaluate.load_classifier(
+        FLAGS.workdir, FLAGS.checkpoint, hf_dir=FLAGS.hf_dir
+    )
     probs = evaluate.predict(texts, tokenizer, model, params, xla_cpu_dots=config.xla_cpu_dots)
     for text, p in zip(texts, probs, strict=True):
         label = int(p.argmax())
@@ -42,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxformer.data import locks
+
 ARCHIVE_ENV = "JAXFORMER_IMDB_ARCHIVE"
 ARCHIVE_URL = "http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 TFDS_NAME = "imdb_reviews/plain_text"
@@ -148,10 +150,19 @@ def imdb_builder(data_dir: str | os.PathLike, archive: str | os.PathLike | None 
     builder = tfds.builder(TFDS_NAME, data_dir=os.fspath(data_dir), file_format="array_record")
     if builder.is_prepared():
         return builder
+    # Two processes preparing one data_dir would race on tfds' rename of its incomplete build.
+    with locks.FileLock(data_dir / "build.lock", f"the tfds build in {data_dir}", wait=True):
+        builder = tfds.builder(TFDS_NAME, data_dir=os.fspath(data_dir), file_format="array_record")
+        if not builder.is_prepared():
+            _prepare(builder, archive, data_dir)
+    return builder
+
+
+def _prepare(builder, archive: Path | None, data_dir: Path) -> None:
     if archive is None:
         log.info("Downloading and preparing %s into %s", TFDS_NAME, data_dir)
         builder.download_and_prepare(file_format="array_record")
-        return builder
+        return
 
     log.info("Preparing %s from %s into %s", TFDS_NAME, archive, data_dir)
     dl_manager = _local_download_manager(archive, data_dir / "downloads")
@@ -164,7 +175,6 @@ def imdb_builder(data_dir: str | os.PathLike, archive: str | os.PathLike | None 
     builder._make_download_manager = lambda download_dir, download_config: dl_manager
     builder._split_generators = labelled_split_generators
     builder.download_and_prepare(file_format="array_record")
-    return builder
 
 
 def read_split(builder, split: str) -> tuple[list[str], np.ndarray]:

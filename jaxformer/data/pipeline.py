@@ -42,7 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxformer import cache
-from jaxformer.data import imdb
+from jaxformer.data import imdb, locks
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,9 @@ def load_imdb(
       limits: {split: N} keeps the first N examples of the split's seeded shuffle.
       chunk_size: texts per `encode_ids` call.
 
-    When every requested split is cached, tfds is not touched at all.
+    When every requested split is cached, tfds is not touched at all. Otherwise the build holds
+    `cache_dir/build.lock`: a second process on the same cache waits, then reads what the first
+    wrote.
     """
     cache_dir = Path(cache_dir) if cache_dir else cache.cache_dir()
     data_dir = Path(data_dir) if data_dir else cache_dir / "tfds"
@@ -262,12 +264,19 @@ def load_imdb(
             )
         return texts[name]
 
-    return {
-        name: cached_tokenize(
-            paths[name], keys[name], tokenizer, lambda n=name: texts_of(n), chunk_size
-        )
-        for name in splits
-    }
+    def build() -> dict[str, TokenizedSplit]:
+        return {
+            name: cached_tokenize(
+                paths[name], keys[name], tokenizer, lambda n=name: texts_of(n), chunk_size
+            )
+            for name in splits
+        }
+
+    if all(paths[name].exists() for name in splits):
+        return build()  # caches are written whole (os.replace): reading needs no lock
+    # Processes sharing the cache take turns to build it; the next finds it built.
+    with locks.FileLock(cache_dir / "build.lock", f"the data cache {cache_dir}", wait=True):
+        return build()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,9 +73,21 @@ def load_classifier(
     )
     ckpts = checkpoints.Checkpoints(workdir, create=False)
     try:
+        steps_there = sorted(ckpts.latest.all_steps())
         state, meta = ckpts.restore(which, step, abstract)
+    except checkpoints.DamagedCheckpointError as e:
+        raise checkpoints.DamagedCheckpointError(
+            f"{e}; evaluate another with --step (steps in checkpoints/: {steps_there or 'none'})"
+        ) from None
     finally:
         ckpts.close()
+    bad = checkpoints.non_finite_leaves(state.params)
+    if bad:
+        raise ValueError(
+            f"the {which} checkpoint of step {meta['step']} in {workdir} holds NaN or inf in "
+            f"{len(bad)} parameter arrays (first: {bad[0]}): its predictions mean nothing; "
+            f"evaluate another with --step (steps in checkpoints/: {steps_there or 'none'})"
+        )
     return config, tokenizer, model, state.params, f"{which} checkpoint, step {meta['step']}"
 
 

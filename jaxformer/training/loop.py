@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxformer.data import locks
 from jaxformer.data import pipeline as data_lib
 from jaxformer.hf.convert import from_pretrained, save_pretrained
 from jaxformer.models import BertForSequenceClassification, init_params
@@ -115,6 +116,17 @@ def build_eval_batches(config: ml_collections.ConfigDict, split, tokenizer):
 # ----------------------------------------------------------------------------- housekeeping
 
 
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training after it saved a checkpoint of `step`."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = signum, step
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} at step {step} (checkpoint saved); "
+            "rerun the same command to resume"
+        )
+
+
 class _StopRequest:
     """Ctrl-C / SIGTERM: finish the current step, save a checkpoint, then exit."""
 
@@ -138,13 +150,18 @@ class _StopRequest:
 
 def quiet_library_logs() -> None:
     """Keep Orbax's and tfds' INFO chatter (one line per checkpoint operation) out of the
-    console: their warnings still show."""
+    console: their warnings still show. Orbax's tracebacks of a failed background save are left
+    out too: `Checkpoints` reports that failure once, as a TrainingError."""
 
     def keep(record: logging.LogRecord) -> bool:
         noisy = any(
             f"{os.sep}{lib}{os.sep}" in record.pathname
             for lib in ("orbax", "tensorflow_datasets", "etils")
         )
+        if noisy and record.levelno >= logging.ERROR and record.exc_info:
+            return f"{os.sep}orbax{os.sep}" not in record.pathname
+        if record.name == "asyncio" and f"{os.sep}orbax{os.sep}" in record.getMessage():
+            return False  # orbax's writer tasks of that same failed save
         return record.levelno >= logging.WARNING or not noisy
 
     from absl import logging as absl_logging
@@ -171,18 +188,58 @@ def save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
 # ----------------------------------------------------------------------------- the loop
 
 
+def reconcile_best(meta: dict, best: tuple[int, dict] | None) -> dict:
+    """`meta` (the latest checkpoint's record) with its best step and accuracy taken from what
+    best/ holds: a run killed between the two saves of one step leaves them disagreeing."""
+    if best is None:
+        if meta.get("best_step") is not None:
+            log.warning(
+                "best/ holds no checkpoint although step %s was the best; the next validation "
+                "saves one",
+                meta["best_step"],
+            )
+        return dict(meta, best_accuracy=-1.0, best_step=None)
+    step, record = best
+    if step != meta.get("best_step"):
+        log.info(
+            "best/ holds step %d (validation accuracy %.4f); the latest checkpoint's record "
+            "said step %s",
+            step,
+            record["best_accuracy"],
+            meta.get("best_step"),
+        )
+    return dict(meta, best_accuracy=float(record["best_accuracy"]), best_step=step)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
-    """Trains (or resumes) in `workdir`; returns the final validation metrics."""
+    """Trains (or resumes) in `workdir`; returns the final validation metrics.
+
+    The workdir is locked for the run (`workdir/train.lock`): a second run on it fails at once
+    with a TrainingError naming the holder."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     par = Parallelism.from_config(config)
     par.check_batch_size(config.batch_size)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     if config.batch_size % config.optimizer.accum_steps:
         raise ValueError(
             f"batch_size={config.batch_size} must be divisible by "
-            f"optimizer.accum_steps={config.optimizer.accum_steps}"
+            f"optimizer.accum_steps={config.optimizer.accum_steps}; change "
+            "--config.batch_size or --config.optimizer.accum_steps"
         )
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = locks.FileLock(workdir / "train.lock", f"workdir {workdir}")
+    if jax.process_index() == 0:  # the processes of one multi-host run share the workdir
+        try:
+            lock.acquire()
+        except locks.LockedError as e:
+            raise metrics.TrainingError(str(e)) from None
+    try:
+        return _train_and_evaluate(config, workdir, par)
+    finally:
+        lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: Parallelism):
     tokenizer, model, params = build_model(config, jax.random.PRNGKey(config.seed))
     model = par.adapt_model(model)
     train_batches, splits = build_data(config, tokenizer)
@@ -205,9 +262,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     ckpts = checkpoints.Checkpoints(workdir, keep=config.keep_checkpoints)
     meta = {"step": 0, "best_accuracy": -1.0, "best_step": None}
-    if ckpts.latest.latest_step() is not None:
-        state, meta = ckpts.restore("latest", None, checkpoints.abstract_state(state))
+    restored = ckpts.restore_newest_good("latest", checkpoints.abstract_state(state))
+    if restored is not None:
+        state, meta = restored
         log.info("resuming from step %d in %s", meta["step"], workdir)
+    meta = reconcile_best(meta, ckpts.best_record())
     save_config(config, workdir)
     (workdir / "model_config.json").write_text(
         json.dumps(dataclasses.asdict(model.config), indent=2)
@@ -224,14 +283,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     schedule = optim.make_schedule(config.optimizer, num_steps)
     # A key of its own, not the parameter-init one (seed): dropout masks independent of heads.
     dropout_rng = jax.random.PRNGKey(config.seed + 1)
-    writer = metrics.MetricWriter(workdir)
+    writer = metrics.MetricWriter(workdir, start_step=start)
     val_metrics: dict = {}
+    pending: list[dict] = []
+
+    def check_pending(step):
+        """Never validate or save a state whose loss was not checked."""
+        if pending:
+            metrics.check_finite(step, metrics.host_rows(par, pending))
 
     def host_state():
         return par.host_state(state)
 
     def validate(step):
         nonlocal val_metrics
+        check_pending(step)
         batches = build_eval_batches(config, splits["validation"], tokenizer)
         val_metrics = metrics.evaluate_batches(
             eval_fn, par, state, batches, config.num_labels, desc="validation", total=len(batches)
@@ -245,7 +311,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             meta.update(best_accuracy=val_metrics["accuracy"], best_step=step)
             ckpts.save("best", step, host_state(), dict(meta, step=step))
 
-    pending: list[dict] = []
     window_start, window_examples = time.perf_counter(), 0
     with (
         _StopRequest() as stop,
@@ -287,19 +352,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 if step % config.eval_every == 0 or last:
                     validate(step)
                 if step % config.checkpoint_every == 0 or last or stop.signal is not None:
-                    if pending:  # never save a state whose loss was not checked
-                        metrics.check_finite(step, metrics.host_rows(par, pending))
+                    check_pending(step)
                     meta["step"] = step
                     ckpts.save("latest", step, host_state(), meta)
                 if stop.signal is not None:
                     ckpts.wait()
-                    raise KeyboardInterrupt(
-                        f"stopped by signal at step {step}; rerun the same command to resume"
-                    )
+                    raise Stopped(stop.signal, step)
         finally:
-            ckpts.wait()
-            ckpts.close()
-            writer.close()
+            try:
+                ckpts.wait()
+            finally:
+                ckpts.close()
+                writer.close()
     metrics.plot_metrics(workdir)
     if config.export_dir:
         best = checkpoints.Checkpoints(workdir, create=False)

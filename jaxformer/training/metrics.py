@@ -108,15 +108,22 @@ def check_finite(step: int, rows: list[dict]) -> None:
 
 
 class MetricWriter:
-    """One JSON line per record in workdir/metrics.jsonl and TensorBoard scalars (process 0)."""
+    """One JSON line per record in workdir/metrics.jsonl and TensorBoard scalars (process 0).
 
-    def __init__(self, workdir: Path):
+    A run that resumes from `start_step` first drops the records past it, which the interrupted
+    run wrote and this one writes again: one row per (step, split)."""
+
+    def __init__(self, workdir: Path, start_step: int = 0):
         self.enabled = jax.process_index() == 0
         if self.enabled:
             from tensorboardX import SummaryWriter
 
-            self.jsonl = open(workdir / "metrics.jsonl", "a")
-            self.tb = SummaryWriter(str(workdir / "tensorboard"))
+            path = workdir / "metrics.jsonl"
+            if path.exists():
+                _keep_rows_up_to(path, start_step)
+            self.jsonl = open(path, "a")
+            # TensorBoard hides the events past purge_step that the interrupted run wrote.
+            self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=start_step + 1)
 
     def write(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
@@ -133,6 +140,24 @@ class MetricWriter:
             self.tb.close()
 
 
+def _keep_rows_up_to(path: Path, step: int) -> None:
+    """Rewrites metrics.jsonl (atomically) without its rows past `step` and its torn last line."""
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # the half-written line of a killed run
+        if row.get("step", 0) <= step:
+            kept.append(line)
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
 def plot_metrics(workdir: Path) -> Path | None:
     """PNG of training loss and validation accuracy against step, from metrics.jsonl."""
     import matplotlib
@@ -143,7 +168,12 @@ def plot_metrics(workdir: Path) -> Path | None:
     path = workdir / "metrics.jsonl"
     if not path.exists():
         return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
     train = [(r["step"], r["loss"]) for r in rows if r["split"] == "train" and "loss" in r]
     val = [(r["step"], r["accuracy"]) for r in rows if r["split"] == "validation"]
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -9,6 +9,7 @@ import sys
 import types
 from pathlib import Path
 
+import jax
 import pytest
 
 from jaxformer.testing import write_fake_imdb_archive
@@ -76,18 +77,106 @@ def read_metrics():
     return read
 
 
+def script_env() -> dict:
+    """The environment of a script run by a test: the CPU, and this session's XLA compilation
+    cache, so that scripts compile the tiny model's steps once between them."""
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
 @pytest.fixture(scope="session")
 def run_script():
-    """Runs `python *args` in the repository root on the CPU; returns the CompletedProcess."""
+    """Runs `python *args` in the repository root on the CPU; returns the CompletedProcess
+    (`input`: bytes for stdin, and stdout/stderr are then bytes too)."""
 
-    def run(*args):
+    def run(*args, input=None):
         return subprocess.run(
             [sys.executable, *args],
             cwd=REPO,
             capture_output=True,
-            text=True,
+            text=input is None,
+            input=input,
             timeout=300,
-            env={**os.environ, "JAX_PLATFORMS": "cpu"},
+            env=script_env(),
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def start_script():
+    """Starts `python *args` in the repository root on the CPU; returns the Popen, its stdout
+    and stderr going to files under `logs` (`proc.stderr_text()` reads what it wrote so far)."""
+    started = []
+
+    def start(*args, logs: Path):
+        logs.mkdir(parents=True, exist_ok=True)
+        out, err = open(logs / "stdout", "w"), open(logs / "stderr", "w")
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, stdout=out, stderr=err, env=script_env()
+        )
+        proc.stderr_text = lambda: (logs / "stderr").read_text()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:  # a failed test leaves no process behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def train_args(archive, cache):
+    """train.py's arguments for configs/tiny.py on the fake archive in `workdir`, then
+    `--config.x=y` for each keyword (`train_args(w, num_train_steps=8)`)."""
+
+    def args(workdir, **changes):
+        return [
+            "train.py",
+            "--config",
+            "configs/tiny.py",
+            "--workdir",
+            str(workdir),
+            f"--config.data.archive={archive}",
+            f"--config.data.cache_dir={cache}",
+            *(f"--config.{k}={v}" for k, v in changes.items()),
+        ]
+
+    return args
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory, archive, cache, experiment_configs):
+    """A tiny run of four steps (checkpoints at 2 and 4, best at 4), for tests that only read
+    it: copy it before changing anything."""
+    from jaxformer.training import loop
+
+    config = experiment_configs.tiny.get_config()
+    config.data.archive = str(archive)
+    config.data.cache_dir = str(cache)
+    config.update(num_train_steps=4, checkpoint_every=2, eval_every=4)
+    workdir = tmp_path_factory.mktemp("trained") / "run"
+    loop.train_and_evaluate(config, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def one_error_line():
+    """Asserts that a script's stderr holds exactly one `error: ...` line, containing each of
+    `words`, and no traceback; returns the line."""
+
+    def check(stderr: str, *words: str) -> str:
+        assert "Traceback" not in stderr, stderr
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, stderr
+        for word in words:
+            assert word in errors[0], errors[0]
+        return errors[0]
+
+    return check

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from jaxformer.training import config as base_config
-from jaxformer.training import evaluate, loop
+from jaxformer.training import evaluate
 
 MODEL_CONFIG = {
     "vocab_size": 30522,
@@ -45,14 +45,12 @@ def test_unknown_field_in_a_workdir_config_names_it_and_the_file(tmp_path, make_
         evaluate.load_workdir_config(tmp_path)
 
 
-def test_predict_cli(tmp_path, make_config, run_script):
-    config = make_config(num_train_steps=2)
-    loop.train_and_evaluate(config, tmp_path / "run")
+def test_predict_cli(trained_workdir, run_script):
     r = run_script(
         "-m",
         "jaxformer.predict",
         "--workdir",
-        str(tmp_path / "run"),
+        str(trained_workdir),
         "--checkpoint",
         "latest",
         "a wonderful superb film",

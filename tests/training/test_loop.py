@@ -59,7 +59,7 @@ def test_sigterm_saves_a_checkpoint_then_stops(tmp_path, make_config, monkeypatc
         return put_batch(self, batch)
 
     monkeypatch.setattr(Parallelism, "put_batch", sigterm_at_three)
-    with pytest.raises(KeyboardInterrupt, match="resume"):
+    with pytest.raises(loop.Stopped, match="SIGTERM at step 3 .*resume"):
         loop.train_and_evaluate(config, tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["3"]
 
@@ -72,20 +72,6 @@ def test_eval_batches_follow_the_config(make_config):
     weights = np.concatenate([b["weights"] for b in batches])
     assert {len(b["labels"]) for b in batches} == {20}
     assert len(weights) == 60 and weights.sum() == len(splits["test"]) == 48  # filler weighs 0
-
-
-def test_unknown_config_key_is_a_clear_error(tmp_path, run_script):
-    r = run_script(
-        "train.py",
-        "--config",
-        "configs/tiny.py",
-        "--workdir",
-        str(tmp_path),
-        "--config.optimizer.learnin_rate=1e-3",
-    )
-    assert r.returncode != 0
-    assert "learnin_rate" in r.stderr
-    assert not any(tmp_path.iterdir())  # nothing written
 
 
 def test_missing_archive_is_a_clear_error(tmp_path, make_config):
