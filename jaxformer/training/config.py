@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0  # parameters of fresh heads, dropout, data order
     c.num_labels = 2  # IMDB: 0 = negative, 1 = positive
+    # The labels' names (tfds imdb_reviews'), written to the exported config.json's id2label.
+    c.label_names = ("neg", "pos")
     c.tokenizer = placeholder(str)  # folder or hub id; None: the checkpoint's own tokenizer
 
     c.model = ml_collections.ConfigDict()

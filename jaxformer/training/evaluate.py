@@ -36,6 +36,12 @@ def load_workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return base_config.from_dict(json.loads(path.read_text()), source=str(path))
 
 
+def _max_length(config: ml_collections.ConfigDict, model) -> int:
+    """The config's max length, cut to the positions the model has: longer inputs would look up
+    positions past its table."""
+    return min(config.data.max_length, model.config.max_position_embeddings)
+
+
 def load_classifier(
     workdir: str | Path | None = None,
     checkpoint: str = "best",
@@ -49,8 +55,9 @@ def load_classifier(
         if config is None:
             config = load_workdir_config(workdir) if workdir else base_config.get_config()
         tokenizer = load_tokenizer(
-            str(hf_dir), max_length=config.data.max_length, truncation=config.data.truncation
+            str(hf_dir), max_length=_max_length(config, model), truncation=config.data.truncation
         )
+        loop.check_vocabulary(tokenizer, model.config)
         return config, tokenizer, model, params, f"Hugging Face folder {hf_dir}"
     if workdir is None:
         raise ValueError("give a --workdir (Orbax checkpoints) or an --hf_dir (exported folder)")
@@ -61,9 +68,10 @@ def load_classifier(
     model = BertForSequenceClassification(arch)
     tokenizer = load_tokenizer(
         config.tokenizer or config.model.checkpoint,
-        max_length=config.data.max_length,
+        max_length=_max_length(config, model),
         truncation=config.data.truncation,
     )
+    loop.check_vocabulary(tokenizer, model.config)
     which = "latest" if step is not None else checkpoint
     # The optimizer state's shapes come from the params alone; the step count is irrelevant.
     abstract = jax.eval_shape(

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxformer import dispatch
 from jaxformer.data import locks
 from jaxformer.data import pipeline as data_lib
 from jaxformer.hf.convert import from_pretrained, save_pretrained
@@ -41,20 +42,18 @@ log = logging.getLogger("jaxformer")
 def build_model(config: ml_collections.ConfigDict, rng: jax.Array):
     """(tokenizer, model, params) from a pretrained checkpoint or a fresh architecture."""
     m = config.model
-    overrides = dict(m.overrides)
+    overrides = dict(m.overrides, num_labels=config.num_labels)
+    overrides["label_names"] = tuple(config.label_names) if config.label_names else None
     tokenizer = load_tokenizer(
         config.tokenizer or m.checkpoint,
         max_length=config.data.max_length,
         truncation=config.data.truncation,
     )
     if m.checkpoint:
-        model, params = from_pretrained(
-            m.checkpoint, task="classification", num_labels=config.num_labels, **overrides
-        )
+        model, params = from_pretrained(m.checkpoint, task="classification", **overrides)
     else:
         arch = BertConfig(
             **dict(m.arch),
-            num_labels=config.num_labels,
             vocab_size=tokenizer.vocab_size,
             pad_token_id=tokenizer.pad_id,
             **overrides,
@@ -66,7 +65,32 @@ def build_model(config: ml_collections.ConfigDict, rng: jax.Array):
             f"data.max_length={config.data.max_length} exceeds the model's "
             f"max_position_embeddings={model.config.max_position_embeddings}"
         )
+    check_vocabulary(tokenizer, model.config)
     return tokenizer, model, params
+
+
+def log_compute(config: BertConfig) -> None:
+    """One line saying which programs the model's settings choose on this backend."""
+    operand = jax.ShapeDtypeStruct((), config.compute_dtype)
+    log.info(
+        "compute: %s on %s, attention=%r (chosen per call by jaxformer.dispatch), matmul=%r "
+        "(GEMMs: %s)",
+        config.dtype,
+        jax.default_backend(),
+        config.attention,
+        config.matmul,
+        dispatch.matmul_program(config.matmul, operand),
+    )
+
+
+def check_vocabulary(tokenizer, config: BertConfig) -> None:
+    """A tokenizer whose ids run past the model's embedding table would feed it ids that a
+    jitted lookup turns into NaN: refuse the pair."""
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{config.vocab_size}: use the checkpoint's own tokenizer (--config.tokenizer)"
+        )
 
 
 def build_data(config: ml_collections.ConfigDict, tokenizer):
@@ -242,6 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: Parallelism):
     tokenizer, model, params = build_model(config, jax.random.PRNGKey(config.seed))
     model = par.adapt_model(model)
+    log_compute(model.config)
     train_batches, splits = build_data(config, tokenizer)
     steps_per_epoch = train_batches.num_batches_per_epoch
     log.info(

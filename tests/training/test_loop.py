@@ -21,7 +21,9 @@ def test_tiny_run_learns_and_eval_reads_it(tmp_path, make_config, read_metrics):
     assert train[-1]["loss"] < train[0]["loss"] - 0.2
     assert (workdir / "metrics.png").stat().st_size > 0
     assert any((workdir / "tensorboard").iterdir())
-    assert (workdir / "hf" / "config.json").exists()
+    exported = json.loads((workdir / "hf" / "config.json").read_text())
+    assert exported["id2label"] == {"0": "neg", "1": "pos"}  # IMDB's names, not LABEL_i
+    assert exported["label2id"] == {"neg": 0, "pos": 1}
 
     metrics = evaluate.evaluate_split(workdir, "test")
     assert metrics["examples"] == 48  # the last partial batch is padded and masked, not dropped
@@ -117,3 +119,29 @@ def test_minilm_fine_tunes_on_real_imdb(tmp_path, minilm_dir, repo, experiment_c
     print(f"MiniLM, 1,000 train reviews, length 128: test accuracy {metrics['accuracy']:.4f}")
     assert metrics["examples"] == 1000
     assert metrics["accuracy"] >= 0.75
+
+
+def test_a_tokenizer_larger_than_the_model_is_refused(make_config):
+    config = make_config()
+    tokenizer, model, _ = loop.build_model(config, jax.random.key(0))
+    assert model.config.label_names == ("neg", "pos")
+    small = model.config.replace(vocab_size=tokenizer.vocab_size - 1)
+    with pytest.raises(ValueError, match=f"{tokenizer.vocab_size} tokens but the model's vocab"):
+        loop.check_vocabulary(tokenizer, small)
+
+
+def test_evaluation_truncates_to_the_positions_the_model_has(trained_workdir):
+    """A model whose position table is shorter than the config's max length gets inputs cut to
+    its table, so a long review gets finite probabilities (not NaN from positions past it)."""
+    config, tok, model, params, _ = evaluate.load_classifier(trained_workdir)
+    short = model.clone(config=model.config.replace(max_position_embeddings=40))
+    config.unlock()
+    config.data.max_length = 64
+    assert evaluate._max_length(config, short) == 40
+    long_review = " ".join(["great"] * 200)
+    tok40 = type(tok)(tok.tokenizer, max_length=40, truncation=config.data.truncation)
+    params40 = jax.tree_util.tree_map_with_path(
+        lambda path, x: x[:40] if "position" in jax.tree_util.keystr(path) else x, params
+    )
+    probs = evaluate.predict([long_review], tok40, short, params40)
+    assert np.isfinite(probs).all()
