@@ -5,12 +5,25 @@ The models call these functions with the choices of their config (`BertConfig.at
 `BertConfig.matmul`). No math here: every branch calls a function that is tested against the
 reference. When a requested fast path cannot take the arguments, the fallback is logged once.
 
-attention: "auto"      "cpu" on CPU, "xla" elsewhere;
+attention: "auto"      "cpu" on CPU, "cudnn" on GPU, "splash" on TPU, "xla" elsewhere, each
+                       with its own fallback below; on GPU and TPU the choice is logged once;
            "reference" `layers.attention`: all heads at once, the (b, h, t, s) weights stored;
-           "xla"       `kernels.fused` (jax.nn.dot_product_attention), no dropout;
+           "xla"       `kernels.fused` (jax.nn.dot_product_attention, XLA's implementation);
            "scan"      `kernels.scan`: one head at a time, no weights stored for the backward;
            "cpu"       `kernels.cpu.attention`, the compiled kernel: float32, no dropout, no
-                       bias, a key padding mask ((b|1, 1, 1, s)); elsewhere "scan".
+                       bias, no window, a key padding mask ((b|1, 1, 1, s)); elsewhere "scan";
+           "cudnn"     `kernels.cudnn`, cuDNN's flash attention: a GPU, bfloat16 or float16,
+                       head_dim a multiple of 8 up to 128 (256 on Hopper), no bias, even
+                       lengths with a mask or window; a right-padded key mask becomes sequence
+                       lengths; elsewhere "xla";
+           "splash"    `kernels.splash`, Pallas's splash attention: a TPU, lengths multiples of
+                       128, head_dim a multiple of 128, no bias, a key padding mask (as segment
+                       ids), any window; elsewhere "xla".
+           Attention dropout: the fused programs ("xla", "cudnn", "splash") take none, so with
+           dropout on they run "reference" (logged once); "cpu" runs "scan", which has it.
+           A window (keys within |t - s| <= window // 2, `layers.sliding_window_mask`) is a
+           mask for "reference", "xla" and "scan", a static local mask for "splash", a mask
+           for "cudnn" (whose own window is one-sided); "cpu" runs "scan".
 matmul:    "auto"      "mkl" for float32 on CPU with the MKL kernel built, "xla" otherwise;
            "reference" `layers.dense` / `layers.feed_forward`, autodiff gradients;
            "xla"       XLA's dots, the feed-forward block's hand-written gradient
@@ -29,14 +42,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer import layers
+from jaxformer.kernels import cudnn, fused, scan
 from jaxformer.kernels import dropout as dropout_lib
 from jaxformer.kernels import feed_forward as feed_forward_lib
-from jaxformer.kernels import fused, scan
 
 log = logging.getLogger("jaxformer")
 Array = jax.Array
 
-ATTENTION = ("auto", "reference", "xla", "scan", "cpu")
+ATTENTION = ("auto", "reference", "xla", "scan", "cpu", "cudnn", "splash")
+FUSED = ("xla", "cudnn", "splash")  # no dropout
+AUTO = {"cpu": "cpu", "gpu": "cudnn", "tpu": "splash"}  # by jax.default_backend()
 MATMUL = ("auto", "reference", "xla", "mkl")
 
 
@@ -61,26 +76,53 @@ def attention_program(
     mask: Array | None = None,
     bias: Array | None = None,
     dropout: bool = False,
+    window: int | None = None,
 ) -> str:
-    """The program that runs `implementation` on these arguments: "reference", "xla", "scan"
-    or "cpu"."""
+    """The program that runs `implementation` on these arguments: "reference", "xla", "scan",
+    "cpu", "cudnn" or "splash"."""
     _check("attention", implementation, ATTENTION)
-    chosen = implementation
-    if chosen == "auto":
-        chosen = "cpu" if jax.default_backend() == "cpu" else "xla"
+    backend = jax.default_backend()
+    chosen = AUTO.get(backend, "xla") if implementation == "auto" else implementation
+    if chosen in FUSED and dropout:
+        _say_once(f"attention={implementation!r} with dropout runs 'reference' (no fused dropout)")
+        return "reference"
     if chosen == "cpu":
         from jaxformer.kernels import cpu
 
-        applies = not dropout and cpu.attention_supports(q, k, v, mask, bias)
+        applies = not dropout and window is None and cpu.attention_supports(q, k, v, mask, bias)
         if not (applies and cpu.attention_available()):
             if implementation == "cpu":
-                why = "needs no dropout, float32, no bias, a key mask" if not applies else "off"
-                _say_once(f"attention='cpu' runs 'scan' (the kernel {why})")
+                why = "needs no dropout, float32, no bias, a key mask, no window"
+                _say_once(
+                    f"attention='cpu' runs 'scan' (the kernel {why if not applies else 'off'})"
+                )
             chosen = "scan"
-    if chosen == "xla" and dropout:
-        _say_once(f"attention={implementation!r} with dropout runs 'reference' (no fused dropout)")
-        chosen = "reference"
+    elif chosen == "cudnn":
+        why = None
+        if backend != "gpu":
+            why = "needs a GPU"
+        elif not cudnn.supports(q, k, v, mask, bias, window, limit := cudnn.max_head_dim()):
+            why = f"needs bf16/fp16, head_dim 8k <= {limit}, no bias, even lengths with a mask"
+        chosen = _fused_or_xla(implementation, "cudnn", why)
+    elif chosen == "splash":
+        why = "needs a TPU" if backend != "tpu" else None
+        if why is None:
+            from jaxformer.kernels import splash  # Pallas TPU code: imported on TPU only
+
+            if not splash.supports(q, k, v, mask, bias, window):
+                why = "needs lengths and head_dim multiples of 128, no bias, a key mask"
+        chosen = _fused_or_xla(implementation, "splash", why)
     return chosen
+
+
+def _fused_or_xla(implementation: str, program: str, why: str | None) -> str:
+    """`program`, or "xla" when `why` says it cannot run; "auto"'s choice is logged once."""
+    if why is not None:
+        _say_once(f"attention={implementation!r} runs 'xla' ({program} {why})")
+        return "xla"
+    if implementation == "auto":
+        _say_once(f"attention='auto' runs {program!r}")
+    return program
 
 
 def attention(
@@ -92,13 +134,24 @@ def attention(
     *,
     dropout_rate: float = 0.0,
     dropout_rng: Array | None = None,
+    window: int | None = None,
     implementation: str = "auto",
 ) -> Array:
     """`layers.attention` by the chosen program; dropout on the weights when `dropout_rng` is
     given. q: (b, t, h, d); k, v: (b, s, h, d); mask: bool broadcastable to (b, h, t, s), True =
-    attend; bias: float broadcastable to (b, h, t, s). Returns (b, t, h, d)."""
+    attend; bias: float broadcastable to (b, h, t, s); window: if given, query t attends only
+    keys with |t - s| <= window // 2 (`layers.sliding_window_mask`). Returns (b, t, h, d)."""
     use_dropout = dropout_rate > 0.0 and dropout_rng is not None
-    program = attention_program(implementation, q, k, v, mask, bias, use_dropout)
+    program = attention_program(implementation, q, k, v, mask, bias, use_dropout, window)
+    if program == "cudnn":
+        return cudnn.attention(q, k, v, mask, window)
+    if program == "splash":
+        from jaxformer.kernels import splash
+
+        return splash.attention(q, k, v, mask, window)
+    if window is not None:
+        local = layers.sliding_window_mask(q.shape[1], k.shape[1], window)  # (t, s)
+        mask = local if mask is None else mask & local
     if program == "cpu":
         from jaxformer.kernels import cpu
 

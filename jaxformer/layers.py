@@ -125,6 +125,16 @@ def padding_mask(attention_mask: Array) -> Array:
     return attention_mask.astype(bool)[:, None, None, :]
 
 
+def sliding_window_mask(t: int, s: int, window: int) -> Array:
+    """Local attention: query t_i sees key s_j iff |t_i - s_j| <= window // 2. -> (t, s) bool
+
+    ModernBERT's convention: `window` is its `local_attention` (the whole window, 128 there),
+    each side gets half of it (transformers' `sliding_window = local_attention // 2`, inclusive).
+    """
+    offset = jnp.arange(t)[:, None] - jnp.arange(s)[None, :]  # (t, s): t_i - s_j
+    return jnp.abs(offset) <= window // 2
+
+
 def sinusoidal_positions(length: int, width: int, dtype=jnp.float32) -> Array:
     """PE(p, 2i) = sin(p / 10000^(2i/m)), PE(p, 2i+1) = cos(...). -> (length, width)"""
     position = jnp.arange(length, dtype=jnp.float32)[:, None]  # (t, 1)

@@ -311,3 +311,166 @@ def test_jaxformer_cpu_kernels_0_turns_both_kernels_off_and_the_model_still_runs
     assert not list(tmp_path.glob("**/*.so"))  # nothing was built
     assert "attention='cpu' runs 'scan' (the kernel off)" in out.stderr
     assert "matmul='mkl' runs 'xla'" in out.stderr
+
+
+# ----------------------------------------------------------------------------- GPU and TPU
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    """Sets what jax.default_backend() answers, for the dispatcher's choice only (no numerics)."""
+
+    def set_backend(name):
+        monkeypatch.setattr(jax, "default_backend", lambda: name)
+
+    return set_backend
+
+
+def half(*arrays):
+    return [x.astype(jnp.bfloat16) for x in arrays]
+
+
+def test_auto_on_gpu_is_cudnn_where_it_applies_else_xla(inputs, backend, caplog, fresh_log):
+    q, k, v, mask = inputs  # (2, 6, 2, 8): head_dim 8, even lengths
+    backend("gpu")
+    program = functools.partial(dispatch.attention_program, "auto")
+    with caplog.at_level(logging.INFO, logger="jaxformer"):
+        assert program(*half(q, k, v), mask) == "cudnn"
+        assert program(*half(q, k, v)) == "cudnn"
+        assert program(*half(q, k, v), mask, window=4) == "cudnn"
+        assert program(*half(q, k, v), jnp.tril(jnp.ones((6, 6), bool))) == "cudnn"
+        assert program(q, k, v, mask) == "xla"  # float32
+        assert program(*half(q, k, v), mask, jnp.zeros((6,), jnp.float32)) == "xla"  # a bias
+        odd = half(*qkv(np.random.default_rng(0), t=5, s=5, h=2, d=8))
+        assert program(*odd, key_padding_mask([5, 3], 5)) == "xla"
+        assert program(*odd) == "cudnn"
+        assert program(*half(q, k, v), mask, dropout=True) == "reference"
+    records = jaxformer_records(caplog)
+    assert records[0] == "attention='auto' runs 'cudnn'"
+    assert "attention='auto' runs 'xla' (cudnn needs bf16/fp16" in records[1]
+    assert records[-1] == "attention='auto' with dropout runs 'reference' (no fused dropout)"
+    assert len(records) == 3, records  # each said once
+
+
+def test_cudnn_and_splash_elsewhere_run_xla_logged_once(inputs, caplog, fresh_log):
+    q, k, v, mask = inputs
+    with caplog.at_level(logging.INFO, logger="jaxformer"):
+        for _ in range(2):
+            assert dispatch.attention_program("cudnn", *half(q, k, v), mask) == (
+                "cudnn" if jax.default_backend() == "gpu" else "xla"
+            )
+            assert dispatch.attention_program("splash", q, k, v, mask) == "xla"
+    if ON_CPU:
+        assert jaxformer_records(caplog) == [
+            "attention='cudnn' runs 'xla' (cudnn needs a GPU)",
+            "attention='splash' runs 'xla' (splash needs a TPU)",
+        ]
+
+
+def test_auto_on_tpu_is_splash_where_it_applies_else_xla(backend, rng):
+    backend("tpu")
+    q, k, v = qkv(rng, b=2, t=128, s=128, h=2, d=128)
+    mask = key_padding_mask([128, 50], 128)
+    program = functools.partial(dispatch.attention_program, "auto")
+    assert program(q, k, v, mask) == "splash"
+    assert program(*half(q, k, v), mask, window=32) == "splash"
+    assert program(q, k, v, mask, dropout=True) == "reference"
+    assert program(q, k, v, jnp.tril(jnp.ones((128, 128), bool))) == "xla"  # a mask per query
+    short = qkv(rng, b=2, t=6, s=6, h=2, d=128)
+    assert program(*short) == "xla"
+
+
+def test_fused_programs_with_dropout_run_the_reference(inputs, backend):
+    q, k, v, mask = inputs
+    for name, where in (("cudnn", "gpu"), ("splash", "tpu"), ("xla", "cpu")):
+        backend(where)
+        assert dispatch.attention_program(name, *half(q, k, v), mask, dropout=True) == "reference"
+
+
+SPLASH_STAYS_OUT = textwrap.dedent(
+    """
+    import sys
+    import jax.numpy as jnp
+    from jaxformer import dispatch
+    q = jnp.zeros((2, 128, 2, 128), jnp.bfloat16)
+    mask = jnp.ones((2, 1, 1, 128), bool)
+    for name in ("auto", "splash", "cudnn", "xla"):
+        dispatch.attention(q, q, q, mask, implementation=name)
+    assert "jaxformer.kernels.splash" not in sys.modules
+    assert not any(m.startswith("jax.experimental.pallas") for m in sys.modules)
+    print("done")
+    """
+)
+
+
+@pytest.mark.skipif(jax.default_backend() == "tpu", reason="on TPU splash is imported")
+def test_splash_is_not_imported_off_tpu():
+    env = {**os.environ, "JAXFORMER_CPU_KERNELS": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", SPLASH_STAYS_OUT], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0 and out.stdout.split() == ["done"], out.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def test_sliding_window_mask_is_its_equation():
+    for t, s, window in ((7, 7, 4), (5, 9, 3), (6, 6, 1), (4, 4, 100), (6, 6, 0)):
+        want = np.zeros((t, s), bool)
+        for i in range(t):
+            for j in range(s):
+                want[i, j] = abs(i - j) <= window // 2
+        np.testing.assert_array_equal(np.asarray(layers.sliding_window_mask(t, s, window)), want)
+
+
+def window_choices():
+    for name in ("reference", "xla", "scan", "cpu"):
+        yield pytest.param(name, marks=[needs_cpu_kernel] if name == "cpu" else [])
+
+
+@pytest.mark.parametrize("implementation", window_choices())
+@pytest.mark.parametrize("window", [2, 4])
+def test_a_window_gives_the_reference_with_its_mask(implementation, window, inputs):
+    """Key 5 of example 1 is padding; with window 2, query 5 of example 1 sees keys 4 and 5:
+    one padded, so only key 4."""
+    q, k, v, mask = inputs
+    full = mask & layers.sliding_window_mask(6, 6, window)
+    want = np_attention(q, k, v, full)
+    got = dispatch.attention(q, k, v, mask, window=window, implementation=implementation)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+    got = dispatch.attention(q, k, v, window=window, implementation=implementation)
+    np.testing.assert_allclose(
+        np.asarray(got), np_attention(q, k, v, layers.sliding_window_mask(6, 6, window)), atol=1e-5
+    )
+
+
+def test_a_window_with_dropout_is_the_reference_with_its_mask(inputs):
+    q, k, v, mask = inputs
+    rng = jax.random.key(1)
+    got = dispatch.attention(
+        q, k, v, mask, dropout_rate=0.2, dropout_rng=rng, window=2, implementation="xla"
+    )
+    drop = functools.partial(dropout_lib.dropout, rate=0.2, rng=rng)
+    want = layers.attention(q, k, v, mask & layers.sliding_window_mask(6, 6, 2), dropout=drop)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@needs_cpu_kernel
+def test_cpu_with_a_window_runs_scan_logged_once(inputs, caplog, fresh_log):
+    q, k, v, mask = inputs
+    with caplog.at_level(logging.INFO, logger="jaxformer"):
+        for _ in range(2):
+            assert dispatch.attention_program("cpu", q, k, v, mask, window=2) == "scan"
+    records = jaxformer_records(caplog)
+    assert len(records) == 1 and "no window" in records[0], records
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN needs a GPU")
+def test_cudnn_with_a_window_matches_the_reference(rng):
+    q, k, v = half(*qkv(rng, b=2, t=128, s=128, h=2, d=64))
+    mask = key_padding_mask([128, 60], 128)
+    assert dispatch.attention_program("cudnn", q, k, v, mask, window=32) == "cudnn"
+    got = dispatch.attention(q, k, v, mask, window=32, implementation="cudnn")
+    want = layers.attention(q, k, v, mask & layers.sliding_window_mask(128, 128, 32))
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=2e-2)

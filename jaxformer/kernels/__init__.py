@@ -2,7 +2,9 @@
 replaces and chosen by `jaxformer.dispatch`:
 
   scan.py          attention one head at a time (XLA:CPU's fastest pure-JAX program)
-  fused.py         attention through jax.nn.dot_product_attention
+  fused.py         attention through jax.nn.dot_product_attention (XLA's implementation)
+  cudnn.py         attention in cuDNN's flash attention (GPU, bf16/fp16)
+  splash.py        attention in Pallas's splash attention (TPU; imported there only)
   cpu.py, csrc/    compiled CPU kernels through XLA's FFI: attention, MKL GEMMs
   feed_forward.py  the feed-forward block with a hand-written gradient (XLA or MKL GEMMs)
   dropout.py       dropout with 16 random bits per element from an unrolled Threefry
