@@ -63,7 +63,7 @@ class BertConfig:
     # Not in HF BERT: pre-LN puts layer norm before each sub-layer (x + f(LN(x))).
     pre_layer_norm: bool = False
     # Compute settings, not saved to config.json (jaxformer.dispatch lists the choices).
-    attention: str = "auto"  # the attention program: "cpu" kernel on CPU, "xla" elsewhere
+    attention: str = "auto"  # the program: "cpu" on CPU, "cudnn" on GPU, "splash" on TPU
     matmul: str = "auto"  # the dense layers' GEMMs: "mkl" on CPU with the mkl extra, else "xla"
     dtype: str = "float32"  # activations and matmuls
     param_dtype: str = "float32"
