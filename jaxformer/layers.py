@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -136,27 +137,36 @@ def sliding_window_mask(t: int, s: int, window: int) -> Array:
 
 
 def sinusoidal_positions(length: int, width: int, dtype=jnp.float32) -> Array:
-    """PE(p, 2i) = sin(p / 10000^(2i/m)), PE(p, 2i+1) = cos(...). -> (length, width)"""
-    position = jnp.arange(length, dtype=jnp.float32)[:, None]  # (t, 1)
-    inv_freq = jnp.exp(-math.log(10000.0) * jnp.arange(0, width, 2, dtype=jnp.float32) / width)
-    angles = position * inv_freq  # (t, ceil(m/2))
-    pe = jnp.zeros((length, width), jnp.float32)
-    pe = pe.at[:, 0::2].set(jnp.sin(angles))
-    pe = pe.at[:, 1::2].set(jnp.cos(angles[:, : width // 2]))
-    return pe.astype(dtype)
+    """PE(p, 2i) = sin(p / 10000^(2i/m)), PE(p, 2i+1) = cos(...). -> (length, width)
+
+    A constant of the shapes: computed in float64 numpy, then rounded, as transformers'
+    create_sinusoidal_embeddings (DistilBERT) computes the table its checkpoints hold.
+    """
+    position = np.arange(length, dtype=np.float64)[:, None]  # (t, 1)
+    angles = position / np.power(10000.0, 2 * (np.arange(width) // 2) / width)  # (t, m)
+    pe = np.where(np.arange(width) % 2 == 0, np.sin(angles), np.cos(angles))
+    return jnp.asarray(pe.astype(np.float32), dtype)
+
+
+def padded_positions(input_ids: Array, pad_id: int) -> Array:
+    """RoBERTa's position ids: pad_id + 1, pad_id + 2, ... over the real tokens, pad_id at the
+    padding (fairseq's make_positions, transformers' create_position_ids_from_input_ids).
+    input_ids: (b, t) -> (b, t)"""
+    real = (input_ids != pad_id).astype(jnp.int32)  # (b, t)
+    return jnp.cumsum(real, axis=1) * real + pad_id
 
 
 def embed(
     input_ids: Array,
-    token_type_ids: Array,
+    token_type_ids: Array | None,
     position_ids: Array,
     token_table: Array,
-    type_table: Array,
+    type_table: Array | None,
     position_table: Array,
 ) -> Array:
-    """x = E_tok[ids] + E_type[types] + P[positions]. ids: (b, t) -> (b, t, m)"""
-    return (
-        jnp.take(token_table, input_ids, axis=0)
-        + jnp.take(type_table, token_type_ids, axis=0)
-        + jnp.take(position_table, position_ids, axis=0)
-    )
+    """x = E_tok[ids] + E_type[types] + P[positions]; no E_type term without a type table.
+    ids: (b, t) -> (b, t, m)"""
+    x = jnp.take(token_table, input_ids, axis=0)  # (b, t, m)
+    if type_table is not None:
+        x = x + jnp.take(type_table, token_type_ids, axis=0)
+    return x + jnp.take(position_table, position_ids, axis=0)

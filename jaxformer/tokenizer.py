@@ -27,6 +27,8 @@ from jaxformer.hf.hub import resolve_checkpoint
 TRUNCATIONS = ("head", "head_tail")
 PADDINGS = ("longest", "max_length")
 HEAD_TOKENS = 128  # head_tail keeps this many leading content tokens
+# transformers' classes that rebuild the normalizer from do_lower_case.
+BERT_CLASSES = ("BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer")
 SPECIAL_TOKENS = {
     "unk_token": "[UNK]",
     "sep_token": "[SEP]",
@@ -61,8 +63,10 @@ class Tokenizer:
         max_length: int = 512,
         truncation: str = "head",
         special_tokens: dict[str, str] | None = None,
+        tokenizer_class: str = "BertTokenizer",
     ):
         _check_length(max_length, truncation)
+        self.tokenizer_class = tokenizer_class  # transformers' class, written back by `save`
         self.tokenizer = tokenizer
         # Some tokenizer.json files carry their own truncation/padding (MiniLM's: 128); we do ours.
         tokenizer.no_truncation()
@@ -133,11 +137,12 @@ class Tokenizer:
         if [vocab[t] for t in by_id] == list(range(len(by_id))):  # WordPiece: one token a line
             (folder / "vocab.txt").write_text("".join(f"{t}\n" for t in by_id), encoding="utf-8")
         config = {
-            "tokenizer_class": "BertTokenizer",
-            "do_lower_case": _lowercases(self.tokenizer) is not False,
+            "tokenizer_class": self.tokenizer_class,
             "model_max_length": self.max_length,
             **self.special_tokens,
         }
+        if self.tokenizer_class in BERT_CLASSES:
+            config["do_lower_case"] = _lowercases(self.tokenizer) is not False
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
         (folder / "special_tokens_map.json").write_text(
             json.dumps(self.special_tokens, indent=2) + "\n"
@@ -252,7 +257,7 @@ def load_tokenizer(
         # transformers' BertTokenizer rebuilds the normalizer from do_lower_case; other classes
         # (and no class) keep tokenizer.json's.
         lowercase = tokenizer_config.get("do_lower_case")
-        is_bert = tokenizer_config.get("tokenizer_class") in ("BertTokenizer", "BertTokenizerFast")
+        is_bert = tokenizer_config.get("tokenizer_class") in BERT_CLASSES
         if is_bert and lowercase is not None and _lowercases(tok) not in (None, lowercase):
             tok.normalizer = _bert_normalizer(tokenizer_config, lowercase)
     elif (source := folder / "vocab.txt").is_file():
@@ -263,6 +268,7 @@ def load_tokenizer(
             "files into it"
         )
     try:
-        return Tokenizer(tok, max_length, truncation, special)
+        cls = tokenizer_config.get("tokenizer_class") or "BertTokenizer"
+        return Tokenizer(tok, max_length, truncation, special, cls)
     except ValueError as e:  # a special token the vocabulary lacks
         raise CheckpointError(f"{source}: {e}; is it this checkpoint's tokenizer?") from e

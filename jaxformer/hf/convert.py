@@ -1,11 +1,11 @@
-"""Hugging Face BERT checkpoints in and out: `from_pretrained`, `save_pretrained`.
+"""Hugging Face checkpoints of the encoder families in and out: `from_pretrained`,
+`save_pretrained`.
 
-Mirrors the tensor names of transformers/models/bert/modeling_bert.py (BertModel, the
-BertFor<Task> heads, BertForPreTraining, sentence-transformers BERT folders). The conversion is a
-table, HF tensor name -> our parameter path (jaxformer/models/bert.py, heads.py), plus a few named
-transforms between torch's `nn.Linear` layout `(out, in)` and ours. Every converted
-tensor is checked against `param_shapes(model)`, and missing or unused tensors are reported: a
-silently wrong load is the worst bug. Reading the files is `jaxformer.hf.hub`'s.
+One conversion for every family (`jaxformer.families`, chosen by config.json's model_type): the
+family's table (`jaxformer.hf.names.<family>`), HF tensor name -> our parameter path, plus a few
+named transforms between torch's `nn.Linear` layout `(out, in)` and ours. Every converted tensor
+is checked against `param_shapes(model)`, and missing or unused tensors are reported: a silently
+wrong load is the worst bug. Reading the files is `jaxformer.hf.hub`'s.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -28,183 +27,99 @@ import numpy as np
 import safetensors.numpy
 from flax import traverse_util
 
+from jaxformer import families
+from jaxformer.families import TASKS, task_of
 from jaxformer.hf import CheckpointError
 from jaxformer.hf.hub import load_config, read_weights, resolve_checkpoint
-from jaxformer.models import (
-    BertForMaskedLM,
-    BertForMultipleChoice,
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-    BertModel,
-    param_shapes,
-)
-from jaxformer.models.config import BertConfig
+from jaxformer.hf.names import Names, Transform
+from jaxformer.models import param_shapes
+from jaxformer.models.config import BertConfig, spelling
 
 log = logging.getLogger(__name__)
 
-
-# --- Transforms: torch layout <-> ours. `to_jax(w, c)` and its inverse `to_hf(w, c)`. ---
-
-
-class Transform(NamedTuple):
-    to_jax: Callable[[np.ndarray, BertConfig], np.ndarray]
-    to_hf: Callable[[np.ndarray, BertConfig], np.ndarray]
-
-
-IDENTITY = Transform(lambda w, c: w, lambda w, c: w)
-# nn.Linear weight (out, in) <-> Dense kernel (in, out).
-TRANSPOSE = Transform(lambda w, c: w.T, lambda w, c: w.T)
-# Q/K/V weight (h*d, m) <-> (m, h, d).
-SPLIT_HEADS_IN = Transform(
-    lambda w, c: w.T.reshape(c.hidden_size, c.num_attention_heads, c.head_dim),
-    lambda w, c: w.reshape(c.hidden_size, c.hidden_size).T,
-)
-# Q/K/V bias (h*d,) <-> (h, d).
-SPLIT_HEADS_BIAS = Transform(
-    lambda w, c: w.reshape(c.num_attention_heads, c.head_dim),
-    lambda w, c: w.reshape(c.hidden_size),
-)
-# Attention output weight (m, h*d) <-> (h, d, m).
-SPLIT_HEADS_OUT = Transform(
-    lambda w, c: w.T.reshape(c.num_attention_heads, c.head_dim, c.hidden_size),
-    lambda w, c: w.reshape(c.hidden_size, c.hidden_size).T,
-)
-
-# --- The table: HF name in a BertModel checkpoint -> (path in BertModel's params, transform). ---
-# The BertFor<Task> heads prefix the encoder with `bert.` (HF) and `bert/` (ours) and add their
-# head's table (TASKS).
-
-EMBEDDINGS = {
-    "embeddings.word_embeddings.weight": ("embeddings/token/embedding", IDENTITY),
-    "embeddings.position_embeddings.weight": ("embeddings/position/embedding", IDENTITY),
-    "embeddings.token_type_embeddings.weight": ("embeddings/token_type/embedding", IDENTITY),
-    "embeddings.LayerNorm.weight": ("embeddings/layer_norm/scale", IDENTITY),
-    "embeddings.LayerNorm.bias": ("embeddings/layer_norm/bias", IDENTITY),
-}
-LAYER = {  # under `encoder.layer.{i}.` in HF, `layer_{i}/` in ours
-    "attention.self.query.weight": ("attention/w_q", SPLIT_HEADS_IN),
-    "attention.self.query.bias": ("attention/b_q", SPLIT_HEADS_BIAS),
-    "attention.self.key.weight": ("attention/w_k", SPLIT_HEADS_IN),
-    "attention.self.key.bias": ("attention/b_k", SPLIT_HEADS_BIAS),
-    "attention.self.value.weight": ("attention/w_v", SPLIT_HEADS_IN),
-    "attention.self.value.bias": ("attention/b_v", SPLIT_HEADS_BIAS),
-    "attention.output.dense.weight": ("attention/w_o", SPLIT_HEADS_OUT),
-    "attention.output.dense.bias": ("attention/b_o", IDENTITY),
-    "attention.output.LayerNorm.weight": ("attention_norm/scale", IDENTITY),
-    "attention.output.LayerNorm.bias": ("attention_norm/bias", IDENTITY),
-    "intermediate.dense.weight": ("mlp/w1", TRANSPOSE),
-    "intermediate.dense.bias": ("mlp/b1", IDENTITY),
-    "output.dense.weight": ("mlp/w2", TRANSPOSE),
-    "output.dense.bias": ("mlp/b2", IDENTITY),
-    "output.LayerNorm.weight": ("mlp_norm/scale", IDENTITY),
-    "output.LayerNorm.bias": ("mlp_norm/bias", IDENTITY),
-}
-POOLER = {
-    "pooler.dense.weight": ("pooler/kernel", TRANSPOSE),
-    "pooler.dense.bias": ("pooler/bias", IDENTITY),
-}
-CLASSIFIER = {
-    "classifier.weight": ("classifier/kernel", TRANSPOSE),
-    "classifier.bias": ("classifier/bias", IDENTITY),
-}
-QA_OUTPUTS = {  # (start, end) logits
-    "qa_outputs.weight": ("qa_outputs/kernel", TRANSPOSE),
-    "qa_outputs.bias": ("qa_outputs/bias", IDENTITY),
-}
-MASKED_LM = {  # the decoder's weight is the word embeddings: TIED
-    "cls.predictions.transform.dense.weight": ("mlm/transform/kernel", TRANSPOSE),
-    "cls.predictions.transform.dense.bias": ("mlm/transform/bias", IDENTITY),
-    "cls.predictions.transform.LayerNorm.weight": ("mlm/layer_norm/scale", IDENTITY),
-    "cls.predictions.transform.LayerNorm.bias": ("mlm/layer_norm/bias", IDENTITY),
-    "cls.predictions.bias": ("mlm/bias", IDENTITY),
-}
-# Tensors transformers ties to others (and may or may not save): accepted when equal to the
-# tensor they are tied to, reported otherwise; never written.
-TIED = {
-    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-    "cls.predictions.decoder.bias": "cls.predictions.bias",
-}
-HEAD_PREFIXES = ("classifier.", "cls.", "qa_outputs.")
-
-
-class Task(NamedTuple):
-    module: type[nn.Module]
-    architecture: str  # the transformers class that loads what save_pretrained writes
-    head: dict[str, tuple]  # the head's table, beside the encoder's
-
-
-TASKS = {
-    "classification": Task(
-        BertForSequenceClassification, "BertForSequenceClassification", CLASSIFIER
-    ),
-    "base": Task(BertModel, "BertModel", {}),
-    "token_classification": Task(
-        BertForTokenClassification, "BertForTokenClassification", CLASSIFIER
-    ),
-    "question_answering": Task(BertForQuestionAnswering, "BertForQuestionAnswering", QA_OUTPUTS),
-    "multiple_choice": Task(BertForMultipleChoice, "BertForMultipleChoice", CLASSIFIER),
-    "masked_lm": Task(BertForMaskedLM, "BertForMaskedLM", MASKED_LM),
-}
 # The tasks whose head has one output per label (num_labels).
 LABELLED = ("classification", "token_classification")
-# Initialised fresh when a checkpoint lacks the whole group, as transformers initialises them:
-# normal(initializer_range) kernels, unit layer norm scales, zero biases.
-OPTIONAL = ("pooler/", "classifier/", "qa_outputs/", "mlm/")
-
-
-def task_of(model: nn.Module) -> str:
-    """The name in TASKS of `model`'s class."""
-    for name, task in TASKS.items():
-        if type(model) is task.module:
-            return name
-    raise TypeError(
-        f"{type(model).__name__} is not one of {[t.module.__name__ for t in TASKS.values()]}"
-    )
-
-
 # Buffers, not parameters: skipped without a word.
-IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$")
+IGNORED = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
+
+__all__ = ["TASKS", "from_pretrained", "save_pretrained", "conversion_table", "task_of"]
 
 
-def conversion_table(model: nn.Module) -> dict[str, tuple]:
+def _names(model: nn.Module) -> Names:
+    return families.family(model.config.model_type).names
+
+
+def _headed(model: nn.Module) -> bool:
+    """Whether `model` is a task model, its encoder under the family's prefix."""
+    return task_of(model) != "base"
+
+
+def _prefixed(model: nn.Module, table: dict) -> dict:
+    """A base-model table (or tensors) as the task model names them: under the prefix."""
+    if not _headed(model):
+        return table
+    p = _names(model).prefix
+    return {
+        f"{p}.{k}": (f"{p}/{v[0]}", v[1]) if isinstance(v, tuple) else v for k, v in table.items()
+    }
+
+
+def conversion_table(model: nn.Module) -> dict[str, tuple[str, Transform]]:
     """{HF tensor name as transformers saves it for `model`: (our param path, Transform)}."""
-    c = model.config
-    if c.pre_layer_norm or c.position_embedding_type != "absolute":
+    c, names = model.config, _names(model)
+    sp = spelling(c.model_type)
+    if c.pre_layer_norm or c.position_embedding_type not in sp.positions:
         raise ValueError(
-            "only post-LN BERT with learned absolute positions has Hugging Face tensors; got "
-            f"pre_layer_norm={c.pre_layer_norm}, position_embedding_type="
+            f"only post-LN {sp.name} with {' or '.join(sp.positions)} positions has Hugging Face "
+            f"tensors; got pre_layer_norm={c.pre_layer_norm}, position_embedding_type="
             f"{c.position_embedding_type!r}"
         )
-    encoder = dict(EMBEDDINGS)
+    computed = names.computed(c)
+    encoder = {k: v for k, v in names.embeddings.items() if k not in computed}
     for i in range(c.num_hidden_layers):
-        encoder |= {f"encoder.layer.{i}.{k}": (f"layer_{i}/{p}", t) for k, (p, t) in LAYER.items()}
-    if isinstance(model, BertModel):
-        return encoder | (POOLER if model.add_pooling_layer else {})
-    head = TASKS[task_of(model)].head
-    encoder |= POOLER if model.pooled else {}
-    return {f"bert.{k}": (f"bert/{p}", t) for k, (p, t) in encoder.items()} | head
+        at = names.layers.format(i=i)
+        encoder |= {f"{at}{k}": (f"layer_{i}/{p}", t) for k, (p, t) in names.layer.items()}
+    task = task_of(model)
+    pooled = model.add_pooling_layer if task == "base" else model.pooled
+    encoder |= names.pooler if pooled else {}
+    return _prefixed(model, encoder) | names.heads[task]
 
 
-def _canonical_name(name: str, headed: bool) -> str:
-    """A checkpoint's tensor name in the spelling `conversion_table` uses for our model (with
-    `headed`, a head whose encoder is under `bert.`)."""
-    name = name.replace("LayerNorm.gamma", "LayerNorm.weight")
-    name = name.replace("LayerNorm.beta", "LayerNorm.bias")
-    bare = name.removeprefix("bert.")
-    return f"bert.{bare}" if headed and not bare.startswith(HEAD_PREFIXES) else bare
+def computed_tensors(model: nn.Module) -> dict[str, np.ndarray]:
+    """The HF tensors of `model` that its config defines, by the name transformers saves."""
+    return _prefixed(model, _names(model).computed(model.config))
+
+
+def _head_prefixes(names: Names) -> tuple[str, ...]:
+    """The first names of every head's tensors: never under the encoder's prefix."""
+    heads = [n for table in names.heads.values() for n in table] + list(names.tied)
+    return tuple(sorted({n.split(".")[0] + "." for n in heads}))
+
+
+def _canonical_name(name: str, model: nn.Module) -> str:
+    """A checkpoint's tensor name in the spelling `conversion_table` uses for our model (a head
+    model's encoder under the family's prefix, whether or not the checkpoint has one)."""
+    names = _names(model)
+    for old, new in names.renames:
+        name = name.replace(old, new)
+    bare = name.removeprefix(f"{names.prefix}.")
+    if _headed(model) and not bare.startswith(_head_prefixes(names)):
+        return f"{names.prefix}.{bare}"
+    return bare
 
 
 def _shape_hint(model: nn.Module, path: str, shape: tuple[int, ...]) -> str:
     """What to do when a head's tensor in the checkpoint has another width than ours."""
     task = task_of(model)
-    if path == "classifier/kernel" and task in LABELLED:
+    if path.rsplit("/", 1)[0] != _names(model).outputs.get(task):
+        return ""
+    if task in LABELLED and path.endswith("kernel"):
         return (
             f"; the checkpoint's classifier has {shape[0]} labels: pass num_labels={shape[0]}, "
             "or load with task='base' and add your own head"
         )
     widths = {"multiple_choice": "1 output (per choice)", "question_answering": "2 outputs"}
-    if path.startswith(("classifier/", "qa_outputs/")) and task in widths:
+    if task in widths:
         return (
             f"; a {task} head has {widths[task]}, the checkpoint's {shape[0]}: is it another "
             "task's head? Load it with that task, or with task='base' and add your own head"
@@ -230,16 +145,17 @@ def hf_to_params(
     `files` names the file each tensor came from, for error messages. A pooler or head that
     the checkpoint lacks entirely is initialised fresh from `rng` (and logged); other missing
     tensors, half a head, and any shape or dtype mismatch raise CheckpointError (a ValueError).
-    Tensors the model has no place for are logged as unused; a tied tensor (TIED) is accepted
-    when it equals the tensor it is tied to, and reported otherwise.
+    Tensors the model has no place for are logged as unused; a tied tensor (the family's
+    `tied`) is accepted when it equals the tensor it is tied to, and reported otherwise; a tensor
+    the config defines (`computed`, e.g. DistilBERT's sinusoidal positions) must equal it.
     """
-    c, files = model.config, files or {}
+    c, files, names = model.config, files or {}, _names(model)
+    family = spelling(c.model_type).name
     shapes = traverse_util.flatten_dict(param_shapes(model), sep="/")
     table = conversion_table(model)
     assert {p for p, _ in table.values()} == set(shapes), "conversion table and model disagree"
 
-    headed = not isinstance(model, BertModel)
-    by_name = {_canonical_name(k, headed): k for k in tensors if not IGNORED.search(k)}
+    by_name = {_canonical_name(k, model): k for k in tensors if not IGNORED.search(k)}
     flat, missing = {}, []
     for name, (path, transform) in table.items():
         if name not in by_name:
@@ -251,7 +167,7 @@ def hf_to_params(
         if not jnp.issubdtype(w.dtype, jnp.floating):
             raise CheckpointError(
                 f"tensor {original!r} in {source} is {w.dtype.name}, not floating point; the "
-                "file is damaged or not a BERT checkpoint"
+                f"file is damaged or not a {family} checkpoint"
             )
         hf_shape = _hf_shape(transform, c, want.shape)
         if w.shape != hf_shape:
@@ -263,17 +179,20 @@ def hf_to_params(
         flat[path] = jnp.asarray(np.asarray(transform.to_jax(w, c)), dtype=want.dtype)
 
     where = ", ".join(sorted(set(files.values()))) or "the checkpoint"
-    required = [n for n in missing if not table[n][0].removeprefix("bert/").startswith(OPTIONAL)]
+    # Initialised fresh when a checkpoint lacks the whole group, as transformers initialises
+    # them: the pooler, and the task's head.
+    task = task_of(model)
+    groups = [list(_prefixed(model, names.pooler)), list(names.heads[task])]
+    required = [n for n in missing if not any(n in g for g in groups)]
     # A head is fresh only when wholly absent: half of one means a damaged checkpoint.
-    for head in OPTIONAL:
-        group = [n for n, (p, _) in table.items() if p.removeprefix("bert/").startswith(head)]
+    for group in groups:
         if set(group) & set(missing) and not set(group) <= set(missing):
             required += [n for n in group if n in missing]
     if required:
         raise CheckpointError(
             f"{where} lacks {len(required)} required tensor(s) for a {c.num_hidden_layers}-layer "
-            f"BERT: {required[:8]}{' ...' if len(required) > 8 else ''}; is it a BERT checkpoint "
-            "with the config.json next to it?"
+            f"{family}: {required[:8]}{' ...' if len(required) > 8 else ''}; is it a {family} "
+            "checkpoint with the config.json next to it?"
         )
     fresh = [table[n][0] for n in missing]
     rng = jax.random.key(0) if rng is None else rng
@@ -289,21 +208,33 @@ def hf_to_params(
     if fresh:
         log.info("%s has no %s: initialised fresh (train before use)", where, sorted(fresh))
 
+    for name, value in computed_tensors(model).items():
+        if name not in by_name:
+            continue
+        w = tensors[by_name[name]]
+        if w.shape != value.shape or not np.allclose(w, value, rtol=0, atol=1e-6):
+            raise CheckpointError(
+                f"tensor {by_name[name]!r} in {files.get(by_name[name], 'the checkpoint')} is not "
+                f"the fixed table its config.json defines (shape {value.shape}); the model "
+                "computes it and cannot load another. For learned positions, load with "
+                "position_embedding_type='absolute'"
+            )
     tied = {}
-    if isinstance(model, BertForMaskedLM):
-        tied = {k: t for k, t in TIED.items() if k in by_name}
+    if task == "masked_lm":
+        tied = {k: t for k, t in names.tied.items() if k in by_name}
     for name, target in list(tied.items()):
         w, ref = tensors[by_name[name]], tensors.get(by_name.get(target, ""))
         if ref is None or w.shape != ref.shape or not np.array_equal(w, ref):
             log.warning(
                 "%s in %s is not equal to %s, which transformers ties it to: not loaded (the "
-                "decoder is the word embeddings, its bias cls.predictions.bias)",
+                "decoder is the word embeddings, its bias the head's own)",
                 by_name[name],
                 files.get(by_name[name], "the checkpoint"),
                 target,
             )
             del tied[name]
-    unused = sorted(k for k in by_name if k not in table and k not in tied)
+    computed = computed_tensors(model)
+    unused = sorted(k for k in by_name if k not in table and k not in tied and k not in computed)
     if unused:
         log.info("unused checkpoint tensors (%d): %s", len(unused), [by_name[k] for k in unused])
     return traverse_util.unflatten_dict(flat, sep="/")
@@ -311,7 +242,7 @@ def hf_to_params(
 
 def params_to_hf(model: nn.Module, params: dict) -> dict:
     """The inverse of `hf_to_params`: {HF tensor name: float32 numpy array} for `model`; tied
-    tensors are left out, as transformers leaves them out."""
+    tensors are left out, as transformers leaves them out; computed ones are written."""
     c = model.config
     flat = traverse_util.flatten_dict(params, sep="/")
     shapes = traverse_util.flatten_dict(param_shapes(model), sep="/")
@@ -328,7 +259,7 @@ def params_to_hf(model: nn.Module, params: dict) -> dict:
                 f"params[{path!r}] has shape {w.shape}, the model {shapes[path].shape}"
             )
         out[name] = np.ascontiguousarray(transform.to_hf(w, c))
-    return out
+    return out | computed_tensors(model)
 
 
 # --- Public API. ---
@@ -342,12 +273,14 @@ def from_pretrained(
     rng: jax.Array | None = None,
     **config_overrides: Any,
 ) -> tuple[nn.Module, dict]:
-    """Loads a Hugging Face BERT checkpoint: `(model, params)`.
+    """Loads a Hugging Face checkpoint of a family in `jaxformer.families` (config.json's
+    model_type: bert, roberta, xlm-roberta, distilbert): `(model, params)`.
 
     task: the head, one of TASKS: "classification" (BertForSequenceClassification), "base"
       (BertModel), "token_classification", "question_answering", "multiple_choice",
-      "masked_lm" (BertFor<Task>). A checkpoint without the task's head gets a fresh one (logged);
-      a BertForPreTraining checkpoint gives masked_lm its MLM head.
+      "masked_lm" (BertFor<Task>; the family's classes for the others). A checkpoint without the
+      task's head gets a fresh one (logged); a BertForPreTraining checkpoint gives masked_lm its
+      MLM head.
     num_labels: the classifier's width, for classification and token_classification; None takes
       the checkpoint's config (id2label), else 2. A width other than id2label's drops its names.
     rng: for a fresh head or pooler when the checkpoint has none (default key 0).
@@ -367,7 +300,7 @@ def from_pretrained(
         config_overrides.setdefault("num_labels", 2)
     folder = resolve_checkpoint(path_or_hub_id)
     config = load_config(folder, **config_overrides)
-    model = TASKS[task].module(config)
+    model = families.model_class(config.model_type, task)(config)
     tensors, files = read_weights(folder)
     return model, hf_to_params(tensors, model, files, rng)
 
@@ -379,15 +312,17 @@ def save_pretrained(
     tokenizer=None,
 ) -> Path:
     """Writes a folder transformers loads with the model's class (`BertModel`,
-    `BertFor<Task>`, also named in config.json's `architectures`, so the `AutoModelFor<Task>`
-    classes load it): config.json, model.safetensors (float32) and, with `tokenizer`, its files.
+    `BertFor<Task>`, the family's others, also named in config.json's `architectures`, so the
+    `AutoModelFor<Task>` classes load it): config.json, model.safetensors (float32) and, with
+    `tokenizer`, its files.
 
     Everything is written to a temporary folder first, so a failure leaves `out_dir` as it was.
     """
     out_dir = Path(out_dir)
-    arch = TASKS[task_of(model)].architecture
+    task = task_of(model)
+    arch = _names(model).architectures[task]
     config = model.config
-    if isinstance(model, BertForQuestionAnswering) and config.num_labels != 2:
+    if task == "question_answering" and config.num_labels != 2:
         config = config.replace(num_labels=2, label_names=None)  # qa_outputs' width
     tensors = params_to_hf(model, params)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -9,14 +9,16 @@ Parameter tree (BertModel):
   layer_{i}/attention/{w_q,b_q,w_k,b_k,w_v,b_v,w_o,b_o}, layer_{i}/attention_norm/{scale,bias}
   layer_{i}/mlp/{w1,b1,w2,b2}, layer_{i}/mlp_norm/{scale,bias}
   pooler/{kernel,bias}
-The task heads (`jaxformer.models.heads`) nest it under `bert`.
+(No token_type table when type_vocab_size is 0.) The task heads (`jaxformer.models.heads`) nest
+it under `bert`. The other families (`roberta.py`, `distilbert.py`) are this encoder with a
+piece changed: `positions`, `layer_options`, the pooler.
 Hidden states of every layer are sown into the "intermediates" collection
 (`model.apply(..., mutable=["intermediates"])`).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -57,7 +59,8 @@ class Dropout(nn.Module):
 
 
 class Embeddings(nn.Module):
-    """x = LayerNorm(E_tok[ids] + E_type[types] + P[positions]), then dropout."""
+    """x = LayerNorm(E_tok[ids] + E_type[types] + P[positions]), then dropout; no E_type when
+    type_vocab_size is 0."""
 
     config: BertConfig
 
@@ -70,7 +73,9 @@ class Embeddings(nn.Module):
             return nn.Embed(rows, c.hidden_size, embedding_init=init, param_dtype=dtype, name=name)
 
         token_table = table(c.vocab_size, "token").embedding  # (vocab, m)
-        type_table = table(c.type_vocab_size, "token_type").embedding  # (types, m)
+        type_table = None
+        if c.type_vocab_size:
+            type_table = table(c.type_vocab_size, "token_type").embedding  # (types, m)
         if c.position_embedding_type == "sinusoidal":
             position_table = layers.sinusoidal_positions(c.max_position_embeddings, c.hidden_size)
         else:
@@ -138,9 +143,11 @@ class FeedForward(nn.Module):
 
 class EncoderLayer(nn.Module):
     """Post-LN (BERT): x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x))).
-    Pre-LN: x = x + Drop(Attn(LN(x))); x = x + Drop(FFN(LN(x)))."""
+    Pre-LN: x = x + Drop(Attn(LN(x))); x = x + Drop(FFN(LN(x))).
+    Without `attention_output_dropout` (DistilBERT), Attn(x) is added undropped."""
 
     config: BertConfig
+    attention_output_dropout: bool = True
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, train: bool) -> Array:
@@ -149,15 +156,18 @@ class EncoderLayer(nn.Module):
         def drop(y):
             return Dropout(c.hidden_dropout_prob)(y, train)
 
+        def drop_attention(y):
+            return drop(y) if self.attention_output_dropout else y
+
         attention, attention_norm = (
             SelfAttention(c, name="attention"),
             LayerNorm(c, name="attention_norm"),
         )
         mlp, mlp_norm = FeedForward(c, name="mlp"), LayerNorm(c, name="mlp_norm")
         if c.pre_layer_norm:
-            x = x + drop(attention(attention_norm(x), mask, train))
+            x = x + drop_attention(attention(attention_norm(x), mask, train))
             return x + drop(mlp(mlp_norm(x)))
-        x = attention_norm(x + drop(attention(x, mask, train)))
+        x = attention_norm(x + drop_attention(attention(x, mask, train)))
         return mlp_norm(x + drop(mlp(x)))
 
 
@@ -182,8 +192,22 @@ class BertOutput(NamedTuple):
 
 
 class BertModel(nn.Module):
+    """The encoder: embeddings, layers, pooler. A family that differs in a piece subclasses it and
+    overrides that piece: `positions` (default position ids), `max_length`, `layer_options`."""
+
     config: BertConfig
     add_pooling_layer: bool = True
+    # EncoderLayer's attributes beyond the config.
+    layer_options: ClassVar[dict[str, Any]] = {}
+
+    def positions(self, input_ids: Array) -> Array:
+        """Position ids when none are given: 0, 1, ... (b, t) -> (b, t)"""
+        return jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+
+    @property
+    def max_length(self) -> int:
+        """The longest input the default positions fit in the position table."""
+        return self.config.max_position_embeddings
 
     @nn.compact
     def __call__(
@@ -196,29 +220,35 @@ class BertModel(nn.Module):
         train: bool = False,
     ) -> BertOutput:
         c = self.config
-        if position_ids is None and input_ids.shape[1] > c.max_position_embeddings:
+        if position_ids is None and input_ids.shape[1] > (longest := self.max_length):
+            offset = c.max_position_embeddings - longest
             raise ValueError(
                 f"input of {input_ids.shape[1]} tokens, but the model has "
-                f"max_position_embeddings={c.max_position_embeddings} positions: truncate the "
-                f"input to {c.max_position_embeddings} tokens (load_tokenizer's max_length)"
+                f"max_position_embeddings={c.max_position_embeddings} positions"
+                + (f", {offset} of them before the first token" if offset else "")
+                + f": truncate the input to {longest} tokens (load_tokenizer's max_length)"
             )
         check_ids("input_ids", input_ids, c.vocab_size, "vocab_size")
-        check_ids("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")
+        if c.type_vocab_size == 0:
+            check_ids("token_type_ids", token_type_ids, 1, "type_vocab_size=0, so token types")
+            token_type_ids = None  # all zero: the model has no token types to add
+        else:
+            check_ids("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")
+            if token_type_ids is None:
+                token_type_ids = jnp.zeros_like(input_ids)
         check_ids(
             "position_ids", position_ids, c.max_position_embeddings, "max_position_embeddings"
         )
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
         if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+            position_ids = self.positions(input_ids)
         x = Embeddings(c, name="embeddings")(input_ids, token_type_ids, position_ids, train)
         self.sow("intermediates", "hidden_states", x)
         mask = layers.padding_mask(attention_mask)  # (b, 1, 1, s)
         layer_cls = nn.remat(EncoderLayer, static_argnums=(3,)) if c.remat else EncoderLayer
         for i in range(c.num_hidden_layers):
-            x = layer_cls(c, name=f"layer_{i}")(x, mask, train)
+            x = layer_cls(c, **self.layer_options, name=f"layer_{i}")(x, mask, train)
             self.sow("intermediates", "hidden_states", x)
         if c.pre_layer_norm:
             x = LayerNorm(c, name="final_norm")(x)

@@ -1,6 +1,8 @@
 """Architecture config: the fields of Hugging Face's `BertConfig`, plus compute settings.
 
-Mirrors transformers/models/bert/configuration_bert.py. Frozen (hashable) so Linen modules can
+Mirrors transformers/models/bert/configuration_bert.py; the other encoder families' config.json
+files (configuration_roberta.py, configuration_distilbert.py, ...) name the same architecture
+differently, and `HF_SPELLINGS` says how, by `model_type`. Frozen (hashable) so Linen modules can
 hold it as an attribute and `jax.jit` can close over it.
 """
 
@@ -8,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
 from jaxformer import dispatch, layers
 
-# Fields a config.json must carry: everything else has the Hugging Face default.
+# Fields a config.json must carry (in its family's spelling): everything else has the Hugging
+# Face default.
 REQUIRED_HF_FIELDS = (
     "vocab_size",
     "hidden_size",
@@ -34,14 +37,88 @@ POSITIVE_INTS = (
     "type_vocab_size",
     "num_labels",
 )
-PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
+PROBABILITIES = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "qa_dropout",
+)
 MAX_SIZE = 2**31 - 1
 # Ours, not Hugging Face's: never read from or written to config.json.
 COMPUTE_FIELDS = ("pre_layer_norm", "attention", "matmul", "dtype", "param_dtype", "remat")
 
 
+class HfSpelling(NamedTuple):
+    """How one family's config.json spells our fields."""
+
+    name: str  # the family, in messages: "BERT", "RoBERTa"
+    fields: dict[str, str]  # our field -> its config.json key, read and written
+    defaults: dict[str, Any] = {}  # our field -> transformers' default, where it is not ours
+    fixed: dict[str, Any] = {}  # our field -> the family's constant (not in config.json)
+    positions: tuple[str, ...] = ("absolute",)  # position_embedding_type values it has
+    sinusoidal_flag: str | None = None  # a config.json bool that means sinusoidal positions
+
+
+BERT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "initializer_range",
+    "position_embedding_type",
+    "pad_token_id",
+)
+BERT = HfSpelling("BERT", {f: f for f in BERT_FIELDS})
+# transformers/models/roberta/configuration_roberta.py: BERT's fields, <pad> = 1.
+ROBERTA = HfSpelling("RoBERTa", BERT.fields, defaults={"pad_token_id": 1})
+# transformers/models/distilbert/configuration_distilbert.py.
+DISTILBERT = HfSpelling(
+    "DistilBERT",
+    {
+        "vocab_size": "vocab_size",
+        "hidden_size": "dim",
+        "num_hidden_layers": "n_layers",
+        "num_attention_heads": "n_heads",
+        "intermediate_size": "hidden_dim",
+        "hidden_act": "activation",
+        "hidden_dropout_prob": "dropout",
+        "attention_probs_dropout_prob": "attention_dropout",
+        "classifier_dropout": "seq_classif_dropout",
+        "qa_dropout": "qa_dropout",
+        "max_position_embeddings": "max_position_embeddings",
+        "initializer_range": "initializer_range",
+        "pad_token_id": "pad_token_id",
+    },
+    defaults={"classifier_dropout": 0.2, "qa_dropout": 0.1},
+    fixed={"layer_norm_eps": 1e-12, "type_vocab_size": 0},  # no token types
+    positions=("absolute", "sinusoidal"),
+    sinusoidal_flag="sinusoidal_pos_embds",
+)
+# config.json's model_type -> its spelling (jaxformer.families has each family's modules).
+HF_SPELLINGS = {"bert": BERT, "roberta": ROBERTA, "xlm-roberta": ROBERTA, "distilbert": DISTILBERT}
+
+
+def spelling(model_type: str, source: str = "config") -> HfSpelling:
+    """The spelling of `model_type`; ValueError naming the ones jaxformer reads otherwise."""
+    if model_type not in HF_SPELLINGS:
+        raise ValueError(
+            f"{source}: model_type={model_type!r} is not a BERT-family checkpoint jaxformer "
+            f"reads; it reads model_type {tuple(HF_SPELLINGS)}"
+        )
+    return HF_SPELLINGS[model_type]
+
+
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
+    model_type: str = "bert"  # the family (HF_SPELLINGS; jaxformer.families has its modules)
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -51,8 +128,9 @@ class BertConfig:
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     classifier_dropout: float | None = None  # None: use hidden_dropout_prob, as HF does
+    qa_dropout: float = 0.0  # before qa_outputs: DistilBERT's; BERT and RoBERTa have none
     max_position_embeddings: int = 512
-    type_vocab_size: int = 2
+    type_vocab_size: int = 2  # 0: no token type embeddings (DistilBERT)
     layer_norm_eps: float = 1e-12  # BERT's value; Flax's nn.LayerNorm default (1e-6) is wrong here
     initializer_range: float = 0.02
     position_embedding_type: str = "absolute"  # or "sinusoidal" (Vaswani et al. 2017, fixed)
@@ -70,6 +148,9 @@ class BertConfig:
     remat: bool = False  # recompute each layer's activations in the backward pass
 
     def __post_init__(self):
+        spelling(self.model_type)
+        if not (isinstance(self.type_vocab_size, int) and self.type_vocab_size >= 0):
+            raise ValueError(f"type_vocab_size={self.type_vocab_size!r} must be an integer >= 0")
         if self.label_names is not None:
             names = self.label_names
             if isinstance(names, str) or not all(isinstance(n, str) for n in names):
@@ -129,24 +210,21 @@ class BertConfig:
         if not isinstance(hf, dict):
             raise ValueError(f"{source} holds a {type(hf).__name__}, not a JSON object")
         model_type = hf.get("model_type", "bert")
-        if model_type != "bert":
-            raise ValueError(
-                f"{source}: model_type={model_type!r} is not a BERT checkpoint; jaxformer reads "
-                "model_type 'bert' (BertModel, the BertFor<Task> heads, BertForPreTraining, "
-                "sentence-transformers BERT models)"
-            )
-        missing = [f for f in REQUIRED_HF_FIELDS if f not in hf]
+        sp = spelling(model_type, source)
+        missing = [sp.fields[f] for f in REQUIRED_HF_FIELDS if sp.fields[f] not in hf]
         if missing:
             raise ValueError(
-                f"{source} lacks required field(s) {missing}; a BERT config.json needs "
-                f"{list(REQUIRED_HF_FIELDS)}"
+                f"{source} lacks required field(s) {missing}; a {sp.name} config.json needs "
+                f"{[sp.fields[f] for f in REQUIRED_HF_FIELDS]}"
             )
         # config.json's "dtype" (transformers 5) / "torch_dtype" is the storage dtype, not our
         # compute dtype: compute settings only come from `overrides`.
         names = {f.name for f in dataclasses.fields(cls)} - set(COMPUTE_FIELDS) - {"label_names"}
-        kwargs = {k: v for k, v in hf.items() if k in names}
-        if hf.get("pad_token_id", 0) is None:  # some configs write null: the model never reads it
-            del kwargs["pad_token_id"]
+        kwargs = dict(sp.defaults)
+        kwargs |= {ours: hf[key] for ours, key in sp.fields.items() if key in hf}
+        kwargs |= {"num_labels": hf["num_labels"]} if "num_labels" in hf else {}
+        if hf.get(sp.fields["pad_token_id"], 0) is None:  # null in some configs: never read
+            kwargs.pop("pad_token_id")
         if "id2label" in hf:
             kwargs["label_names"] = _label_names(hf["id2label"], source)
             if "num_labels" not in hf:
@@ -157,33 +235,46 @@ class BertConfig:
         num_labels = overrides.get("num_labels", kwargs.get("num_labels", 2))
         if len(kwargs.get("label_names") or ()) != num_labels:
             kwargs.pop("label_names", None)
-        if kwargs.get("position_embedding_type", "absolute") != "absolute":
+        if sp.sinusoidal_flag is not None:
+            sinusoidal = hf.get(sp.sinusoidal_flag, False)
+            if not isinstance(sinusoidal, bool):
+                raise ValueError(
+                    f"{source}: {sp.sinusoidal_flag}={sinusoidal!r} is not valid; it must be "
+                    "true or false"
+                )
+            kwargs["position_embedding_type"] = "sinusoidal" if sinusoidal else "absolute"
+        elif kwargs.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(
                 f"{source}: position_embedding_type={hf['position_embedding_type']!r} is not "
                 "supported; jaxformer reads 'absolute' position embeddings"
             )
-        _check_hf_fields(kwargs, source)
+        _check_hf_fields(kwargs, source, sp)
         if names & set(overrides):
-            _check_hf_fields(kwargs | overrides, f"{source} with overrides {sorted(overrides)}")
+            _check_hf_fields(kwargs | overrides, f"{source} with overrides {sorted(overrides)}", sp)
+        kwargs |= sp.fixed | {"model_type": model_type}
         kwargs.update(overrides)
         return cls(**kwargs)
 
     def to_hf(self, architecture: str) -> dict[str, Any]:
         """The config.json that transformers' `architecture` (e.g. "BertModel") loads."""
-        if self.pre_layer_norm or self.position_embedding_type != "absolute":
+        sp = spelling(self.model_type)
+        unlike = "".join(
+            f", {k}={getattr(self, k)!r}" for k, v in sp.fixed.items() if getattr(self, k) != v
+        )
+        if self.pre_layer_norm or self.position_embedding_type not in sp.positions or unlike:
+            fixed = "".join(f", {k}={v!r}" for k, v in sp.fixed.items())
             raise ValueError(
-                "Hugging Face BERT is post-LN with learned absolute positions; a model with "
-                f"pre_layer_norm={self.pre_layer_norm}, position_embedding_type="
-                f"{self.position_embedding_type!r} has no transformers equivalent to export to"
+                f"Hugging Face {sp.name} is post-LN with {' or '.join(sp.positions)} positions"
+                f"{fixed}; a model with pre_layer_norm={self.pre_layer_norm}, "
+                f"position_embedding_type={self.position_embedding_type!r}{unlike} has no "
+                "transformers equivalent to export to"
             )
-        hf = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name not in (*COMPUTE_FIELDS, "num_labels", "label_names")
-        }
+        hf = {key: getattr(self, ours) for ours, key in sp.fields.items()}
+        if sp.sinusoidal_flag is not None:
+            hf[sp.sinusoidal_flag] = self.position_embedding_type == "sinusoidal"
         hf["id2label"] = {str(i): name for i, name in self.id2label.items()}
         hf["label2id"] = {name: i for i, name in self.id2label.items()}
-        hf.update(model_type="bert", architectures=[architecture], torch_dtype="float32")
+        hf.update(model_type=self.model_type, architectures=[architecture], torch_dtype="float32")
         return hf
 
 
@@ -205,14 +296,15 @@ def _label_names(id2label: Any, source: str) -> tuple[str, ...]:
     return tuple(named[i] for i in ids)
 
 
-def _check_hf_fields(values: dict[str, Any], source: str) -> None:
-    """Raises ValueError naming `source`, the field and its value for the first Hugging Face
-    field in `values` of the wrong type or out of range. (bool is an int subclass: refused.)"""
+def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling = BERT) -> None:
+    """Raises ValueError naming `source`, the field (as config.json spells it) and its value for
+    the first field in `values` (ours) of the wrong type or out of range. (bool is an int
+    subclass: refused.)"""
 
     def bad(name: str, what: str):
         return ValueError(
-            f"{source}: {name}={values[name]!r} is not valid; it must be {what}. Fix the file "
-            "(or pass the field as an override)"
+            f"{source}: {sp.fields.get(name, name)}={values[name]!r} is not valid; it must be "
+            f"{what}. Fix the file (or pass the field as an override)"
         )
 
     def is_number(x) -> bool:
@@ -243,5 +335,6 @@ def _check_hf_fields(values: dict[str, Any], source: str) -> None:
     hidden, heads = values.get("hidden_size", 768), values.get("num_attention_heads", 12)
     if hidden % heads:
         raise ValueError(
-            f"{source}: hidden_size ({hidden}) must be divisible by num_attention_heads ({heads})"
+            f"{source}: {sp.fields['hidden_size']} ({hidden}) must be divisible by "
+            f"{sp.fields['num_attention_heads']} ({heads})"
         )

@@ -3,18 +3,22 @@
 Mirrors transformers/models/bert/modeling_bert.py: the encoder's parameters under `bert`, the
 head's beside it (`classifier`, `qa_outputs`, `mlm`). Each head's `pooled` says whether its
 encoder has the pooler, as transformers builds it (`add_pooling_layer`).
+
+Another family's heads subclass these and change what differs: `encoder` and `prefix` (its
+encoder module and the scope it sits in, transformers' base_model_prefix), `classify` (the
+layers from the encoder's output to the logits), `dropout_rate`, `mlm_activation`.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxformer import layers
-from jaxformer.models.bert import BertModel, Dropout, LayerNorm, _init
+from jaxformer.models.bert import BertModel, BertOutput, Dropout, LayerNorm, _init
 from jaxformer.models.config import BertConfig
 
 Array = jax.Array
@@ -27,14 +31,36 @@ def _dense(c: BertConfig, width: int, name: str) -> nn.Dense:
     )
 
 
-def _classifier_dropout(c: BertConfig) -> Dropout:
-    return Dropout(c.hidden_dropout_prob if c.classifier_dropout is None else c.classifier_dropout)
+def classifier_dropout(c: BertConfig) -> float:
+    """transformers' classifier_dropout rate: the config's, else hidden_dropout_prob."""
+    return c.hidden_dropout_prob if c.classifier_dropout is None else c.classifier_dropout
 
 
-class BertForSequenceClassification(nn.Module):
-    """logits = W Drop(pooled) + b, as transformers' BertForSequenceClassification."""
+class Head(nn.Module):
+    """What every task head shares: the family's encoder under `prefix`."""
 
     config: BertConfig
+    encoder: ClassVar[type[nn.Module]] = BertModel
+    prefix: ClassVar[str] = "bert"  # transformers' base_model_prefix
+    pooled: ClassVar[bool] = False
+
+    def encode(self, *inputs: Any, train: bool) -> BertOutput:
+        encoder = self.encoder(self.config, add_pooling_layer=self.pooled, name=self.prefix)
+        return encoder(*inputs, train=train)
+
+    def dropout_rate(self) -> float:
+        """The dropout before the head's projection."""
+        return classifier_dropout(self.config)
+
+    def classify(self, out: BertOutput, width: int, train: bool) -> Array:
+        """One row of `width` logits per sequence: W Drop(pooled) + b, BERT's. -> (b, width)"""
+        pooled = Dropout(self.dropout_rate())(out.pooled_output, train)
+        return _dense(self.config, width, "classifier")(pooled)
+
+
+class BertForSequenceClassification(Head):
+    """logits = W Drop(pooled) + b, as transformers' BertForSequenceClassification."""
+
     pooled: ClassVar[bool] = True
 
     @nn.compact
@@ -47,20 +73,13 @@ class BertForSequenceClassification(nn.Module):
         *,
         train: bool = False,
     ) -> Array:
-        c = self.config
-        _, pooled = BertModel(c, name="bert")(
-            input_ids, attention_mask, token_type_ids, position_ids, train=train
-        )
-        pooled = _classifier_dropout(c)(pooled, train)
-        logits = _dense(c, c.num_labels, "classifier")(pooled)
+        out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, train=train)
+        logits = self.classify(out, self.config.num_labels, train)
         return logits.astype(jnp.float32)  # (b, num_labels)
 
 
-class BertForTokenClassification(nn.Module):
+class BertForTokenClassification(Head):
     """logits_t = W Drop(x_t) + b at every position, as transformers' BertForTokenClassification."""
-
-    config: BertConfig
-    pooled: ClassVar[bool] = False
 
     @nn.compact
     def __call__(
@@ -73,10 +92,8 @@ class BertForTokenClassification(nn.Module):
         train: bool = False,
     ) -> Array:
         c = self.config
-        x, _ = BertModel(c, add_pooling_layer=False, name="bert")(
-            input_ids, attention_mask, token_type_ids, position_ids, train=train
-        )
-        x = _classifier_dropout(c)(x, train)
+        x, _ = self.encode(input_ids, attention_mask, token_type_ids, position_ids, train=train)
+        x = Dropout(self.dropout_rate())(x, train)
         return _dense(c, c.num_labels, "classifier")(x).astype(jnp.float32)  # (b, t, num_labels)
 
 
@@ -85,12 +102,9 @@ class SpanLogits(NamedTuple):
     end_logits: Array  # (b, t): the answer span ends at t
 
 
-class BertForQuestionAnswering(nn.Module):
-    """(start, end)_t = W x_t + b, W: (m, 2), as transformers' BertForQuestionAnswering (no
-    dropout on the head there either)."""
-
-    config: BertConfig
-    pooled: ClassVar[bool] = False
+class BertForQuestionAnswering(Head):
+    """(start, end)_t = W Drop(x_t) + b, W: (m, 2), as transformers' BertForQuestionAnswering
+    (whose head has no dropout: qa_dropout is 0 but for DistilBERT)."""
 
     @nn.compact
     def __call__(
@@ -103,18 +117,16 @@ class BertForQuestionAnswering(nn.Module):
         train: bool = False,
     ) -> SpanLogits:
         c = self.config
-        x, _ = BertModel(c, add_pooling_layer=False, name="bert")(
-            input_ids, attention_mask, token_type_ids, position_ids, train=train
-        )
+        x, _ = self.encode(input_ids, attention_mask, token_type_ids, position_ids, train=train)
+        x = Dropout(c.qa_dropout)(x, train)
         logits = _dense(c, 2, "qa_outputs")(x).astype(jnp.float32)  # (b, t, 2)
         return SpanLogits(logits[..., 0], logits[..., 1])
 
 
-class BertForMultipleChoice(nn.Module):
+class BertForMultipleChoice(Head):
     """logits_k = W Drop(pooled_k) + b, W: (m, 1), over each choice k of an example, as
     transformers' BertForMultipleChoice. Inputs are (b, choices, t)."""
 
-    config: BertConfig
     pooled: ClassVar[bool] = True
     input_rank: ClassVar[int] = 3
 
@@ -128,7 +140,6 @@ class BertForMultipleChoice(nn.Module):
         *,
         train: bool = False,
     ) -> Array:
-        c = self.config
         for name, a in (
             ("input_ids", input_ids),
             ("attention_mask", attention_mask),
@@ -145,40 +156,40 @@ class BertForMultipleChoice(nn.Module):
         def flat(a):  # (b, k, t) -> (b k, t): each choice is its own sequence
             return None if a is None else jnp.reshape(a, (b * k, t))
 
-        _, pooled = BertModel(c, name="bert")(
+        out = self.encode(
             flat(input_ids),
             flat(attention_mask),
             flat(token_type_ids),
             flat(position_ids),
             train=train,
-        )  # (b k, m)
-        pooled = _classifier_dropout(c)(pooled, train)
-        logits = _dense(c, 1, "classifier")(pooled)  # (b k, 1)
+        )  # (b k, t, m)
+        logits = self.classify(out, 1, train)  # (b k, 1)
         return logits.reshape(b, k).astype(jnp.float32)  # (b, choices)
 
 
 class MaskedLMHead(nn.Module):
     """logits = LN(act(W x + b)) E^T + b_v: transformers' BertLMPredictionHead. Holds the
     transform (`transform`, `layer_norm`) and the output bias; the decoder is the token embedding
-    table E, passed in (tied, as transformers ties it)."""
+    table E, passed in (tied, as transformers ties it). act: `activation`, else hidden_act."""
 
     config: BertConfig
+    activation: str | None = None
 
     @nn.compact
     def __call__(self, x: Array, table: Array) -> Array:
         c = self.config
-        x = layers.ACTIVATIONS[c.hidden_act](_dense(c, c.hidden_size, "transform")(x))
+        act = layers.ACTIVATIONS[self.activation or c.hidden_act]
+        x = act(_dense(c, c.hidden_size, "transform")(x))
         x = LayerNorm(c, name="layer_norm")(x)  # (b, t, m)
         bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,), c.params_dtype)
         return layers.tied_logits(x, table.astype(x.dtype), bias.astype(x.dtype))  # (b, t, v)
 
 
-class BertForMaskedLM(nn.Module):
+class BertForMaskedLM(Head):
     """logits_t = LN(act(W x_t + b)) E^T + b_v over the vocabulary, E the token embeddings, as
     transformers' BertForMaskedLM."""
 
-    config: BertConfig
-    pooled: ClassVar[bool] = False
+    mlm_activation: ClassVar[str | None] = None  # None: hidden_act
 
     @nn.compact
     def __call__(
@@ -191,7 +202,8 @@ class BertForMaskedLM(nn.Module):
         train: bool = False,
     ) -> Array:
         c = self.config
-        bert = BertModel(c, add_pooling_layer=False, name="bert")
-        x, _ = bert(input_ids, attention_mask, token_type_ids, position_ids, train=train)
-        table = bert.variables["params"]["embeddings"]["token"]["embedding"]  # (vocab, m)
-        return MaskedLMHead(c, name="mlm")(x, table).astype(jnp.float32)  # (b, t, vocab)
+        encoder = self.encoder(c, add_pooling_layer=False, name=self.prefix)
+        x, _ = encoder(input_ids, attention_mask, token_type_ids, position_ids, train=train)
+        table = encoder.variables["params"]["embeddings"]["token"]["embedding"]  # (vocab, m)
+        logits = MaskedLMHead(c, self.mlm_activation, name="mlm")(x, table)
+        return logits.astype(jnp.float32)  # (b, t, vocab)
