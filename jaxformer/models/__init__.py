@@ -2,7 +2,13 @@
 heads), `config.py` (the architecture, Hugging Face's config.json fields), and per family the
 pieces it changes (`roberta.py`, `distilbert.py`); `jaxformer.families` lists them by task."""
 
-from jaxformer.models.bert import BertModel, BertOutput, init_params, param_shapes
+from jaxformer.models.bert import (
+    BertModel,
+    BertOutput,
+    init_params,
+    max_input_length,
+    param_shapes,
+)
 from jaxformer.models.config import BertConfig
 from jaxformer.models.heads import (
     BertForMaskedLM,
@@ -15,4 +21,4 @@ from jaxformer.models.heads import (
 
 __all__ = ["BertConfig", "BertModel", "BertOutput", "BertForSequenceClassification"]
 __all__ += ["BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice"]
-__all__ += ["BertForMaskedLM", "SpanLogits", "init_params", "param_shapes"]
+__all__ += ["BertForMaskedLM", "SpanLogits", "init_params", "max_input_length", "param_shapes"]

@@ -276,3 +276,10 @@ def init_params(model: nn.Module, rng: Array, length: int = 8) -> dict:
 def param_shapes(model: nn.Module, length: int = 8) -> dict:
     """Parameter shapes and dtypes without allocating (jax.ShapeDtypeStruct leaves)."""
     return jax.eval_shape(lambda: init_params(model, jax.random.key(0), length))
+
+
+def max_input_length(model: nn.Module) -> int:
+    """The longest input `model` (an encoder or a task head on one) takes with its default
+    position ids."""
+    encoder = model if isinstance(model, BertModel) else model.encoder(model.config)
+    return encoder.max_length

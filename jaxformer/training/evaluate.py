@@ -17,8 +17,9 @@ import ml_collections
 import numpy as np
 from flax.training.train_state import TrainState
 
+from jaxformer import families
 from jaxformer.hf.convert import from_pretrained
-from jaxformer.models import BertForSequenceClassification, init_params
+from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
 from jaxformer.tokenizer import load_tokenizer
 from jaxformer.training import checkpoints, loop, metrics, parallel, steps
@@ -39,7 +40,7 @@ def load_workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
 def _max_length(config: ml_collections.ConfigDict, model) -> int:
     """The config's max length, cut to the positions the model has: longer inputs would look up
     positions past its table."""
-    return min(config.data.max_length, model.config.max_position_embeddings)
+    return min(config.data.max_length, max_input_length(model))
 
 
 def load_classifier(
@@ -65,7 +66,7 @@ def load_classifier(
     if config is None:
         config = load_workdir_config(workdir)
     arch = BertConfig(**json.loads((workdir / "model_config.json").read_text()))
-    model = BertForSequenceClassification(arch)
+    model = families.model_class(arch.model_type, "classification")(arch)
     tokenizer = load_tokenizer(
         config.tokenizer or config.model.checkpoint,
         max_length=_max_length(config, model),

@@ -23,11 +23,11 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxformer import dispatch
+from jaxformer import dispatch, families
 from jaxformer.data import locks
 from jaxformer.data import pipeline as data_lib
 from jaxformer.hf.convert import from_pretrained, save_pretrained
-from jaxformer.models import BertForSequenceClassification, init_params
+from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
 from jaxformer.tokenizer import load_tokenizer
 from jaxformer.training import checkpoints, metrics, optim, steps
@@ -58,12 +58,13 @@ def build_model(config: ml_collections.ConfigDict, rng: jax.Array):
             pad_token_id=tokenizer.pad_id,
             **overrides,
         )
-        model = BertForSequenceClassification(arch)
+        model = families.model_class(arch.model_type, "classification")(arch)
         params = init_params(model, rng)
-    if config.data.max_length > model.config.max_position_embeddings:
+    if config.data.max_length > (longest := max_input_length(model)):
         raise ValueError(
-            f"data.max_length={config.data.max_length} exceeds the model's "
-            f"max_position_embeddings={model.config.max_position_embeddings}"
+            f"data.max_length={config.data.max_length} exceeds the {longest} tokens the model's "
+            f"position table holds (max_position_embeddings="
+            f"{model.config.max_position_embeddings}); lower --config.data.max_length"
         )
     check_vocabulary(tokenizer, model.config)
     return tokenizer, model, params
