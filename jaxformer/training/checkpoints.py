@@ -41,15 +41,18 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+@jax.jit
+def _all_finite(xs: list) -> list:
+    """One program for all the flags: eager reductions of sharded leaves, a program each, can
+    deadlock XLA:CPU's collectives when many are in flight."""
+    return [jnp.all(jnp.isfinite(x)) for x in xs]
+
+
 def non_finite_leaves(tree) -> list[str]:
     """Paths of the floating-point leaves of `tree` that hold a NaN or an infinity."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    checks = [
-        (path, jnp.all(jnp.isfinite(x)))
-        for path, x in flat
-        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
-    ]
-    finite = jax.device_get([ok for _, ok in checks])  # one transfer for all the flags
+    checks = [(path, x) for path, x in flat if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    finite = jax.device_get(_all_finite([x for _, x in checks]))  # one transfer for all flags
     return [
         jax.tree_util.keystr(path) for (path, _), ok in zip(checks, finite, strict=True) if not ok
     ]

@@ -81,7 +81,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 64
     c.num_epochs = 1.0
     c.num_train_steps = placeholder(int)  # wins over num_epochs
-    c.parallelism = "jit"  # "jit" (Mesh + NamedSharding), "pmap", or "single"
+    c.parallelism = "jit"  # "jit" (Mesh + NamedSharding), "shard_map", "pmap", or "single"
+    # jit and shard_map: the Mesh's axes and sizes, outermost first ("data=4,model=2"); -1: the
+    # devices the other axes leave. The batch is split over `data`, replicated over `model`.
+    c.mesh = "data=-1"
+    # jit: where the parameters and optimizer state live (training/sharding.py's rules): "data"
+    # (replicated), "fsdp" (split over `data`), "tensor" (heads and feed-forward width over
+    # `model`) or "fsdp+tensor". Checkpoints restore under any mesh and sharding.
+    c.sharding = "data"
     # The library of XLA:CPU's dots in the compiled steps and in prediction (runtime.onednn):
     # "onednn" (faster for most of the encoder's CPU programs; a program oneDNN cannot run falls
     # back to XLA's choice, logged) or "default" (XLA's own choice). Ignored on GPU/TPU and by

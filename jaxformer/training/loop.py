@@ -288,7 +288,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
 
     ckpts = checkpoints.Checkpoints(workdir, keep=config.keep_checkpoints)
     meta = {"step": 0, "best_accuracy": -1.0, "best_step": None}
-    restored = ckpts.restore_newest_good("latest", checkpoints.abstract_state(state))
+    restored = ckpts.restore_newest_good("latest", par.abstract_state(state))
     if restored is not None:
         state, meta = restored
         log.info("resuming from step %d in %s", meta["step"], workdir)
