@@ -42,10 +42,19 @@ def get_config() -> ml_collections.ConfigDict:
             position_embedding_type="absolute",
         )
     )
-    # BertConfig fields that override the checkpoint's: dtype, attention, matmul, remat,
-    # dropouts.
+    # BertConfig fields that override the checkpoint's (and model.arch's); a dropout left None
+    # keeps the checkpoint's. Attention dropout 0 lets the fused GPU/TPU kernels train
+    # (docs/design.md).
     c.model.overrides = ml_collections.ConfigDict(
-        dict(dtype="float32", attention="auto", matmul="auto", remat=False)
+        dict(
+            dtype="float32",
+            attention="auto",
+            matmul="auto",
+            remat=False,
+            hidden_dropout_prob=placeholder(float),
+            attention_probs_dropout_prob=placeholder(float),
+            classifier_dropout=placeholder(float),
+        )
     )
 
     c.data = ml_collections.ConfigDict()

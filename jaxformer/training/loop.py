@@ -42,7 +42,8 @@ log = logging.getLogger("jaxformer")
 def build_model(config: ml_collections.ConfigDict, rng: jax.Array):
     """(tokenizer, model, params) from a pretrained checkpoint or a fresh architecture."""
     m = config.model
-    overrides = dict(m.overrides, num_labels=config.num_labels)
+    overrides = {k: v for k, v in m.overrides.items() if v is not None}
+    overrides["num_labels"] = config.num_labels
     overrides["label_names"] = tuple(config.label_names) if config.label_names else None
     tokenizer = load_tokenizer(
         config.tokenizer or m.checkpoint,
@@ -52,12 +53,8 @@ def build_model(config: ml_collections.ConfigDict, rng: jax.Array):
     if m.checkpoint:
         model, params = from_pretrained(m.checkpoint, task="classification", **overrides)
     else:
-        arch = BertConfig(
-            **dict(m.arch),
-            vocab_size=tokenizer.vocab_size,
-            pad_token_id=tokenizer.pad_id,
-            **overrides,
-        )
+        fields = dict(m.arch, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
+        arch = BertConfig(**(fields | overrides))
         model = families.model_class(arch.model_type, "classification")(arch)
         params = init_params(model, rng)
     if config.data.max_length > (longest := max_input_length(model)):

@@ -145,3 +145,13 @@ def test_evaluation_truncates_to_the_positions_the_model_has(trained_workdir):
     )
     probs = evaluate.predict([long_review], tok40, short, params40)
     assert np.isfinite(probs).all()
+
+
+def test_dropout_overrides_reach_the_model_and_none_keeps_the_architecture(make_config):
+    config = make_config()
+    _, model, _ = loop.build_model(config, jax.random.key(0))
+    assert model.config.attention_probs_dropout_prob == 0.0  # tiny.py's arch
+    config.model.overrides.attention_probs_dropout_prob = 0.25
+    _, model, _ = loop.build_model(config, jax.random.key(0))
+    assert model.config.attention_probs_dropout_prob == 0.25
+    assert model.config.hidden_dropout_prob == 0.0  # left None: the arch's value
