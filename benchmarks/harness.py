@@ -23,11 +23,32 @@ LR, WEIGHT_DECAY = 2e-5, 0.01
 # XLA:CPU's compile option for its dots: "onednn" (oneDNN where the program allows it) or
 # "default" (XLA's own choice, YNNPACK); the training config's xla_cpu_dots.
 XLA_CPU_DOTS = ("onednn", "default")
-SHAPES = {  # random models: transformers BertConfig fields
+SHAPES = {  # random models: config.json's model_type and fields (transformers' defaults else)
     "base": dict(
-        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+        model_type="bert",
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
     ),
+    # roberta-base, deberta-v3-base and modernbert-base's shapes, random weights.
+    "roberta-base": dict(model_type="roberta", vocab_size=50265, max_position_embeddings=514),
+    "deberta-v3-base": dict(
+        model_type="deberta-v2",
+        vocab_size=128100,
+        relative_attention=True,
+        max_relative_positions=-1,
+        position_buckets=256,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        type_vocab_size=0,
+        layer_norm_eps=1e-7,
+    ),
+    "modernbert-base": dict(model_type="modernbert"),
     "tiny": dict(
+        model_type="bert",
         hidden_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -92,8 +113,9 @@ def minilm_folder() -> Path:
 
 
 def torch_model(name: str):
-    """transformers BertForSequenceClassification (SDPA attention): the MiniLM checkpoint or a
-    random model of SHAPES[name]; the classifier (and a random model) seeded with 0."""
+    """transformers' sequence classifier (SDPA attention where the family has it): the MiniLM
+    checkpoint or a random model of SHAPES[name]; the classifier (and a random model) seeded
+    with 0."""
     import torch
     import transformers
 
@@ -102,8 +124,11 @@ def torch_model(name: str):
         return transformers.BertForSequenceClassification.from_pretrained(
             minilm_folder(), num_labels=2, attn_implementation="sdpa"
         )
-    config = transformers.BertConfig(**SHAPES[name], num_labels=2, attn_implementation="sdpa")
-    return transformers.BertForSequenceClassification(config)
+    fields = dict(SHAPES[name])
+    config = transformers.AutoConfig.for_model(fields.pop("model_type"), **fields, num_labels=2)
+    sdpa = config.model_type != "deberta-v2"  # DeBERTa's attention is eager only
+    config._attn_implementation = "sdpa" if sdpa else "eager"
+    return transformers.AutoModelForSequenceClassification.from_config(config)
 
 
 def make_batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:

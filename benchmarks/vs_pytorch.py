@@ -43,7 +43,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list(
     "models",
     ["minilm", "base"],
-    "minilm (the real checkpoint), base (random bert-base shape), tiny (random, for tests).",
+    "minilm (the real checkpoint), base (random bert-base shape), roberta-base, "
+    "deberta-v3-base, modernbert-base (random, those checkpoints' shapes), tiny (random).",
 )
 flags.DEFINE_list("shapes", ["32x128", "16x256", "8x512"], "BATCHxLENGTH, comma-separated.")
 flags.DEFINE_list("workloads", ["train", "infer"], "train and/or infer.")
@@ -240,7 +241,7 @@ def model_gemm_tflops(
 class Pair:
     name: str
     folder: Path
-    torch_model: object  # transformers BertForSequenceClassification
+    torch_model: object  # transformers' <Family>ForSequenceClassification
     jax_model: object
     jax_params: dict
     hf_config: dict
