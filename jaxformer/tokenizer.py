@@ -1,11 +1,14 @@
-"""BERT WordPiece tokenization with head or head+tail truncation, on Hugging Face `tokenizers`.
+"""Encoder tokenization (BERT, RoBERTa, XLM-R, ALBERT, DeBERTa-v2, ModernBERT) with head or
+head+tail truncation, on Hugging Face `tokenizers`.
 
-Mirrors transformers' BertTokenizer(Fast): a checkpoint's tokenizer.json, or one built from
-vocab.txt as transformers' BertConverter does (BertNormalizer, BertPreTokenizer, WordPiece), with
+Mirrors transformers' fast tokenizers: a checkpoint's tokenizer.json, or one built from vocab.txt
+as transformers' BertConverter does (BertNormalizer, BertPreTokenizer, WordPiece), with
 `do_lower_case` from a BertTokenizer's tokenizer_config.json winning over tokenizer.json's
-normalizer, as in transformers. Long texts keep their head (the first max_length - 2 tokens) or
-head and tail (the first 128 and last max_length - 130 tokens; Sun et al. 2019, "How to Fine-Tune
-BERT for Text Classification?"), then become [CLS] tokens [SEP].
+normalizer, as in transformers. Special tokens are placed by tokenizer.json's post_processor (the
+family's template, e.g. [CLS] A [SEP] B [SEP] or <s> A </s></s> B </s>), else by the template of
+config.json's model_type. Long texts keep their head (the first tokens that fit) or head and tail
+(the first 128 and the last that fit; Sun et al. 2019, "How to Fine-Tune BERT for Text
+Classification?"); text pairs share the room as transformers' "longest_first" shares it.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tokenizers
-from tokenizers import decoders, models, normalizers, pre_tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from jaxformer.data.pipeline import pad_ids
 from jaxformer.hf import CheckpointError
@@ -36,6 +40,95 @@ SPECIAL_TOKENS = {
     "cls_token": "[CLS]",
     "mask_token": "[MASK]",
 }
+ROBERTA_SPECIAL_TOKENS = {
+    "unk_token": "<unk>",
+    "sep_token": "</s>",
+    "pad_token": "<pad>",
+    "cls_token": "<s>",
+    "mask_token": "<mask>",
+}
+# config.json's model_type -> the special tokens of transformers' tokenizer class for it, used
+# where neither the tokenizer files nor tokenizer.json's post_processor name one.
+FAMILY_SPECIAL_TOKENS = {
+    "bert": SPECIAL_TOKENS,
+    "distilbert": SPECIAL_TOKENS,
+    "electra": SPECIAL_TOKENS,
+    "modernbert": SPECIAL_TOKENS,
+    "deberta-v2": SPECIAL_TOKENS,  # DebertaV2Tokenizer's defaults
+    "albert": SPECIAL_TOKENS | {"pad_token": "<pad>", "unk_token": "<unk>"},
+    "roberta": ROBERTA_SPECIAL_TOKENS,
+    "xlm-roberta": ROBERTA_SPECIAL_TOKENS,
+}
+# Families whose pairs are <s> A </s></s> B </s> with all-zero token types; the others' are
+# [CLS] A [SEP] B [SEP] with type 1 for B and its [SEP].
+ROBERTA_TEMPLATE_TYPES = ("roberta", "xlm-roberta")
+NEEDED_TOKENS = ("cls_token", "sep_token", "pad_token")
+
+
+class Piece(NamedTuple):
+    """One step of a template: a special token (segment None), or text A's (0) or B's (1)
+    tokens, all with the token type `type_id`."""
+
+    segment: int | None
+    token_id: int  # the special token's id; -1 for a text
+    type_id: int
+
+
+def _one_token() -> tokenizers.Encoding:
+    return tokenizers.Tokenizer(models.WordLevel({"x": 0}, unk_token="x")).encode("x")
+
+
+def _pieces(processor, pair: bool) -> tuple[Piece, ...]:
+    """The template `processor` applies, read off by running it on one-token texts."""
+    out = processor.process(_one_token(), _one_token() if pair else None, True)
+    return tuple(
+        Piece(s, i if s is None else -1, t)
+        for s, i, t in zip(out.sequence_ids, out.ids, out.type_ids, strict=True)
+    )
+
+
+class Template(NamedTuple):
+    """Where the special tokens go around one text and around a pair, with token types."""
+
+    single: tuple[Piece, ...]
+    pair: tuple[Piece, ...]
+
+    @classmethod
+    def of(cls, processor) -> Template:
+        return cls(_pieces(processor, pair=False), _pieces(processor, pair=True))
+
+    def n_special(self, pair: bool) -> int:
+        return sum(p.segment is None for p in (self.pair if pair else self.single))
+
+    def apply(self, texts: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, type_ids) int32 for one text's content ids, or a pair's."""
+        ids, types = [], []
+        for p in self.pair if len(texts) == 2 else self.single:
+            part = [p.token_id] if p.segment is None else texts[p.segment]
+            ids.extend(part)
+            types.extend([p.type_id] * len(part))
+        return np.array(ids, np.int32), np.array(types, np.int32)
+
+
+def _family_processor(model_type: str | None, cls: tuple[str, int], sep: tuple[str, int]):
+    """The post-processor of model_type's transformers tokenizer class, for tokenizers that
+    have none."""
+    if model_type in ROBERTA_TEMPLATE_TYPES:
+        return processors.RobertaProcessing(sep, cls)
+    return processors.BertProcessing(sep, cls)
+
+
+def _longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+    """How many tokens each text of a pair keeps, as transformers' truncation="longest_first"
+    (tokenizers' LongestFirst): the longer text is cut first; when both must be cut each keeps
+    half the budget, the longer one (B on a tie) the odd token."""
+    if n_a + n_b <= budget:
+        return n_a, n_b
+    short, long = sorted((n_a, n_b))
+    long = short if short > budget else max(short, budget - short)
+    if short + long > budget:
+        short, long = budget // 2, budget // 2 + budget % 2
+    return (long, short) if n_a > n_b else (short, long)
 
 
 def _check_length(max_length: int, truncation: str) -> None:
@@ -50,11 +143,27 @@ def _check_length(max_length: int, truncation: str) -> None:
         )
 
 
+def _check_texts(texts: Sequence[str], name: str) -> list[str]:
+    if isinstance(texts, str):
+        texts = [texts]
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}] is a {type(text).__name__}, not a str")
+    return list(texts)
+
+
 class Tokenizer:
     """A `tokenizers.Tokenizer` that truncates our way and returns numpy int32 batches.
 
-    Attributes: pad_id, cls_id, sep_id, vocab_size, max_length, truncation, fingerprint (a hash
-    of the tokenizer's JSON, max_length and truncation, for cache keys).
+    Special tokens go where the tokenizer's post_processor puts them. A tokenizer without one,
+    or with one that adds no special tokens (a lone ByteLevel), gets `model_type`'s template
+    from `special_tokens`' cls and sep (RoBERTa, XLM-R: <s> A </s></s> B </s>, all types 0; the
+    others: [CLS] A [SEP] B [SEP], type 1 from B on) as its post_processor, so that `save` and
+    the fingerprint hold it.
+
+    Attributes: special_tokens, pad_id, cls_id, sep_id, vocab_size, max_length, truncation,
+    template, fingerprint (a hash of the tokenizer's JSON, max_length and truncation, for cache
+    keys).
     """
 
     def __init__(
@@ -64,6 +173,7 @@ class Tokenizer:
         truncation: str = "head",
         special_tokens: dict[str, str] | None = None,
         tokenizer_class: str = "BertTokenizer",
+        model_type: str | None = None,
     ):
         _check_length(max_length, truncation)
         self.tokenizer_class = tokenizer_class  # transformers' class, written back by `save`
@@ -71,61 +181,130 @@ class Tokenizer:
         # Some tokenizer.json files carry their own truncation/padding (MiniLM's: 128); we do ours.
         tokenizer.no_truncation()
         tokenizer.no_padding()
-        self.special_tokens = {**SPECIAL_TOKENS, **(special_tokens or {})}
+        defaults = FAMILY_SPECIAL_TOKENS.get(model_type, SPECIAL_TOKENS)
+        self.special_tokens = {**defaults, **(special_tokens or {})}
         self.max_length, self.truncation = max_length, truncation
         self.pad_id, self.cls_id, self.sep_id = (
-            self._token_id(self.special_tokens[k]) for k in ("pad_token", "cls_token", "sep_token")
+            self._token_id(k) for k in ("pad_token", "cls_token", "sep_token")
         )
+        processor = tokenizer.post_processor
+        if processor is None or not processor.num_special_tokens_to_add(False):
+            family = _family_processor(
+                model_type,
+                (self.special_tokens["cls_token"], self.cls_id),
+                (self.special_tokens["sep_token"], self.sep_id),
+            )
+            tokenizer.post_processor = (
+                family if processor is None else processors.Sequence([processor, family])
+            )
+        self.template = Template.of(tokenizer.post_processor)
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         content = tokenizer.to_str() + f"|max_length={max_length}|truncation={truncation}"
         self.fingerprint = hashlib.sha256(content.encode()).hexdigest()[:16]
 
-    def _token_id(self, token: str) -> int:
+    def _token_id(self, key: str) -> int:
+        token = self.special_tokens[key]
         i = self.tokenizer.token_to_id(token)
         if i is None:
-            raise ValueError(f"special token {token!r} is not in the tokenizer's vocabulary")
+            raise ValueError(
+                f"special token {token!r} is not in the tokenizer's vocabulary (it is the {key})"
+            )
         return i
 
-    def _truncate(self, ids: list[int], max_length: int) -> np.ndarray:
-        """Content ids -> [CLS] kept content [SEP], at most max_length long."""
-        budget = max_length - 2
-        if len(ids) > budget:
-            if self.truncation == "head":
-                ids = ids[:budget]
-            else:
-                ids = ids[:HEAD_TOKENS] + ids[len(ids) - (budget - HEAD_TOKENS) :]
-        return np.array([self.cls_id, *ids, self.sep_id], np.int32)
+    def _cut(self, ids: list[int], keep: int) -> list[int]:
+        """The `keep` tokens of `ids` that truncation keeps: the head, or with head_tail the
+        first HEAD_TOKENS and the last keep - HEAD_TOKENS (the head alone if keep is smaller)."""
+        if len(ids) <= keep:
+            return ids
+        if self.truncation == "head" or keep <= HEAD_TOKENS:
+            return ids[:keep]
+        return ids[:HEAD_TOKENS] + ids[len(ids) - (keep - HEAD_TOKENS) :]
 
-    def encode_ids(self, texts: Sequence[str], max_length: int | None = None) -> list[np.ndarray]:
-        """Unpadded int32 ids per text, with [CLS]/[SEP], truncated to max_length (default
-        self.max_length)."""
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        max_length: int | None = None,
+        *,
+        pairs: str | Sequence[str] | None = None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Unpadded int32 (ids, type_ids) per text or per (text, pair), with the template's
+        special tokens, at most max_length (default self.max_length) long.
+
+        A single text keeps its head or head and tail (`truncation`). A pair is cut as
+        transformers' truncation="longest_first" cuts it: tokens come off the longer text until
+        the pair fits. With head_tail each text of a pair that is cut keeps its own first
+        HEAD_TOKENS and its last tokens (its head alone if it keeps no more than HEAD_TOKENS):
+        the document whose ending matters may be either text (a premise, a passage after its
+        question), and a pair that fits is never changed.
+        """
         max_length = self.max_length if max_length is None else max_length
         _check_length(max_length, self.truncation)
-        if isinstance(texts, str):
-            texts = [texts]
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is a {type(text).__name__}, not a str")
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [self._truncate(e.ids, max_length) for e in encodings]
+        texts = _check_texts(texts, "texts")
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        if pairs is None:
+            budget = max_length - self.template.n_special(pair=False)
+            out = [self.template.apply([self._cut(e.ids, budget)]) for e in encodings]
+        else:
+            pairs = _check_texts(pairs, "pairs")
+            if len(pairs) != len(texts):
+                raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs; give one pair each")
+            n = self.template.n_special(pair=True)
+            budget = max_length - n
+            if budget < 2:
+                raise ValueError(
+                    f"max_length={max_length} is too short for text pairs: the template adds {n} "
+                    f"special tokens, so it needs at least {n + 2} (one token of each text)"
+                )
+            out = []
+            for a, b in zip(
+                encodings, self.tokenizer.encode_batch(pairs, add_special_tokens=False), strict=True
+            ):
+                n_a, n_b = _longest_first(len(a.ids), len(b.ids), budget)
+                out.append(self.template.apply([self._cut(a.ids, n_a), self._cut(b.ids, n_b)]))
+        return [ids for ids, _ in out], [types for _, types in out]
+
+    def encode_ids(
+        self,
+        texts: str | Sequence[str],
+        max_length: int | None = None,
+        *,
+        pairs: str | Sequence[str] | None = None,
+    ) -> list[np.ndarray]:
+        """The ids of `encode`: unpadded int32 per text (or per pair)."""
+        return self.encode(texts, max_length, pairs=pairs)[0]
 
     def pad(
-        self, ids: Sequence[np.ndarray], padding: str = "longest", max_length: int | None = None
+        self,
+        ids: Sequence[np.ndarray],
+        padding: str = "longest",
+        max_length: int | None = None,
+        type_ids: Sequence[np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """Pads id sequences into (b, t) int32 arrays: input_ids, attention_mask, token_type_ids
-        (see `jaxformer.data.pipeline.pad_ids`). padding="longest" pads to the longest sequence,
+        (see `jaxformer.data.pipeline.pad_ids`; `type_ids`, as `encode` gives them, fill
+        token_type_ids, else it is zeros). padding="longest" pads to the longest sequence,
         "max_length" to max_length (default self.max_length)."""
         if padding not in PADDINGS:
             raise ValueError(f"padding={padding!r}; choose one of {PADDINGS}")
         longest = max((len(x) for x in ids), default=0)
         length = (max_length or self.max_length) if padding == "max_length" else longest
-        return pad_ids(ids, length, self.pad_id)
+        batch = pad_ids(ids, length, self.pad_id)
+        for row, types in enumerate(type_ids or ()):
+            batch["token_type_ids"][row, : len(types)] = types
+        return batch
 
     def __call__(
-        self, texts: str | Sequence[str], max_length: int | None = None, padding: str = "longest"
+        self,
+        texts: str | Sequence[str],
+        max_length: int | None = None,
+        padding: str = "longest",
+        *,
+        pairs: str | Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Tokenizes a batch of texts (a single str is a batch of one) into padded int32 arrays."""
-        return self.pad(self.encode_ids(texts, max_length), padding, max_length)
+        """Tokenizes a batch of texts (a single str is a batch of one), or of (text, pair)
+        pairs, into padded int32 arrays."""
+        ids, type_ids = self.encode(texts, max_length, pairs=pairs)
+        return self.pad(ids, padding, max_length, type_ids)
 
     def save(self, folder: str | os.PathLike) -> None:
         """Writes tokenizer.json, vocab.txt, tokenizer_config.json and special_tokens_map.json,
@@ -188,15 +367,53 @@ def _check_tokenizer_config(config: dict, path: Path) -> None:
             )
 
 
-def _special_tokens(folder: Path, special_map: dict, tokenizer_config: dict) -> dict[str, str]:
-    """The special tokens: special_tokens_map.json, else tokenizer_config.json, else BERT's.
-    Each is a string or an AddedToken object {"content": string, ...}."""
-    special = {}
-    for key, default in SPECIAL_TOKENS.items():
+def _tokenizer_json_tokens(tok: tokenizers.Tokenizer) -> dict[str, tuple[str, str]]:
+    """Special tokens that tokenizer.json itself names -> (token, where): cls and sep as its
+    post_processor puts them around a single text (one special token before it, one after),
+    and padding's pad token."""
+    found = {}
+    processor = tok.post_processor
+    if processor is not None and processor.num_special_tokens_to_add(False):
+        single = _pieces(processor, pair=False)
+        segments = [p.segment for p in single]
+        if segments.count(0) == 1:
+            text = segments.index(0)
+            for key, around in (("cls_token", single[:text]), ("sep_token", single[text + 1 :])):
+                if len(around) == 1 and (token := tok.id_to_token(around[0].token_id)):
+                    found[key] = token, "from tokenizer.json's post_processor"
+    if (token := (tok.padding or {}).get("pad_token")) is not None:
+        found["pad_token"] = token, "from tokenizer.json's padding"
+    return found
+
+
+def _special_tokens(
+    folder: Path,
+    special_map: dict,
+    tokenizer_config: dict,
+    from_json: dict[str, tuple[str, str]],
+    model_type: str | None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The special tokens and where each came from: special_tokens_map.json, else
+    tokenizer_config.json (each a string or an AddedToken object {"content": string, ...}), else
+    tokenizer.json (`_tokenizer_json_tokens`), else the defaults of config.json's model_type,
+    else BERT's."""
+    if model_type in FAMILY_SPECIAL_TOKENS:
+        defaults = FAMILY_SPECIAL_TOKENS[model_type]
+        default_origin = f"the default for config.json's model_type {model_type!r}"
+    else:
+        defaults = SPECIAL_TOKENS
+        default_origin = "BERT's default" + (
+            f" (model_type {model_type!r} has none here)" if model_type else ""
+        )
+    special, origins = {}, {}
+    for key, default in defaults.items():
         file, value = "special_tokens_map.json", special_map.get(key)
         if value is None:  # null, or absent: as if not there
             file, value = "tokenizer_config.json", tokenizer_config.get(key)
-            value = default if value is None else value
+        if value is None:
+            value, origins[key] = from_json.get(key, (default, default_origin))
+        else:
+            origins[key] = f"named in {file}"
         if isinstance(value, dict):
             value = value.get("content")
         if not isinstance(value, str) or not value:
@@ -205,7 +422,7 @@ def _special_tokens(folder: Path, special_map: dict, tokenizer_config: dict) -> 
                 'string or an object {"content": string}'
             )
         special[key] = value
-    return special
+    return special, origins
 
 
 def _bert_normalizer(tokenizer_config: dict, lowercase: bool) -> normalizers.BertNormalizer:
@@ -239,13 +456,16 @@ def load_tokenizer(
     path_or_hub_id: str | os.PathLike, max_length: int = 512, truncation: str = "head"
 ) -> Tokenizer:
     """The tokenizer of a checkpoint folder or Hub id (see `jaxformer.hf.hub.resolve_checkpoint`):
-    its tokenizer.json if present, else one built from vocab.txt."""
+    its tokenizer.json if present, else one built from vocab.txt. config.json's model_type, if
+    there is one beside it, gives the special tokens and the template that the tokenizer files
+    do not name."""
     _check_length(max_length, truncation)
     folder = resolve_checkpoint(path_or_hub_id)
     tokenizer_config = _read_json(folder / "tokenizer_config.json")
     _check_tokenizer_config(tokenizer_config, folder / "tokenizer_config.json")
     special_map = _read_json(folder / "special_tokens_map.json")
-    special = _special_tokens(folder, special_map, tokenizer_config)
+    model_type = _read_json(folder / "config.json").get("model_type")
+    model_type = model_type if isinstance(model_type, str) else None
     source = folder / "tokenizer.json"
     if source.is_file():
         try:
@@ -254,6 +474,9 @@ def load_tokenizer(
             raise CheckpointError(
                 f"{source} could not be read ({e}); download or save it again"
             ) from e
+        special, origins = _special_tokens(
+            folder, special_map, tokenizer_config, _tokenizer_json_tokens(tok), model_type
+        )
         # transformers' BertTokenizer rebuilds the normalizer from do_lower_case; other classes
         # (and no class) keep tokenizer.json's.
         lowercase = tokenizer_config.get("do_lower_case")
@@ -261,14 +484,19 @@ def load_tokenizer(
         if is_bert and lowercase is not None and _lowercases(tok) not in (None, lowercase):
             tok.normalizer = _bert_normalizer(tokenizer_config, lowercase)
     elif (source := folder / "vocab.txt").is_file():
+        special, origins = _special_tokens(folder, special_map, tokenizer_config, {}, model_type)
         tok = _from_vocab(source, tokenizer_config, special)
     else:
         raise FileNotFoundError(
             f"{folder} has neither tokenizer.json nor vocab.txt; copy the checkpoint's tokenizer "
             "files into it"
         )
-    try:
-        cls = tokenizer_config.get("tokenizer_class") or "BertTokenizer"
-        return Tokenizer(tok, max_length, truncation, special, cls)
-    except ValueError as e:  # a special token the vocabulary lacks
-        raise CheckpointError(f"{source}: {e}; is it this checkpoint's tokenizer?") from e
+    for key in NEEDED_TOKENS:
+        if tok.token_to_id(special[key]) is None:
+            raise CheckpointError(
+                f"{source}: special token {special[key]!r} is not in the tokenizer's vocabulary: "
+                f"it is the {key}, {origins[key]}; is this the checkpoint's tokenizer? If so, "
+                f"name its {key} in tokenizer_config.json"
+            )
+    cls = tokenizer_config.get("tokenizer_class") or "BertTokenizer"
+    return Tokenizer(tok, max_length, truncation, special, cls, model_type)

@@ -221,3 +221,92 @@ def test_damaged_tokenizer_json(minilm_dir, tmp_path):
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match=r"ckpt/tokenizer\.json could not be read"):
         jaxformer.load_tokenizer(tmp_path / "ckpt")
+
+
+# --- Text pairs and family defaults (transformers parity: test_tokenizer_families.py) ---
+
+
+def test_pairs_get_the_bert_template_and_token_types(words_dir):
+    tok = jaxformer.load_tokenizer(words_dir, max_length=16)  # [CLS] = 2, [SEP] = 3, "wk" = 5 + k
+    ids, types = tok.encode(["w0 w1", "w3"], pairs=["w2", ""])
+    assert [x.tolist() for x in ids] == [[2, 5, 6, 3, 7, 3], [2, 8, 3, 3]]
+    assert [x.tolist() for x in types] == [[0, 0, 0, 0, 1, 1], [0, 0, 0, 1]]
+    assert all(x.dtype == np.int32 for x in ids + types)
+    batch = tok(["w0 w1", "w3"], pairs=["w2", ""])
+    np.testing.assert_array_equal(batch["input_ids"], [[2, 5, 6, 3, 7, 3], [2, 8, 3, 3, 0, 0]])
+    np.testing.assert_array_equal(batch["token_type_ids"], [[0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 0, 0]])
+    np.testing.assert_array_equal(batch["attention_mask"], [[1] * 6, [1, 1, 1, 1, 0, 0]])
+    assert [x.tolist() for x in tok.encode_ids("w0", pairs="w1")] == [[2, 5, 3, 6, 3]]
+    assert not tok(["w0 w1"])["token_type_ids"].any()
+
+
+def words(first, n):
+    return " ".join(WORDS[first : first + n])
+
+
+@pytest.mark.parametrize(
+    "n_a, n_b, kept",
+    [
+        (6, 2, (5, 2)),  # room for 10 - 3 = 7: only the longer text is cut
+        (2, 6, (2, 5)),
+        (5, 5, (3, 4)),  # both cut to half; on a tie the second keeps the odd token
+        (9, 4, (4, 3)),  # both cut: the longer keeps the odd token
+    ],
+)
+def test_pairs_truncate_longest_first(words_dir, n_a, n_b, kept):
+    tok = jaxformer.load_tokenizer(words_dir, max_length=10)
+    (ids,) = tok.encode_ids([words(0, n_a)], pairs=[words(100, n_b)])
+    a, b = kept
+    assert ids.tolist() == [2, *range(5, 5 + a), 3, *range(105, 105 + b), 3]
+
+
+def test_head_tail_pairs_keep_each_texts_head_and_tail(words_dir):
+    tok = jaxformer.load_tokenizer(words_dir, max_length=150, truncation="head_tail")
+    # Room for 147: the first text keeps 137 (w0 ... w127, w291 ... w299), the second all 10.
+    (ids,) = tok.encode_ids([words(0, 300)], pairs=[words(0, 10)])
+    want = [2, *range(5, 133), *range(296, 305), 3, *range(5, 15), 3]
+    assert ids.tolist() == want
+    # Both long, room for 297: 148 and 149 tokens, each its first 128 and its last ones.
+    tok = jaxformer.load_tokenizer(words_dir, max_length=300, truncation="head_tail")
+    (ids,) = tok.encode_ids([words(0, 300)], pairs=[words(0, 300)])
+    a = [*range(5, 133), *range(305 - 20, 305)]
+    b = [*range(5, 133), *range(305 - 21, 305)]
+    assert ids.tolist() == [2, *a, 3, *b, 3]
+    (head,) = jaxformer.load_tokenizer(words_dir, max_length=300).encode_ids(
+        [words(0, 300)], pairs=[words(0, 300)]
+    )
+    assert head.tolist() == [2, *range(5, 5 + 148), 3, *range(5, 5 + 149), 3]
+
+
+def test_pair_arguments(words_dir):
+    tok = jaxformer.load_tokenizer(words_dir, max_length=16)
+    with pytest.raises(ValueError, match="2 texts but 1 pairs; give one pair each"):
+        tok(["w0", "w1"], pairs=["w2"])
+    with pytest.raises(TypeError, match=r"pairs\[1\] is a int, not a str"):
+        tok(["w0", "w1"], pairs=["w2", 3])
+    with pytest.raises(ValueError, match="max_length=4 is too short for text pairs: the template"):
+        tok(["w0"], max_length=4, pairs=["w1"])
+
+
+def test_special_tokens_default_to_the_family_of_config_json(tmp_path):
+    roberta = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "w"]
+    folder = write_vocab_folder(tmp_path / "roberta", roberta)
+    (folder / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+    tok = jaxformer.load_tokenizer(folder)
+    assert (tok.cls_id, tok.sep_id, tok.pad_id) == (0, 2, 1)
+    (ids,), (types,) = tok.encode(["w"], pairs=["w"])
+    assert ids.tolist() == [0, 5, 2, 2, 5, 2] and not types.any()  # <s> A </s></s> B </s>
+
+    albert = write_vocab_folder(tmp_path / "albert", ["<pad>", "<unk>", "[CLS]", "[SEP]", "w"])
+    (albert / "config.json").write_text(json.dumps({"model_type": "albert"}))
+    tok = jaxformer.load_tokenizer(albert)
+    assert (tok.cls_id, tok.sep_id, tok.pad_id) == (2, 3, 0)
+    assert tok.encode_ids(["w"], pairs=["w"])[0].tolist() == [2, 4, 3, 4, 3]
+
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(
+        CheckpointError,
+        match=r"roberta/vocab\.txt: special token '\[CLS\]' is not in the tokenizer's vocabulary: "
+        r"it is the cls_token, the default for config\.json's model_type 'bert'",
+    ):
+        jaxformer.load_tokenizer(folder)
