@@ -76,9 +76,13 @@ def conversion_table(model: nn.Module) -> dict[str, tuple[str, Transform]]:
         )
     computed = names.computed(c)
     encoder = {k: v for k, v in names.embeddings.items() if k not in computed}
-    for i in range(c.num_hidden_layers):
-        at = names.layers.format(i=i)
-        encoder |= {f"{at}{k}": (f"layer_{i}/{p}", t) for k, (p, t) in names.layer.items()}
+    encoder |= names.projection if c.embedding_width != c.hidden_size else {}
+    if names.layer_scopes is not None:
+        scopes = names.layer_scopes(c)
+    else:
+        scopes = {names.layers.format(i=i): f"layer_{i}" for i in range(c.num_hidden_layers)}
+    for at, scope in scopes.items():
+        encoder |= {f"{at}{k}": (f"{scope}/{p}", t) for k, (p, t) in names.layer.items()}
     task = task_of(model)
     pooled = model.add_pooling_layer if task == "base" else model.pooled
     encoder |= names.pooler if pooled else {}
