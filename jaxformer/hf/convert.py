@@ -278,11 +278,12 @@ def from_pretrained(
     **config_overrides: Any,
 ) -> tuple[nn.Module, dict]:
     """Loads a Hugging Face checkpoint of a family in `jaxformer.families` (config.json's
-    model_type: bert, roberta, xlm-roberta, distilbert): `(model, params)`.
+    model_type: bert, roberta, xlm-roberta, distilbert, electra, albert): `(model, params)`.
 
     task: the head, one of TASKS: "classification" (BertForSequenceClassification), "base"
       (BertModel), "token_classification", "question_answering", "multiple_choice",
-      "masked_lm" (BertFor<Task>; the family's classes for the others). A checkpoint without the
+      "masked_lm" (BertFor<Task>; the family's classes for the others), and for ELECTRA
+      "pretraining" (ElectraForPreTraining's discriminator). A checkpoint without the
       task's head gets a fresh one (logged); a BertForPreTraining checkpoint gives masked_lm its
       MLM head.
     num_labels: the classifier's width, for classification and token_classification; None takes

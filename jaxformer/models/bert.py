@@ -11,7 +11,7 @@ Parameter tree (BertModel):
   pooler/{kernel,bias}
 (No token_type table when type_vocab_size is 0; embeddings/project/{kernel,bias} when the tables
 are embedding_size wide, not hidden_size.) The task heads (`jaxformer.models.heads`) nest it under
-`bert`. The other families (`roberta.py`, `distilbert.py`) are this
+`bert`. The other families (`roberta.py`, `distilbert.py`, `electra.py`, `albert.py`) are this
 encoder with a piece changed: `positions`, `layer_options`, `layer_scopes`, the pooler.
 Hidden states of every layer are sown into the "intermediates" collection
 (`model.apply(..., mutable=["intermediates"])`).

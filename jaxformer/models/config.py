@@ -111,8 +111,44 @@ DISTILBERT = HfSpelling(
     positions=("absolute", "sinusoidal"),
     sinusoidal_flag="sinusoidal_pos_embds",
 )
+# transformers/models/electra/configuration_electra.py: BERT's fields (transformers 5 has no
+# position_embedding_type), embeddings embedding_size wide; the multiple-choice head is a
+# SequenceSummary of the first token, projected and GELU'd, then summary_last_dropout.
+ELECTRA = HfSpelling(
+    "ELECTRA",
+    {f: f for f in BERT_FIELDS if f != "position_embedding_type"}
+    | {"embedding_size": "embedding_size", "summary_dropout": "summary_last_dropout"},
+    defaults={"embedding_size": 128, "summary_dropout": 0.1},
+    requires={"summary_type": "first", "summary_use_proj": True, "summary_activation": "gelu"},
+)
+# transformers/models/albert/configuration_albert.py: factorized embeddings, layers shared in
+# num_hidden_groups groups of inner_group_num layers.
+ALBERT = HfSpelling(
+    "ALBERT",
+    {f: f for f in BERT_FIELDS if f != "position_embedding_type"}
+    | {
+        "classifier_dropout": "classifier_dropout_prob",
+        "embedding_size": "embedding_size",
+        "num_hidden_groups": "num_hidden_groups",
+        "inner_group_num": "inner_group_num",
+    },
+    defaults={
+        "embedding_size": 128,
+        "hidden_act": "gelu_new",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "classifier_dropout": 0.1,
+    },
+)
 # config.json's model_type -> its spelling (jaxformer.families has each family's modules).
-HF_SPELLINGS = {"bert": BERT, "roberta": ROBERTA, "xlm-roberta": ROBERTA, "distilbert": DISTILBERT}
+HF_SPELLINGS = {
+    "bert": BERT,
+    "roberta": ROBERTA,
+    "xlm-roberta": ROBERTA,
+    "distilbert": DISTILBERT,
+    "electra": ELECTRA,
+    "albert": ALBERT,
+}
 
 
 def spelling(model_type: str, source: str = "config") -> HfSpelling:

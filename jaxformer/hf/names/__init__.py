@@ -1,7 +1,8 @@
 """Each family's Hugging Face tensor names: a table from the name in a transformers state dict to
 our parameter path, with the named transform between torch's layout and ours.
 
-One module per family (`bert.py`, `roberta.py`, `distilbert.py`) holds its `Names`;
+One module per family (`bert.py`, `roberta.py`, `distilbert.py`, `electra.py`, `albert.py`)
+holds its `Names`;
 `jaxformer.families` registers it by config.json's model_type and `jaxformer.hf.convert` reads
 it. The transforms here are shared: `to_jax(w, c)` and its inverse `to_hf(w, c)`.
 """
