@@ -13,10 +13,12 @@ from typing import NamedTuple
 import flax.linen as nn
 
 from jaxformer.hf.names import Names
+from jaxformer.hf.names.albert import ALBERT
 from jaxformer.hf.names.bert import BERT
 from jaxformer.hf.names.distilbert import DISTILBERT
+from jaxformer.hf.names.electra import ELECTRA
 from jaxformer.hf.names.roberta import ROBERTA, XLM_ROBERTA
-from jaxformer.models import bert, distilbert, heads, roberta
+from jaxformer.models import albert, bert, distilbert, electra, heads, roberta
 
 # The tasks, in the order the docs list them; each family's transformers class for each is in
 # its Names.architectures.
@@ -27,6 +29,7 @@ TASKS = (
     "question_answering",
     "multiple_choice",
     "masked_lm",
+    "pretraining",  # ELECTRA's replaced-token discriminator
 )
 
 
@@ -59,11 +62,30 @@ DISTILBERT_MODELS = {
     "multiple_choice": distilbert.DistilBertForMultipleChoice,
     "masked_lm": distilbert.DistilBertForMaskedLM,
 }
+ELECTRA_MODELS = {
+    "classification": electra.ElectraForSequenceClassification,
+    "base": electra.ElectraModel,
+    "token_classification": electra.ElectraForTokenClassification,
+    "question_answering": electra.ElectraForQuestionAnswering,
+    "multiple_choice": electra.ElectraForMultipleChoice,
+    "masked_lm": electra.ElectraForMaskedLM,
+    "pretraining": electra.ElectraForPreTraining,
+}
+ALBERT_MODELS = {
+    "classification": albert.AlbertForSequenceClassification,
+    "base": albert.AlbertModel,
+    "token_classification": albert.AlbertForTokenClassification,
+    "question_answering": albert.AlbertForQuestionAnswering,
+    "multiple_choice": albert.AlbertForMultipleChoice,
+    "masked_lm": albert.AlbertForMaskedLM,
+}
 FAMILIES = {
     "bert": Family(BERT_MODELS, BERT),
     "roberta": Family(ROBERTA_MODELS, ROBERTA),
     "xlm-roberta": Family(ROBERTA_MODELS, XLM_ROBERTA),
     "distilbert": Family(DISTILBERT_MODELS, DISTILBERT),
+    "electra": Family(ELECTRA_MODELS, ELECTRA),
+    "albert": Family(ALBERT_MODELS, ALBERT),
 }
 
 

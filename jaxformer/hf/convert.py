@@ -76,9 +76,13 @@ def conversion_table(model: nn.Module) -> dict[str, tuple[str, Transform]]:
         )
     computed = names.computed(c)
     encoder = {k: v for k, v in names.embeddings.items() if k not in computed}
-    for i in range(c.num_hidden_layers):
-        at = names.layers.format(i=i)
-        encoder |= {f"{at}{k}": (f"layer_{i}/{p}", t) for k, (p, t) in names.layer.items()}
+    encoder |= names.projection if c.embedding_width != c.hidden_size else {}
+    if names.layer_scopes is not None:
+        scopes = names.layer_scopes(c)
+    else:
+        scopes = {names.layers.format(i=i): f"layer_{i}" for i in range(c.num_hidden_layers)}
+    for at, scope in scopes.items():
+        encoder |= {f"{at}{k}": (f"{scope}/{p}", t) for k, (p, t) in names.layer.items()}
     task = task_of(model)
     pooled = model.add_pooling_layer if task == "base" else model.pooled
     encoder |= names.pooler if pooled else {}
@@ -274,11 +278,12 @@ def from_pretrained(
     **config_overrides: Any,
 ) -> tuple[nn.Module, dict]:
     """Loads a Hugging Face checkpoint of a family in `jaxformer.families` (config.json's
-    model_type: bert, roberta, xlm-roberta, distilbert): `(model, params)`.
+    model_type: bert, roberta, xlm-roberta, distilbert, electra, albert): `(model, params)`.
 
     task: the head, one of TASKS: "classification" (BertForSequenceClassification), "base"
       (BertModel), "token_classification", "question_answering", "multiple_choice",
-      "masked_lm" (BertFor<Task>; the family's classes for the others). A checkpoint without the
+      "masked_lm" (BertFor<Task>; the family's classes for the others), and for ELECTRA
+      "pretraining" (ElectraForPreTraining's discriminator). A checkpoint without the
       task's head gets a fresh one (logged); a BertForPreTraining checkpoint gives masked_lm its
       MLM head.
     num_labels: the classifier's width, for classification and token_classification; None takes

@@ -1,6 +1,7 @@
 """The encoder families as Flax Linen modules: `bert.py` (the encoder), `heads.py` (the task
 heads), `config.py` (the architecture, Hugging Face's config.json fields), and per family the
-pieces it changes (`roberta.py`, `distilbert.py`); `jaxformer.families` lists them by task."""
+pieces it changes (`roberta.py`, `distilbert.py`, `electra.py`, `albert.py`); `jaxformer.families`
+lists them by task."""
 
 from jaxformer.models.bert import (
     BertModel,

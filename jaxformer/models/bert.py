@@ -9,9 +9,10 @@ Parameter tree (BertModel):
   layer_{i}/attention/{w_q,b_q,w_k,b_k,w_v,b_v,w_o,b_o}, layer_{i}/attention_norm/{scale,bias}
   layer_{i}/mlp/{w1,b1,w2,b2}, layer_{i}/mlp_norm/{scale,bias}
   pooler/{kernel,bias}
-(No token_type table when type_vocab_size is 0.) The task heads (`jaxformer.models.heads`) nest
-it under `bert`. The other families (`roberta.py`, `distilbert.py`) are this encoder with a
-piece changed: `positions`, `layer_options`, the pooler.
+(No token_type table when type_vocab_size is 0; embeddings/project/{kernel,bias} when the tables
+are embedding_size wide, not hidden_size.) The task heads (`jaxformer.models.heads`) nest it under
+`bert`. The other families (`roberta.py`, `distilbert.py`, `electra.py`, `albert.py`) are this
+encoder with a piece changed: `positions`, `layer_options`, `layer_scopes`, the pooler.
 Hidden states of every layer are sown into the "intermediates" collection
 (`model.apply(..., mutable=["intermediates"])`).
 """
@@ -60,31 +61,44 @@ class Dropout(nn.Module):
 
 class Embeddings(nn.Module):
     """x = LayerNorm(E_tok[ids] + E_type[types] + P[positions]), then dropout; no E_type when
-    type_vocab_size is 0."""
+    type_vocab_size is 0. The tables are embedding_width (e) wide; with `project`, a Dense then
+    maps them to hidden_size (ELECTRA's embeddings_project, ALBERT's embedding_hidden_mapping_in).
+    """
 
     config: BertConfig
+    project: bool = False
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids, position_ids, train: bool) -> Array:
         c = self.config
+        e = c.embedding_width
 
-        def table(rows: int, name: str) -> nn.Embed:  # .embedding: (rows, m)
+        def table(rows: int, name: str) -> nn.Embed:  # .embedding: (rows, e)
             init, dtype = _init(c), c.params_dtype
-            return nn.Embed(rows, c.hidden_size, embedding_init=init, param_dtype=dtype, name=name)
+            return nn.Embed(rows, e, embedding_init=init, param_dtype=dtype, name=name)
 
-        token_table = table(c.vocab_size, "token").embedding  # (vocab, m)
+        token_table = table(c.vocab_size, "token").embedding  # (vocab, e)
         type_table = None
         if c.type_vocab_size:
-            type_table = table(c.type_vocab_size, "token_type").embedding  # (types, m)
+            type_table = table(c.type_vocab_size, "token_type").embedding  # (types, e)
         if c.position_embedding_type == "sinusoidal":
-            position_table = layers.sinusoidal_positions(c.max_position_embeddings, c.hidden_size)
+            position_table = layers.sinusoidal_positions(c.max_position_embeddings, e)
         else:
-            position_table = table(c.max_position_embeddings, "position").embedding  # (P, m)
+            position_table = table(c.max_position_embeddings, "position").embedding  # (P, e)
         x = layers.embed(
             input_ids, token_type_ids, position_ids, token_table, type_table, position_table
-        ).astype(c.compute_dtype)  # (b, t, m)
+        ).astype(c.compute_dtype)  # (b, t, e)
         x = LayerNorm(c, name="layer_norm")(x)
-        return Dropout(c.hidden_dropout_prob)(x, train)
+        x = Dropout(c.hidden_dropout_prob)(x, train)
+        if not self.project:
+            return x
+        return nn.Dense(
+            c.hidden_size,
+            dtype=c.compute_dtype,
+            param_dtype=c.params_dtype,
+            kernel_init=_init(c),
+            name="project",
+        )(x)  # (b, t, m)
 
 
 class SelfAttention(nn.Module):
@@ -144,10 +158,12 @@ class FeedForward(nn.Module):
 class EncoderLayer(nn.Module):
     """Post-LN (BERT): x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x))).
     Pre-LN: x = x + Drop(Attn(LN(x))); x = x + Drop(FFN(LN(x))).
-    Without `attention_output_dropout` (DistilBERT), Attn(x) is added undropped."""
+    Without `attention_output_dropout` (DistilBERT), Attn(x) is added undropped; without
+    `mlp_output_dropout` (ALBERT), FFN(x) is."""
 
     config: BertConfig
     attention_output_dropout: bool = True
+    mlp_output_dropout: bool = True
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, train: bool) -> Array:
@@ -159,6 +175,9 @@ class EncoderLayer(nn.Module):
         def drop_attention(y):
             return drop(y) if self.attention_output_dropout else y
 
+        def drop_mlp(y):
+            return drop(y) if self.mlp_output_dropout else y
+
         attention, attention_norm = (
             SelfAttention(c, name="attention"),
             LayerNorm(c, name="attention_norm"),
@@ -166,9 +185,9 @@ class EncoderLayer(nn.Module):
         mlp, mlp_norm = FeedForward(c, name="mlp"), LayerNorm(c, name="mlp_norm")
         if c.pre_layer_norm:
             x = x + drop_attention(attention(attention_norm(x), mask, train))
-            return x + drop(mlp(mlp_norm(x)))
+            return x + drop_mlp(mlp(mlp_norm(x)))
         x = attention_norm(x + drop_attention(attention(x, mask, train)))
-        return mlp_norm(x + drop(mlp(x)))
+        return mlp_norm(x + drop_mlp(mlp(x)))
 
 
 def check_ids(name: str, ids: Array | None, size: int, field: str) -> None:
@@ -193,7 +212,8 @@ class BertOutput(NamedTuple):
 
 class BertModel(nn.Module):
     """The encoder: embeddings, layers, pooler. A family that differs in a piece subclasses it and
-    overrides that piece: `positions` (default position ids), `max_length`, `layer_options`."""
+    overrides that piece: `positions` (default position ids), `max_length`, `layer_options`,
+    `layer_scopes` (which parameters each layer uses), `projects_embeddings`."""
 
     config: BertConfig
     add_pooling_layer: bool = True
@@ -208,6 +228,15 @@ class BertModel(nn.Module):
     def max_length(self) -> int:
         """The longest input the default positions fit in the position table."""
         return self.config.max_position_embeddings
+
+    def layer_scopes(self) -> list[str]:
+        """Each layer's parameter scope, in the order the layers run; layers that share a scope
+        share its parameters (one module called again). BERT's: layer_0 ... layer_{L-1}."""
+        return [f"layer_{i}" for i in range(self.config.num_hidden_layers)]
+
+    def projects_embeddings(self) -> bool:
+        """Whether a Dense maps the embeddings to hidden_size: where their widths differ."""
+        return self.config.embedding_width != self.config.hidden_size
 
     @nn.compact
     def __call__(
@@ -243,12 +272,16 @@ class BertModel(nn.Module):
             attention_mask = jnp.ones_like(input_ids)
         if position_ids is None:
             position_ids = self.positions(input_ids)
-        x = Embeddings(c, name="embeddings")(input_ids, token_type_ids, position_ids, train)
+        embeddings = Embeddings(c, self.projects_embeddings(), name="embeddings")
+        x = embeddings(input_ids, token_type_ids, position_ids, train)  # (b, t, m)
         self.sow("intermediates", "hidden_states", x)
         mask = layers.padding_mask(attention_mask)  # (b, 1, 1, s)
         layer_cls = nn.remat(EncoderLayer, static_argnums=(3,)) if c.remat else EncoderLayer
-        for i in range(c.num_hidden_layers):
-            x = layer_cls(c, **self.layer_options, name=f"layer_{i}")(x, mask, train)
+        layers_by_scope = {}
+        for scope in self.layer_scopes():
+            if scope not in layers_by_scope:
+                layers_by_scope[scope] = layer_cls(c, **self.layer_options, name=scope)
+            x = layers_by_scope[scope](x, mask, train)
             self.sow("intermediates", "hidden_states", x)
         if c.pre_layer_norm:
             x = LayerNorm(c, name="final_norm")(x)

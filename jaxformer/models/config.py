@@ -2,8 +2,9 @@
 
 Mirrors transformers/models/bert/configuration_bert.py; the other encoder families' config.json
 files (configuration_roberta.py, configuration_distilbert.py, ...) name the same architecture
-differently, and `HF_SPELLINGS` says how, by `model_type`. Frozen (hashable) so Linen modules can
-hold it as an attribute and `jax.jit` can close over it.
+differently, and `HF_SPELLINGS` says how, by `model_type`; ELECTRA's and ALBERT's add fields of
+their own (embedding_size, the layer groups), which every other family leaves at BERT's value.
+Frozen (hashable) so Linen modules can hold it as an attribute and `jax.jit` can close over it.
 """
 
 from __future__ import annotations
@@ -36,16 +37,22 @@ POSITIVE_INTS = (
     "max_position_embeddings",
     "type_vocab_size",
     "num_labels",
+    "embedding_size",
+    "num_hidden_groups",
+    "inner_group_num",
 )
 PROBABILITIES = (
     "hidden_dropout_prob",
     "attention_probs_dropout_prob",
     "classifier_dropout",
     "qa_dropout",
+    "summary_dropout",
 )
 MAX_SIZE = 2**31 - 1
 # Ours, not Hugging Face's: never read from or written to config.json.
 COMPUTE_FIELDS = ("pre_layer_norm", "attention", "matmul", "dtype", "param_dtype", "remat")
+# Fields only some families have: any other family must keep BERT's value.
+FAMILY_FIELDS = {"embedding_size": None, "num_hidden_groups": 1, "inner_group_num": 1}
 
 
 class HfSpelling(NamedTuple):
@@ -57,6 +64,8 @@ class HfSpelling(NamedTuple):
     fixed: dict[str, Any] = {}  # our field -> the family's constant (not in config.json)
     positions: tuple[str, ...] = ("absolute",)  # position_embedding_type values it has
     sinusoidal_flag: str | None = None  # a config.json bool that means sinusoidal positions
+    # config.json key -> the one value the family's modules implement (refused otherwise).
+    requires: dict[str, Any] = {}
 
 
 BERT_FIELDS = (
@@ -102,8 +111,44 @@ DISTILBERT = HfSpelling(
     positions=("absolute", "sinusoidal"),
     sinusoidal_flag="sinusoidal_pos_embds",
 )
+# transformers/models/electra/configuration_electra.py: BERT's fields (transformers 5 has no
+# position_embedding_type), embeddings embedding_size wide; the multiple-choice head is a
+# SequenceSummary of the first token, projected and GELU'd, then summary_last_dropout.
+ELECTRA = HfSpelling(
+    "ELECTRA",
+    {f: f for f in BERT_FIELDS if f != "position_embedding_type"}
+    | {"embedding_size": "embedding_size", "summary_dropout": "summary_last_dropout"},
+    defaults={"embedding_size": 128, "summary_dropout": 0.1},
+    requires={"summary_type": "first", "summary_use_proj": True, "summary_activation": "gelu"},
+)
+# transformers/models/albert/configuration_albert.py: factorized embeddings, layers shared in
+# num_hidden_groups groups of inner_group_num layers.
+ALBERT = HfSpelling(
+    "ALBERT",
+    {f: f for f in BERT_FIELDS if f != "position_embedding_type"}
+    | {
+        "classifier_dropout": "classifier_dropout_prob",
+        "embedding_size": "embedding_size",
+        "num_hidden_groups": "num_hidden_groups",
+        "inner_group_num": "inner_group_num",
+    },
+    defaults={
+        "embedding_size": 128,
+        "hidden_act": "gelu_new",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "classifier_dropout": 0.1,
+    },
+)
 # config.json's model_type -> its spelling (jaxformer.families has each family's modules).
-HF_SPELLINGS = {"bert": BERT, "roberta": ROBERTA, "xlm-roberta": ROBERTA, "distilbert": DISTILBERT}
+HF_SPELLINGS = {
+    "bert": BERT,
+    "roberta": ROBERTA,
+    "xlm-roberta": ROBERTA,
+    "distilbert": DISTILBERT,
+    "electra": ELECTRA,
+    "albert": ALBERT,
+}
 
 
 def spelling(model_type: str, source: str = "config") -> HfSpelling:
@@ -129,12 +174,20 @@ class BertConfig:
     attention_probs_dropout_prob: float = 0.1
     classifier_dropout: float | None = None  # None: use hidden_dropout_prob, as HF does
     qa_dropout: float = 0.0  # before qa_outputs: DistilBERT's; BERT and RoBERTa have none
+    summary_dropout: float = 0.1  # after ELECTRA's multiple-choice summary; no other family's
     max_position_embeddings: int = 512
     type_vocab_size: int = 2  # 0: no token type embeddings (DistilBERT)
     layer_norm_eps: float = 1e-12  # BERT's value; Flax's nn.LayerNorm default (1e-6) is wrong here
     initializer_range: float = 0.02
     position_embedding_type: str = "absolute"  # or "sinusoidal" (Vaswani et al. 2017, fixed)
     pad_token_id: int = 0
+    # ELECTRA's and ALBERT's factorized embeddings: tables this wide, then a Dense to hidden_size
+    # (ELECTRA's only where the widths differ). None: hidden_size wide, as BERT's.
+    embedding_size: int | None = None
+    # ALBERT's parameter sharing: the layers fall into num_hidden_groups consecutive runs, each
+    # run applying one group (inner_group_num layers) per layer.
+    num_hidden_groups: int = 1
+    inner_group_num: int = 1
     num_labels: int = 2
     # id2label's names, by label id; None: Hugging Face's defaults, LABEL_0 ... LABEL_{n-1}.
     label_names: tuple[str, ...] | None = None
@@ -148,7 +201,19 @@ class BertConfig:
     remat: bool = False  # recompute each layer's activations in the backward pass
 
     def __post_init__(self):
-        spelling(self.model_type)
+        sp = spelling(self.model_type)
+        for name, bert_value in FAMILY_FIELDS.items():
+            if getattr(self, name) != bert_value and name not in sp.fields:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r}: {sp.name} has no {name} (leave it "
+                    f"{bert_value!r}); the families with one are "
+                    f"{[t for t, s in HF_SPELLINGS.items() if name in s.fields]}"
+                )
+        if self.num_hidden_groups > self.num_hidden_layers:
+            raise ValueError(
+                f"num_hidden_groups ({self.num_hidden_groups}) must be at most num_hidden_layers "
+                f"({self.num_hidden_layers}): each group serves at least one layer"
+            )
         if not (isinstance(self.type_vocab_size, int) and self.type_vocab_size >= 0):
             raise ValueError(f"type_vocab_size={self.type_vocab_size!r} must be an integer >= 0")
         if self.label_names is not None:
@@ -180,6 +245,11 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def embedding_width(self) -> int:
+        """The embedding tables' width: embedding_size, else hidden_size."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
 
     @property
     def compute_dtype(self) -> jnp.dtype:
@@ -248,6 +318,12 @@ class BertConfig:
                 f"{source}: position_embedding_type={hf['position_embedding_type']!r} is not "
                 "supported; jaxformer reads 'absolute' position embeddings"
             )
+        for key, value in sp.requires.items():
+            if hf.get(key, value) != value:
+                raise ValueError(
+                    f"{source}: {key}={hf[key]!r} is not supported; jaxformer's {sp.name} has "
+                    f"{key}={value!r}"
+                )
         _check_hf_fields(kwargs, source, sp)
         if names & set(overrides):
             _check_hf_fields(kwargs | overrides, f"{source} with overrides {sorted(overrides)}", sp)
@@ -270,6 +346,9 @@ class BertConfig:
                 "transformers equivalent to export to"
             )
         hf = {key: getattr(self, ours) for ours, key in sp.fields.items()}
+        if "embedding_size" in sp.fields:
+            hf[sp.fields["embedding_size"]] = self.embedding_width
+        hf |= sp.requires
         if sp.sinusoidal_flag is not None:
             hf[sp.sinusoidal_flag] = self.position_embedding_type == "sinusoidal"
         hf["id2label"] = {str(i): name for i, name in self.id2label.items()}
@@ -314,6 +393,8 @@ def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling = BERT)
 
     for name in POSITIVE_INTS:
         v = values.get(name, 1)
+        if name == "embedding_size" and v is None:
+            continue
         if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE):
             raise bad(name, f"an integer from 1 to {MAX_SIZE}")
     pad = values.get("pad_token_id", 0)

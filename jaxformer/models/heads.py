@@ -170,7 +170,8 @@ class BertForMultipleChoice(Head):
 class MaskedLMHead(nn.Module):
     """logits = LN(act(W x + b)) E^T + b_v: transformers' BertLMPredictionHead. Holds the
     transform (`transform`, `layer_norm`) and the output bias; the decoder is the token embedding
-    table E, passed in (tied, as transformers ties it). act: `activation`, else hidden_act."""
+    table E, passed in (tied, as transformers ties it). act: `activation`, else hidden_act. W maps
+    to the table's width, embedding_width (ELECTRA's and ALBERT's narrower embeddings)."""
 
     config: BertConfig
     activation: str | None = None
@@ -179,8 +180,8 @@ class MaskedLMHead(nn.Module):
     def __call__(self, x: Array, table: Array) -> Array:
         c = self.config
         act = layers.ACTIVATIONS[self.activation or c.hidden_act]
-        x = act(_dense(c, c.hidden_size, "transform")(x))
-        x = LayerNorm(c, name="layer_norm")(x)  # (b, t, m)
+        x = act(_dense(c, c.embedding_width, "transform")(x))
+        x = LayerNorm(c, name="layer_norm")(x)  # (b, t, e)
         bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,), c.params_dtype)
         return layers.tied_logits(x, table.astype(x.dtype), bias.astype(x.dtype))  # (b, t, v)
 
@@ -204,6 +205,6 @@ class BertForMaskedLM(Head):
         c = self.config
         encoder = self.encoder(c, add_pooling_layer=False, name=self.prefix)
         x, _ = encoder(input_ids, attention_mask, token_type_ids, position_ids, train=train)
-        table = encoder.variables["params"]["embeddings"]["token"]["embedding"]  # (vocab, m)
+        table = encoder.variables["params"]["embeddings"]["token"]["embedding"]  # (vocab, e)
         logits = MaskedLMHead(c, self.mlm_activation, name="mlm")(x, table)
         return logits.astype(jnp.float32)  # (b, t, vocab)

@@ -9,14 +9,18 @@ activation is exact GELU whatever hidden_act says. Parameters sit under `roberta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import flax.linen as nn
+import jax
 
 from jaxformer import layers
 from jaxformer.models import heads
 from jaxformer.models.bert import BertModel, BertOutput, Dropout
 from jaxformer.models.config import BertConfig
+
+Array = jax.Array
 
 
 class RobertaModel(BertModel):
@@ -34,17 +38,19 @@ class _Roberta:
 
 
 class ClassificationHead(nn.Module):
-    """logits = W_out Drop(tanh(W Drop(x_<s>) + b)) + b_out: RobertaClassificationHead."""
+    """logits = W_out Drop(act(W Drop(x_<s>) + b)) + b_out: RobertaClassificationHead (act tanh),
+    ElectraClassificationHead (act exact GELU)."""
 
     config: BertConfig
     width: int
     rate: float
+    activation: Callable[[Array], Array] = nn.tanh
 
     @nn.compact
     def __call__(self, x, train: bool):  # (b, t, m) -> (b, width)
         c, drop = self.config, Dropout(self.rate)
         x = drop(x[:, 0], train)  # (b, m): <s>
-        x = drop(nn.tanh(heads._dense(c, c.hidden_size, "dense")(x)), train)
+        x = drop(self.activation(heads._dense(c, c.hidden_size, "dense")(x)), train)
         return heads._dense(c, self.width, "out_proj")(x)
 
 

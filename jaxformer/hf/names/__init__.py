@@ -1,7 +1,8 @@
 """Each family's Hugging Face tensor names: a table from the name in a transformers state dict to
 our parameter path, with the named transform between torch's layout and ours.
 
-One module per family (`bert.py`, `roberta.py`, `distilbert.py`) holds its `Names`;
+One module per family (`bert.py`, `roberta.py`, `distilbert.py`, `electra.py`, `albert.py`)
+holds its `Names`;
 `jaxformer.families` registers it by config.json's model_type and `jaxformer.hf.convert` reads
 it. The transforms here are shared: `to_jax(w, c)` and its inverse `to_hf(w, c)`.
 """
@@ -70,6 +71,12 @@ class Names(NamedTuple):
     architectures: dict[str, str]  # task -> the transformers class save_pretrained names
     # HF tensors that the config defines (not learned here), in the base model: name -> value.
     computed: Callable[[BertConfig], dict[str, np.ndarray]] = no_tensors
+    # The layers with parameters of their own, {HF prefix: our scope}, where they are not
+    # `layers` with i = 0 .. L-1 and `layer_{i}/` (ALBERT's shared groups).
+    layer_scopes: Callable[[BertConfig], dict[str, str]] | None = None
+    # The Dense from embedding_size to hidden_size that the base model has only where the two
+    # differ (ELECTRA's embeddings_project); a family that always has one lists it in `embeddings`.
+    projection: Table = {}
     # Old spellings in checkpoints -> the table's.
     renames: tuple[tuple[str, str], ...] = (
         ("LayerNorm.gamma", "LayerNorm.weight"),
