@@ -15,8 +15,9 @@ import flax.linen as nn
 from jaxformer.hf.names import Names
 from jaxformer.hf.names.bert import BERT
 from jaxformer.hf.names.distilbert import DISTILBERT
+from jaxformer.hf.names.modernbert import MODERNBERT
 from jaxformer.hf.names.roberta import ROBERTA, XLM_ROBERTA
-from jaxformer.models import bert, distilbert, heads, roberta
+from jaxformer.models import bert, distilbert, heads, modernbert, roberta
 
 # The tasks, in the order the docs list them; each family's transformers class for each is in
 # its Names.architectures.
@@ -59,11 +60,20 @@ DISTILBERT_MODELS = {
     "multiple_choice": distilbert.DistilBertForMultipleChoice,
     "masked_lm": distilbert.DistilBertForMaskedLM,
 }
+MODERNBERT_MODELS = {
+    "classification": modernbert.ModernBertForSequenceClassification,
+    "base": modernbert.ModernBertModel,
+    "token_classification": modernbert.ModernBertForTokenClassification,
+    "question_answering": modernbert.ModernBertForQuestionAnswering,
+    "multiple_choice": modernbert.ModernBertForMultipleChoice,
+    "masked_lm": modernbert.ModernBertForMaskedLM,
+}
 FAMILIES = {
     "bert": Family(BERT_MODELS, BERT),
     "roberta": Family(ROBERTA_MODELS, ROBERTA),
     "xlm-roberta": Family(ROBERTA_MODELS, XLM_ROBERTA),
     "distilbert": Family(DISTILBERT_MODELS, DISTILBERT),
+    "modernbert": Family(MODERNBERT_MODELS, MODERNBERT),
 }
 
 

@@ -1,7 +1,7 @@
 """Each family's Hugging Face tensor names: a table from the name in a transformers state dict to
 our parameter path, with the named transform between torch's layout and ours.
 
-One module per family (`bert.py`, `roberta.py`, `distilbert.py`) holds its `Names`;
+One module per family (`bert.py`, `roberta.py`, `distilbert.py`, `modernbert.py`) holds its `Names`;
 `jaxformer.families` registers it by config.json's model_type and `jaxformer.hf.convert` reads
 it. The transforms here are shared: `to_jax(w, c)` and its inverse `to_hf(w, c)`.
 """
@@ -56,6 +56,10 @@ def no_tensors(config: BertConfig) -> dict[str, np.ndarray]:
     return {}
 
 
+def keeps_all(config: BertConfig, name: str) -> bool:
+    return False
+
+
 class Names(NamedTuple):
     """One family's tensor names, as its transformers classes save them."""
 
@@ -70,6 +74,9 @@ class Names(NamedTuple):
     architectures: dict[str, str]  # task -> the transformers class save_pretrained names
     # HF tensors that the config defines (not learned here), in the base model: name -> value.
     computed: Callable[[BertConfig], dict[str, np.ndarray]] = no_tensors
+    # Whether the config leaves a table's tensor out (a bias turned off): name as in the base
+    # model (no prefix) or the head.
+    leaves_out: Callable[[BertConfig, str], bool] = keeps_all
     # Old spellings in checkpoints -> the table's.
     renames: tuple[tuple[str, str], ...] = (
         ("LayerNorm.gamma", "LayerNorm.weight"),
