@@ -17,8 +17,9 @@ from jaxformer.hf.names.albert import ALBERT
 from jaxformer.hf.names.bert import BERT
 from jaxformer.hf.names.distilbert import DISTILBERT
 from jaxformer.hf.names.electra import ELECTRA
+from jaxformer.hf.names.modernbert import MODERNBERT
 from jaxformer.hf.names.roberta import ROBERTA, XLM_ROBERTA
-from jaxformer.models import albert, bert, distilbert, electra, heads, roberta
+from jaxformer.models import albert, bert, distilbert, electra, heads, modernbert, roberta
 
 # The tasks, in the order the docs list them; each family's transformers class for each is in
 # its Names.architectures.
@@ -79,6 +80,14 @@ ALBERT_MODELS = {
     "multiple_choice": albert.AlbertForMultipleChoice,
     "masked_lm": albert.AlbertForMaskedLM,
 }
+MODERNBERT_MODELS = {
+    "classification": modernbert.ModernBertForSequenceClassification,
+    "base": modernbert.ModernBertModel,
+    "token_classification": modernbert.ModernBertForTokenClassification,
+    "question_answering": modernbert.ModernBertForQuestionAnswering,
+    "multiple_choice": modernbert.ModernBertForMultipleChoice,
+    "masked_lm": modernbert.ModernBertForMaskedLM,
+}
 FAMILIES = {
     "bert": Family(BERT_MODELS, BERT),
     "roberta": Family(ROBERTA_MODELS, ROBERTA),
@@ -86,6 +95,7 @@ FAMILIES = {
     "distilbert": Family(DISTILBERT_MODELS, DISTILBERT),
     "electra": Family(ELECTRA_MODELS, ELECTRA),
     "albert": Family(ALBERT_MODELS, ALBERT),
+    "modernbert": Family(MODERNBERT_MODELS, MODERNBERT),
 }
 
 

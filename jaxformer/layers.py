@@ -1,7 +1,9 @@
 """The Transformer encoder's equations as pure JAX functions: no Flax, no parameters held, no
 fast paths (those are in `jaxformer.kernels`, chosen by `jaxformer.dispatch`).
 
-Mirrors "Attention Is All You Need" (Vaswani et al. 2017) and BERT (Devlin et al. 2019).
+Mirrors "Attention Is All You Need" (Vaswani et al. 2017) and BERT (Devlin et al. 2019); rotary
+positions (Su et al. 2021) and the GeGLU feed-forward (Shazeer 2020) as ModernBERT (Warner et al.
+2024) uses them.
 
 Einsum legend: b batch, t query position, s key position, h heads, d head dim,
 m model width, f feed-forward width.
@@ -19,13 +21,14 @@ import numpy as np
 Array = jax.Array
 
 
-def layer_norm(x: Array, scale: Array, bias: Array, eps: float) -> Array:
-    """(x - mean) / sqrt(var + eps) * scale + bias over the last axis, statistics in float32."""
+def layer_norm(x: Array, scale: Array, bias: Array | None, eps: float) -> Array:
+    """(x - mean) / sqrt(var + eps) * scale + bias over the last axis, statistics in float32;
+    no bias term when `bias` is None (ModernBERT's norm_bias=False)."""
     x32 = x.astype(jnp.float32)
     mean = x32.mean(-1, keepdims=True)
     var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-    y = (x32 - mean) * jax.lax.rsqrt(var + eps)
-    return (y * scale + bias).astype(x.dtype)
+    y = (x32 - mean) * jax.lax.rsqrt(var + eps) * scale
+    return (y if bias is None else y + bias).astype(x.dtype)
 
 
 def gelu(x: Array) -> Array:
@@ -66,6 +69,51 @@ def feed_forward(
 ) -> Array:
     """W_2 act(W_1 x + b_1) + b_2, position-wise. x: (b, t, m), w1: (m, f), w2: (f, m)."""
     return ACTIVATIONS[activation](x @ w1 + b1) @ w2 + b2
+
+
+def geglu(
+    x: Array,
+    w_in: Array,
+    w_out: Array,
+    activation: str = "gelu",
+    b_in: Array | None = None,
+    b_out: Array | None = None,
+    dropout: Callable[[Array], Array] | None = None,
+) -> Array:
+    """Gated feed-forward, ModernBERT's GeGLU: (u, g) = x W_in + b_in split in two halves of f,
+    y = Drop(act(u) * g) W_out + b_out, position-wise; no bias where it is None.
+    x: (b, t, m), w_in: (m, 2 f), w_out: (f, m) -> (b, t, m)"""
+    z = x @ w_in if b_in is None else x @ w_in + b_in  # (b, t, 2 f)
+    u, g = jnp.split(z, 2, axis=-1)  # (b, t, f) each: the input, then the gate
+    z = ACTIVATIONS[activation](u) * g
+    y = (z if dropout is None else dropout(z)) @ w_out
+    return y if b_out is None else y + b_out
+
+
+def rotary_embedding(x: Array, positions: Array, theta: float) -> Array:
+    """Rotary position embedding (RoPE) in the half-split layout of transformers' rotate_half:
+    with frequencies w_i = theta^(-2i/d) and angles a_i = p w_i for i < d/2, at position p
+
+        y_i       = x_i cos a_i - x_{i+d/2} sin a_i
+        y_{i+d/2} = x_{i+d/2} cos a_i + x_i sin a_i
+
+    that is y = x cos(a, a) + rotate_half(x) sin(a, a), rotate_half(x) = (-x_{d/2:}, x_{:d/2}).
+    Computed in float32, returned in x's dtype. x: (b, t, h, d), positions: (b, t) -> (b, t, h, d)
+    """
+    d = x.shape[-1]
+    inv_freq = 1.0 / theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d)  # (d/2,)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # (b, t, d/2)
+    cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]  # (b, t, 1, d/2)
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)  # (b, t, h, d/2) each
+    y = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)  # (b, t, h, d)
+    return y.astype(x.dtype)
+
+
+def mean_pool(x: Array, attention_mask: Array) -> Array:
+    """sum_t mask_t x_t / sum_t mask_t: the mean over the real tokens.
+    x: (b, t, m), attention_mask: (b, t) 1/0 -> (b, m)"""
+    w = attention_mask.astype(x.dtype)[..., None]  # (b, t, 1)
+    return (x * w).sum(axis=1) / w.sum(axis=1)
 
 
 def tied_logits(x: Array, table: Array, bias: Array) -> Array:

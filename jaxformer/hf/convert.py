@@ -68,11 +68,12 @@ def conversion_table(model: nn.Module) -> dict[str, tuple[str, Transform]]:
     """{HF tensor name as transformers saves it for `model`: (our param path, Transform)}."""
     c, names = model.config, _names(model)
     sp = spelling(c.model_type)
-    if c.pre_layer_norm or c.position_embedding_type not in sp.positions:
+    pre = sp.fixed.get("pre_layer_norm", False)
+    if c.pre_layer_norm != pre or c.position_embedding_type not in sp.positions:
         raise ValueError(
-            f"only post-LN {sp.name} with {' or '.join(sp.positions)} positions has Hugging Face "
-            f"tensors; got pre_layer_norm={c.pre_layer_norm}, position_embedding_type="
-            f"{c.position_embedding_type!r}"
+            f"only {'pre' if pre else 'post'}-LN {sp.name} with {' or '.join(sp.positions)} "
+            f"positions has Hugging Face tensors; got pre_layer_norm={c.pre_layer_norm}, "
+            f"position_embedding_type={c.position_embedding_type!r}"
         )
     computed = names.computed(c)
     encoder = {k: v for k, v in names.embeddings.items() if k not in computed}
@@ -86,7 +87,11 @@ def conversion_table(model: nn.Module) -> dict[str, tuple[str, Transform]]:
     task = task_of(model)
     pooled = model.add_pooling_layer if task == "base" else model.pooled
     encoder |= names.pooler if pooled else {}
-    return _prefixed(model, encoder) | names.heads[task]
+    head = names.heads[task]
+    encoder, head = (
+        {k: v for k, v in t.items() if not names.leaves_out(c, k)} for t in (encoder, head)
+    )
+    return _prefixed(model, encoder) | head
 
 
 def computed_tensors(model: nn.Module) -> dict[str, np.ndarray]:
@@ -278,7 +283,8 @@ def from_pretrained(
     **config_overrides: Any,
 ) -> tuple[nn.Module, dict]:
     """Loads a Hugging Face checkpoint of a family in `jaxformer.families` (config.json's
-    model_type: bert, roberta, xlm-roberta, distilbert, electra, albert): `(model, params)`.
+    model_type: bert, roberta, xlm-roberta, distilbert, electra, albert, modernbert):
+    `(model, params)`.
 
     task: the head, one of TASKS: "classification" (BertForSequenceClassification), "base"
       (BertModel), "token_classification", "question_answering", "multiple_choice",

@@ -38,12 +38,15 @@ def _init(config: BertConfig):
 
 class LayerNorm(nn.Module):
     config: BertConfig
+    use_bias: bool = True  # False: scale only (ModernBERT's norm_bias=False)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         c = self.config
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), c.params_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), c.params_dtype)
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), c.params_dtype)
         return layers.layer_norm(x, scale, bias, c.layer_norm_eps)
 
 

@@ -2,15 +2,18 @@
 
 Mirrors transformers/models/bert/configuration_bert.py; the other encoder families' config.json
 files (configuration_roberta.py, configuration_distilbert.py, ...) name the same architecture
-differently, and `HF_SPELLINGS` says how, by `model_type`; ELECTRA's and ALBERT's add fields of
-their own (embedding_size, the layer groups), which every other family leaves at BERT's value.
-Frozen (hashable) so Linen modules can hold it as an attribute and `jax.jit` can close over it.
+differently, and `HF_SPELLINGS` says how, by `model_type`. Fields that only some families
+have (ELECTRA's and ALBERT's embedding_size and layer groups; ModernBERT's rotary positions,
+local attention, bias flags and pooling) default to values that leave the other families as
+they are. Frozen (hashable) so Linen modules can hold it as an attribute and `jax.jit` can
+close over it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
@@ -26,7 +29,8 @@ REQUIRED_HF_FIELDS = (
     "num_attention_heads",
     "intermediate_size",
 )
-POSITION_TYPES = ("absolute", "sinusoidal")
+POSITION_TYPES = ("absolute", "sinusoidal", "rotary")
+POOLINGS = ("cls", "mean")
 # What each field read from config.json must be. Sizes fit int32, as XLA's shapes do.
 POSITIVE_INTS = (
     "vocab_size",
@@ -40,6 +44,8 @@ POSITIVE_INTS = (
     "embedding_size",
     "num_hidden_groups",
     "inner_group_num",
+    "local_attention",
+    "global_attn_every_n_layers",
 )
 PROBABILITIES = (
     "hidden_dropout_prob",
@@ -47,7 +53,9 @@ PROBABILITIES = (
     "classifier_dropout",
     "qa_dropout",
     "summary_dropout",
+    "mlp_dropout",
 )
+BIAS_FLAGS = ("attention_bias", "mlp_bias", "norm_bias", "classifier_bias", "decoder_bias")
 MAX_SIZE = 2**31 - 1
 # Ours, not Hugging Face's: never read from or written to config.json.
 COMPUTE_FIELDS = ("pre_layer_norm", "attention", "matmul", "dtype", "param_dtype", "remat")
@@ -66,6 +74,9 @@ class HfSpelling(NamedTuple):
     sinusoidal_flag: str | None = None  # a config.json bool that means sinusoidal positions
     # config.json key -> the one value the family's modules implement (refused otherwise).
     requires: dict[str, Any] = {}
+    # Keys that are not one field each: config.json -> our fields (after `fields`), and back.
+    read: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+    write: Callable[[BertConfig], dict[str, Any]] | None = None
 
 
 BERT_FIELDS = (
@@ -140,6 +151,97 @@ ALBERT = HfSpelling(
         "classifier_dropout": 0.1,
     },
 )
+
+
+def _modernbert_read(hf: dict[str, Any], source: str) -> dict[str, Any]:
+    """transformers 5's `layer_types` and `rope_parameters`, which win over the older
+    `global_attn_every_n_layers` and `{global,local}_rope_theta` (read by `fields`)."""
+    out = {}
+    types = hf.get("layer_types")
+    if types is not None:
+        n = len(types)
+        if isinstance(types, list) and "full_attention" in types[1:]:
+            n = types.index("full_attention", 1)
+        pattern = [_layer_type(i, n) for i in range(len(types))]
+        if types != pattern or len(types) != hf.get("num_hidden_layers"):
+            raise ValueError(
+                f"{source}: layer_types={types!r} is not supported; jaxformer reads one global "
+                "('full_attention') layer every n from layer 0, the others 'sliding_attention', "
+                "one entry per layer"
+            )
+        out["global_attn_every_n_layers"] = n
+    if hf.get("rope_scaling") is not None:
+        raise ValueError(f"{source}: rope_scaling={hf['rope_scaling']!r} is not supported")
+    rope = hf.get("rope_parameters") or {}
+    for kind, field in (
+        ("full_attention", "global_rope_theta"),
+        ("sliding_attention", "local_rope_theta"),
+    ):
+        params = rope.get(kind) or {}
+        other = set(params) - {"rope_type", "rope_theta"}
+        if params.get("rope_type", "default") != "default" or other:
+            raise ValueError(
+                f"{source}: rope_parameters[{kind!r}]={params!r} is not supported; jaxformer "
+                "reads the default RoPE (rope_type 'default', a rope_theta)"
+            )
+        if "rope_theta" in params:
+            out[field] = params["rope_theta"]
+    return out
+
+
+def _modernbert_write(c: BertConfig) -> dict[str, Any]:
+    return {
+        "layer_types": list(c.layer_types),
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": c.global_rope_theta},
+            "sliding_attention": {"rope_type": "default", "rope_theta": c.local_rope_theta},
+        },
+    }
+
+
+def _layer_type(i: int, every: int) -> str:
+    return "sliding_attention" if i % every else "full_attention"
+
+
+MODERNBERT_FIELDS = (
+    "global_rope_theta",
+    "local_rope_theta",
+    "local_attention",
+    "global_attn_every_n_layers",
+    "mlp_dropout",
+    "classifier_dropout",
+    "max_position_embeddings",
+    "initializer_range",
+    "pad_token_id",
+    "classifier_pooling",
+    "classifier_activation",
+    *BIAS_FLAGS,
+)
+# transformers/models/modernbert/configuration_modernbert.py: pre-LN, rotary, no token types.
+MODERNBERT = HfSpelling(
+    "ModernBERT",
+    {f: f for f in REQUIRED_HF_FIELDS + MODERNBERT_FIELDS}
+    | {
+        "hidden_act": "hidden_activation",
+        "hidden_dropout_prob": "embedding_dropout",
+        "attention_probs_dropout_prob": "attention_dropout",  # on the weights and the output
+        "layer_norm_eps": "norm_eps",
+    },
+    defaults={
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "classifier_dropout": 0.0,
+        "max_position_embeddings": 8192,
+        "layer_norm_eps": 1e-5,
+        "pad_token_id": 50283,
+        "global_attn_every_n_layers": 3,
+        **{flag: flag == "decoder_bias" for flag in BIAS_FLAGS},
+    },
+    fixed={"type_vocab_size": 0, "position_embedding_type": "rotary", "pre_layer_norm": True},
+    positions=("rotary",),
+    read=_modernbert_read,
+    write=_modernbert_write,
+)
 # config.json's model_type -> its spelling (jaxformer.families has each family's modules).
 HF_SPELLINGS = {
     "bert": BERT,
@@ -148,6 +250,7 @@ HF_SPELLINGS = {
     "distilbert": DISTILBERT,
     "electra": ELECTRA,
     "albert": ALBERT,
+    "modernbert": MODERNBERT,
 }
 
 
@@ -179,7 +282,8 @@ class BertConfig:
     type_vocab_size: int = 2  # 0: no token type embeddings (DistilBERT)
     layer_norm_eps: float = 1e-12  # BERT's value; Flax's nn.LayerNorm default (1e-6) is wrong here
     initializer_range: float = 0.02
-    position_embedding_type: str = "absolute"  # or "sinusoidal" (Vaswani et al. 2017, fixed)
+    # Or "sinusoidal" (Vaswani et al. 2017, fixed), or "rotary" (RoPE on q and k: ModernBERT).
+    position_embedding_type: str = "absolute"
     pad_token_id: int = 0
     # ELECTRA's and ALBERT's factorized embeddings: tables this wide, then a Dense to hidden_size
     # (ELECTRA's only where the widths differ). None: hidden_size wide, as BERT's.
@@ -191,7 +295,20 @@ class BertConfig:
     num_labels: int = 2
     # id2label's names, by label id; None: Hugging Face's defaults, LABEL_0 ... LABEL_{n-1}.
     label_names: tuple[str, ...] | None = None
-    # Not in HF BERT: pre-LN puts layer norm before each sub-layer (x + f(LN(x))).
+    # ModernBERT's (configuration_modernbert.py); the defaults are the other families' layers.
+    global_rope_theta: float = 160_000.0  # RoPE's theta in the global layers
+    local_rope_theta: float = 10_000.0  # and in the sliding-window ones
+    local_attention: int = 128  # the whole window: each query sees keys within half of it
+    global_attn_every_n_layers: int = 1  # layer i is global iff i % n == 0; 1: all global
+    mlp_dropout: float = 0.0  # inside the feed-forward, before its output projection
+    attention_bias: bool = True  # the biases of the attention projections,
+    mlp_bias: bool = True  # of the feed-forward's,
+    norm_bias: bool = True  # of the layer norms,
+    classifier_bias: bool = True  # of the heads' dense transform,
+    decoder_bias: bool = True  # and the masked-LM decoder's
+    classifier_pooling: str = "cls"  # the sequence's vector for classification: "cls" or "mean"
+    classifier_activation: str = "gelu"  # the heads' dense transform's
+    # Not in HF BERT: pre-LN puts layer norm before each sub-layer (x + f(LN(x))); ModernBERT's.
     pre_layer_norm: bool = False
     # Compute settings, not saved to config.json (jaxformer.dispatch lists the choices).
     attention: str = "auto"  # the program: "cpu" on CPU, "cudnn" on GPU, "splash" on TPU
@@ -236,6 +353,8 @@ class BertConfig:
         for name, value, allowed in (
             ("hidden_act", self.hidden_act, tuple(layers.ACTIVATIONS)),
             ("position_embedding_type", self.position_embedding_type, POSITION_TYPES),
+            ("classifier_pooling", self.classifier_pooling, POOLINGS),
+            ("classifier_activation", self.classifier_activation, tuple(layers.ACTIVATIONS)),
             ("attention", self.attention, dispatch.ATTENTION),
             ("matmul", self.matmul, dispatch.MATMUL),
         ):
@@ -250,6 +369,13 @@ class BertConfig:
     def embedding_width(self) -> int:
         """The embedding tables' width: embedding_size, else hidden_size."""
         return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    @property
+    def layer_types(self) -> tuple[str, ...]:
+        """Each layer's attention, transformers' names: "full_attention" or "sliding_attention"
+        (a window of local_attention tokens)."""
+        every = self.global_attn_every_n_layers
+        return tuple(_layer_type(i, every) for i in range(self.num_hidden_layers))
 
     @property
     def compute_dtype(self) -> jnp.dtype:
@@ -324,6 +450,8 @@ class BertConfig:
                     f"{source}: {key}={hf[key]!r} is not supported; jaxformer's {sp.name} has "
                     f"{key}={value!r}"
                 )
+        if sp.read is not None:
+            kwargs |= sp.read(hf, source)
         _check_hf_fields(kwargs, source, sp)
         if names & set(overrides):
             _check_hf_fields(kwargs | overrides, f"{source} with overrides {sorted(overrides)}", sp)
@@ -334,13 +462,16 @@ class BertConfig:
     def to_hf(self, architecture: str) -> dict[str, Any]:
         """The config.json that transformers' `architecture` (e.g. "BertModel") loads."""
         sp = spelling(self.model_type)
+        pre = sp.fixed.get("pre_layer_norm", False)
+        fixed = {k: v for k, v in sp.fixed.items() if k != "pre_layer_norm"}
         unlike = "".join(
-            f", {k}={getattr(self, k)!r}" for k, v in sp.fixed.items() if getattr(self, k) != v
+            f", {k}={getattr(self, k)!r}" for k, v in fixed.items() if getattr(self, k) != v
         )
-        if self.pre_layer_norm or self.position_embedding_type not in sp.positions or unlike:
-            fixed = "".join(f", {k}={v!r}" for k, v in sp.fixed.items())
+        if self.pre_layer_norm != pre or self.position_embedding_type not in sp.positions or unlike:
+            fixed = "".join(f", {k}={v!r}" for k, v in fixed.items())
             raise ValueError(
-                f"Hugging Face {sp.name} is post-LN with {' or '.join(sp.positions)} positions"
+                f"Hugging Face {sp.name} is {'pre' if pre else 'post'}-LN with "
+                f"{' or '.join(sp.positions)} positions"
                 f"{fixed}; a model with pre_layer_norm={self.pre_layer_norm}, "
                 f"position_embedding_type={self.position_embedding_type!r}{unlike} has no "
                 "transformers equivalent to export to"
@@ -351,6 +482,8 @@ class BertConfig:
         hf |= sp.requires
         if sp.sinusoidal_flag is not None:
             hf[sp.sinusoidal_flag] = self.position_embedding_type == "sinusoidal"
+        if sp.write is not None:
+            hf |= sp.write(self)
         hf["id2label"] = {str(i): name for i, name in self.id2label.items()}
         hf["label2id"] = {name: i for i, name in self.id2label.items()}
         hf.update(model_type=self.model_type, architectures=[architecture], torch_dtype="float32")
@@ -410,9 +543,18 @@ def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling = BERT)
         raise bad("layer_norm_eps", "a positive number")
     if not (is_number(std := values.get("initializer_range", 0.0)) and std >= 0):
         raise bad("initializer_range", "a non-negative number")
-    act, allowed = values.get("hidden_act", "gelu"), tuple(layers.ACTIVATIONS)
-    if not (isinstance(act, str) and act in allowed):
-        raise bad("hidden_act", f"one of {allowed}")
+    for name in ("global_rope_theta", "local_rope_theta"):
+        if not (is_number(theta := values.get(name, 1.0)) and theta > 0):
+            raise bad(name, "a positive number")
+    for name in BIAS_FLAGS:
+        if not isinstance(values.get(name, True), bool):
+            raise bad(name, "true or false")
+    if values.get("classifier_pooling", "cls") not in POOLINGS:
+        raise bad("classifier_pooling", f"one of {POOLINGS}")
+    allowed = tuple(layers.ACTIVATIONS)
+    for name in ("hidden_act", "classifier_activation"):
+        if not (isinstance(act := values.get(name, "gelu"), str) and act in allowed):
+            raise bad(name, f"one of {allowed}")
     hidden, heads = values.get("hidden_size", 768), values.get("num_attention_heads", 12)
     if hidden % heads:
         raise ValueError(

@@ -1,7 +1,8 @@
 """Each family's Hugging Face tensor names: a table from the name in a transformers state dict to
 our parameter path, with the named transform between torch's layout and ours.
 
-One module per family (`bert.py`, `roberta.py`, `distilbert.py`, `electra.py`, `albert.py`)
+One module per family (`bert.py`, `roberta.py`, `distilbert.py`, `electra.py`, `albert.py`,
+`modernbert.py`)
 holds its `Names`;
 `jaxformer.families` registers it by config.json's model_type and `jaxformer.hf.convert` reads
 it. The transforms here are shared: `to_jax(w, c)` and its inverse `to_hf(w, c)`.
@@ -57,6 +58,10 @@ def no_tensors(config: BertConfig) -> dict[str, np.ndarray]:
     return {}
 
 
+def keeps_all(config: BertConfig, name: str) -> bool:
+    return False
+
+
 class Names(NamedTuple):
     """One family's tensor names, as its transformers classes save them."""
 
@@ -77,6 +82,9 @@ class Names(NamedTuple):
     # The Dense from embedding_size to hidden_size that the base model has only where the two
     # differ (ELECTRA's embeddings_project); a family that always has one lists it in `embeddings`.
     projection: Table = {}
+    # Whether the config leaves a table's tensor out (a bias turned off): name as in the base
+    # model (no prefix) or the head.
+    leaves_out: Callable[[BertConfig, str], bool] = keeps_all
     # Old spellings in checkpoints -> the table's.
     renames: tuple[tuple[str, str], ...] = (
         ("LayerNorm.gamma", "LayerNorm.weight"),
