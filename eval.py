@@ -14,6 +14,7 @@ from jaxformer.training import cli, evaluate, loop
 
 FLAGS = flags.FLAGS
 malloc.define_flag()
+cli.define_distributed_flags()
 flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints).")
 flags.DEFINE_string("hf_dir", None, "Hugging Face folder to evaluate instead of a checkpoint.")
 flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "IMDB split.")
@@ -28,6 +29,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     malloc.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
+    cli.initialize_distributed()
     loop.quiet_library_logs()
     metrics = evaluate.evaluate_split(
         FLAGS.workdir,

@@ -18,8 +18,8 @@ from jaxformer.training import cli, loop
 
 FLAGS = flags.FLAGS
 malloc.define_flag()
+cli.define_distributed_flags()
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host).")
 config_flags.DEFINE_config_file(
     "config",
     str(Path(__file__).parent / "configs" / "imdb_minilm.py"),
@@ -33,8 +33,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     malloc.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
-    if FLAGS.multihost:
-        jax.distributed.initialize()
+    cli.initialize_distributed()
     loop.quiet_library_logs()
     logging.info("JAX devices: %s", jax.devices())
     loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -7,7 +7,8 @@ rerun resumes exactly where the last save left off.
 What a kill, a full disk or a damaged file can leave behind is handled here: a step that does not
 restore is moved aside to `workdir/damaged/` and the newest one that does is used; a save that
 fails says so once and removes its temporary folder; a step that already exists is never saved
-again; and nothing with a non-finite leaf is written.
+again; and nothing with a non-finite leaf is written. With several processes (one per host, one
+shared workdir), Orbax coordinates the saves and process 0 alone moves or deletes folders.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ from jaxformer.training.metrics import TrainingError
 log = logging.getLogger("jaxformer")
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's in-progress folders: `<step>.orbax-checkpoint-tmp`
+
+
+def barrier(name: str, timeout_s: int = 1800) -> None:
+    """Waits until every process of the run has arrived here; nothing with one process. The
+    coordinator's barrier (as Orbax's own), not a device collective, so a long wait meets no
+    collective's deadline. Each name is used once per run."""
+    if jax.process_count() > 1:
+        ocp.multihost.get_barrier_sync_fn()(key=f"jaxformer_{name}", timeout_ms=timeout_s * 1000)
 
 
 class DamagedCheckpointError(ValueError):
@@ -74,7 +83,13 @@ class Checkpoints:
 
     def _manager(self, name: str, keep: int, create: bool) -> ocp.CheckpointManager:
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=create, cleanup_tmp_directories=create
+            max_to_keep=keep,
+            create=create,
+            cleanup_tmp_directories=create,
+            # Both managers save at the same step: barriers of their own, across processes.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=name
+            ),
         )
         return ocp.CheckpointManager(self.root / name, options=options)
 
@@ -131,7 +146,8 @@ class Checkpoints:
                 continue
             for p in sorted(directory.iterdir()):
                 if TMP_SUFFIX in p.name:
-                    shutil.rmtree(p, ignore_errors=True)
+                    if jax.process_index() == 0:
+                        shutil.rmtree(p, ignore_errors=True)
                     removed.append(f"{directory.name}/{p.name}")
         for mngr in (self.latest, self.best):
             mngr.reload()
@@ -196,8 +212,10 @@ class Checkpoints:
         while target.exists():
             n += 1
             target = target.with_name(f"{source.parent.name}-{step}.{n}")
-        target.parent.mkdir(exist_ok=True)
-        source.rename(target)
+        if jax.process_index() == 0:
+            target.parent.mkdir(exist_ok=True)
+            source.rename(target)
+        barrier(f"moved_{source.parent.name}_{step}")
         mngr.reload()
         log.warning("moved the damaged checkpoint %s to %s", source, target)
         return target
@@ -240,7 +258,11 @@ class Checkpoints:
                     raise
 
 
-def abstract_state(state):
-    """ShapeDtypeStructs of `state`'s leaves: what `Checkpoints.restore` fills in (on the
-    default device; `Parallelism.put_state` places it afterwards)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype), state)
+def abstract_state(state, sharding: jax.sharding.Sharding | None = None):
+    """ShapeDtypeStructs of `state`'s leaves (arrays or ShapeDtypeStructs): what
+    `Checkpoints.restore` fills in, placed by `sharding` (None: as the checkpoint was written,
+    which needs the same devices)."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding),
+        state,
+    )

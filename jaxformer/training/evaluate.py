@@ -16,6 +16,8 @@ import jax
 import ml_collections
 import numpy as np
 from flax.training.train_state import TrainState
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxformer import families
 from jaxformer.hf.convert import from_pretrained
@@ -75,11 +77,14 @@ def load_classifier(
     loop.check_vocabulary(tokenizer, model.config)
     which = "latest" if step is not None else checkpoint
     # The optimizer state's shapes come from the params alone; the step count is irrelevant.
-    abstract = jax.eval_shape(
+    shapes = jax.eval_shape(
         lambda: steps.create_state(
             model, init_params(model, jax.random.PRNGKey(0)), config.optimizer, 1
         )
     )
+    # Replicated on this run's devices, whatever devices and processes wrote the checkpoint.
+    replicated = NamedSharding(Mesh(np.asarray(jax.devices()), ("data",)), P())
+    abstract = checkpoints.abstract_state(shapes, replicated)
     ckpts = checkpoints.Checkpoints(workdir, create=False)
     try:
         steps_there = sorted(ckpts.latest.all_steps())
@@ -119,6 +124,7 @@ def evaluate_split(
     if batch_size is not None:
         config.eval_batch_size = batch_size
     par = parallel.Parallelism.from_config(config)
+    loop.check_processes(par)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     model = par.adapt_model(model)
     _, splits = loop.build_data(config, tokenizer)
@@ -142,7 +148,7 @@ def evaluate_split(
         max_length=config.data.max_length,
         truncation=config.data.truncation,
     )
-    if workdir is not None:
+    if workdir is not None and loop.is_primary():
         out = Path(workdir) / f"eval_{split}{'_hf' if hf_dir is not None else ''}.json"
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=2))

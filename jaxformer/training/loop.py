@@ -5,6 +5,11 @@ Mirrors the Flax examples' train.py (wmt, lm1b): an importable loop around pure 
 (steps.py) compiled where they are called (parallel.py), Optax AdamW (optim.py), Orbax
 checkpoints that resume exactly because the data order is a function of the step
 (checkpoints.py), one log line per log step and metrics copied to the host only then (metrics.py).
+
+Several processes (one per host, `train.py --multihost`) run the same loop in lockstep over one
+jit Mesh: process 0 builds the data cache while the others wait, and alone writes the workdir's
+files besides the checkpoints; a stop signal and a non-finite loss are decided on values every
+process holds, so that all of them take the same branch and enter the same collectives.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+from jax.sharding import SingleDeviceSharding
 from tqdm.auto import tqdm
 
 from jaxformer import dispatch, families
@@ -94,7 +100,8 @@ def check_vocabulary(tokenizer, config: BertConfig) -> None:
 def build_data(config: ml_collections.ConfigDict, tokenizer):
     """(train batches, {split name: tokenized split}) for IMDB as the config asks."""
     d = config.data
-    splits = data_lib.load_imdb(
+    load = functools.partial(
+        data_lib.load_imdb,
         tokenizer,
         archive=d.archive,
         data_dir=d.data_dir,
@@ -110,6 +117,10 @@ def build_data(config: ml_collections.ConfigDict, tokenizer):
             )
         },
     )
+    # Process 0 builds the caches first (tfds' and the tokens'); the others then only read them.
+    splits = on_process_0("data_built", f"to build the data cache {d.cache_dir}", load)
+    if not is_primary():
+        splits = load()
     train = data_lib.TrainBatches(
         splits["train"],
         batch_size=config.batch_size,
@@ -133,6 +144,77 @@ def build_eval_batches(config: ml_collections.ConfigDict, split, tokenizer):
         bucketing=d.bucketing,
         pad_id=tokenizer.pad_id,
     )
+
+
+# ----------------------------------------------------------------------------- processes
+
+BUILD_TIMEOUT_S = 6 * 3600  # the other processes wait this long for process 0's data build
+BARRIER_TIMEOUT_S = 1800  # and this long for its other work (a lock, an export)
+
+
+def is_primary() -> bool:
+    """Process 0 writes the workdir's files besides the checkpoints (Orbax coordinates those)."""
+    return jax.process_index() == 0
+
+
+def on_process_0(name: str, what: str, fn, timeout_s: int = BUILD_TIMEOUT_S):
+    """`fn()` on process 0 alone (`what` it does) while the others wait at barrier `name`;
+    returns its result there, None elsewhere. If it raises, every process raises: the error
+    itself on process 0, a TrainingError naming `what` on the others. A failure on process 0
+    alone would leave them waiting for it in a collective."""
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+
+    result = failure = None
+    if is_primary():
+        try:
+            result = fn()
+        except Exception as e:
+            failure = e
+    checkpoints.barrier(name, timeout_s)
+    if multihost_utils.broadcast_one_to_all(np.int32(failure is not None)):
+        if failure is not None:
+            raise failure
+        raise metrics.TrainingError(f"process 0 failed {what}; its log says why")
+    return result
+
+
+def agreed_signal(signum: int | None) -> int | None:
+    """The stop signal that any process received (the highest number), the same on every
+    process: processes that stopped at different steps would wait in different collectives."""
+    if jax.process_count() == 1:
+        return signum
+    from jax.experimental import multihost_utils
+
+    received = multihost_utils.process_allgather(np.int32(signum or 0))
+    return int(received.max()) or None
+
+
+def check_processes(par: Parallelism) -> None:
+    """Several processes train only under jit: pmap's and one device's state is each
+    process's own copy, which Orbax cannot save as one array, and their validation would score
+    each process's share of the examples."""
+    if jax.process_count() > 1 and par.kind != "jit":
+        raise ValueError(
+            f"parallelism={par.kind!r} runs within one process, and this run has "
+            f"{jax.process_count()} processes: use --config.parallelism=jit"
+        )
+
+
+def restore_target(par: Parallelism, state):
+    """Shapes, dtypes and shardings of `state` for `Checkpoints.restore`: the shardings this
+    run's Mesh gives the state (jit, shard_map) or its first device, however many processes and
+    devices wrote the checkpoint."""
+    if par.kind in ("jit", "shard_map"):
+        return par.abstract_state(state)
+    return checkpoints.abstract_state(state, SingleDeviceSharding(par.devices[0]))
+
+
+def say(message: str) -> None:
+    """A console line from process 0 (the others would repeat it)."""
+    if is_primary():
+        tqdm.write(message)
 
 
 # ----------------------------------------------------------------------------- housekeeping
@@ -240,6 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     with a TrainingError naming the holder."""
     workdir = Path(workdir)
     par = Parallelism.from_config(config)
+    check_processes(par)
     par.check_batch_size(config.batch_size)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     if config.batch_size % config.optimizer.accum_steps:
@@ -250,11 +333,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         )
     workdir.mkdir(parents=True, exist_ok=True)
     lock = locks.FileLock(workdir / "train.lock", f"workdir {workdir}")
-    if jax.process_index() == 0:  # the processes of one multi-host run share the workdir
+
+    def acquire():
         try:
             lock.acquire()
         except locks.LockedError as e:
             raise metrics.TrainingError(str(e)) from None
+
+    # The processes of one multi-process run share the workdir: process 0 holds its lock.
+    on_process_0("workdir_locked", f"to lock the workdir {workdir}", acquire, BARRIER_TIMEOUT_S)
     try:
         return _train_and_evaluate(config, workdir, par)
     finally:
@@ -285,15 +372,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
 
     ckpts = checkpoints.Checkpoints(workdir, keep=config.keep_checkpoints)
     meta = {"step": 0, "best_accuracy": -1.0, "best_step": None}
-    restored = ckpts.restore_newest_good("latest", par.abstract_state(state))
+    restored = ckpts.restore_newest_good("latest", restore_target(par, state))
     if restored is not None:
         state, meta = restored
         log.info("resuming from step %d in %s", meta["step"], workdir)
     meta = reconcile_best(meta, ckpts.best_record())
-    save_config(config, workdir)
-    (workdir / "model_config.json").write_text(
-        json.dumps(dataclasses.asdict(model.config), indent=2)
-    )
+    if is_primary():
+        save_config(config, workdir)
+        (workdir / "model_config.json").write_text(
+            json.dumps(dataclasses.asdict(model.config), indent=2)
+        )
     start = int(meta["step"])
     if start >= num_steps:
         log.info("already trained to step %d of %d", start, num_steps)
@@ -326,7 +414,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
             eval_fn, par, state, batches, config.num_labels, desc="validation", total=len(batches)
         )
         writer.write(step, "validation", val_metrics)
-        tqdm.write(
+        say(
             f"step {step} | validation accuracy {val_metrics['accuracy']:.4f} | "
             f"loss {val_metrics['loss']:.4f} | {val_metrics['examples_per_s']:.0f} ex/s"
         )
@@ -337,7 +425,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
     window_start, window_examples = time.perf_counter(), 0
     with (
         _StopRequest() as stop,
-        tqdm(total=num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True) as bar,
+        tqdm(
+            total=num_steps,
+            initial=start,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not is_primary(),
+        ) as bar,
     ):
         step = start
         try:
@@ -351,7 +446,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
                 window_examples += int(batch["weights"].sum())
                 bar.update(1)
                 last = step == num_steps
-                if step % config.log_every == 0 or last or stop.signal is not None:
+                signum = agreed_signal(stop.signal)
+                if step % config.log_every == 0 or last or signum is not None:
                     rows = metrics.host_rows(par, pending)
                     pending.clear()
                     metrics.check_finite(step, rows)
@@ -366,7 +462,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
                     bar.set_postfix(
                         loss=f"{summary['loss']:.3f}", ex_s=f"{summary['examples_per_s']:.0f}"
                     )
-                    tqdm.write(
+                    say(
                         f"step {step} | loss {summary['loss']:.3f} | acc "
                         f"{summary['accuracy']:.3f} | lr {summary['learning_rate']:.1e} | "
                         f"{summary['examples_per_s']:.0f} ex/s"
@@ -374,26 +470,31 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
                     window_start, window_examples = time.perf_counter(), 0
                 if step % config.eval_every == 0 or last:
                     validate(step)
-                if step % config.checkpoint_every == 0 or last or stop.signal is not None:
+                if step % config.checkpoint_every == 0 or last or signum is not None:
                     check_pending(step)
                     meta["step"] = step
                     ckpts.save("latest", step, host_state(), meta)
-                if stop.signal is not None:
+                if signum is not None:
                     ckpts.wait()
-                    raise Stopped(stop.signal, step)
+                    raise Stopped(signum, step)
+            ckpts.wait()
+            if config.export_dir:
+                best_state, _ = ckpts.restore("best", None, restore_target(par, host_state()))
+                params = best_state.params
+                # Replicated: the copy on any of this process's devices is the whole array.
+                params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params)
+                export = functools.partial(
+                    save_pretrained, model, params, workdir / config.export_dir, tokenizer=tokenizer
+                )
+                out = on_process_0("exported", "to export the best checkpoint", export)
+                if out is not None:
+                    log.info("exported the best checkpoint as a Hugging Face folder: %s", out)
         finally:
             try:
                 ckpts.wait()
             finally:
                 ckpts.close()
                 writer.close()
-    metrics.plot_metrics(workdir)
-    if config.export_dir:
-        best = checkpoints.Checkpoints(workdir, create=False)
-        best_state, _ = best.restore("best", None, checkpoints.abstract_state(host_state()))
-        best.close()
-        out = save_pretrained(
-            model, best_state.params, workdir / config.export_dir, tokenizer=tokenizer
-        )
-        log.info("exported the best checkpoint as a Hugging Face folder: %s", out)
+    if is_primary():
+        metrics.plot_metrics(workdir)
     return val_metrics

@@ -69,7 +69,10 @@ def evaluate_batches(
     classification metrics of all real examples; padding rows (weight 0) are dropped here."""
     kept = {"logits": [], "loss": [], "labels": []}
     start = time.perf_counter()
-    for batch in tqdm(batches, desc=desc, total=total, leave=False, unit="batch"):
+    bar = tqdm(
+        batches, desc=desc, total=total, leave=False, unit="batch", disable=jax.process_index() > 0
+    )
+    for batch in bar:
         out = par.to_host(eval_fn(state, par.put_batch(batch)))
         if jax.process_count() > 1:  # each process holds its slice; gather the global batch
             labels, weights = par.to_host((batch["labels"], batch["weights"]))

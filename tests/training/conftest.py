@@ -77,24 +77,25 @@ def read_metrics():
     return read
 
 
-def script_env() -> dict:
+def script_env(**changes: str) -> dict:
     """The environment of a script run by a test: the CPU, and this session's XLA compilation
-    cache, so that scripts compile the tiny model's steps once between them."""
+    cache, so that scripts compile the tiny model's steps once between them; then `changes`."""
     return {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        **changes,
     }
 
 
 @pytest.fixture(scope="session")
 def run_script():
     """Runs `python *args` in the repository root on the CPU; returns the CompletedProcess
-    (`input`: bytes for stdin, and stdout/stderr are then bytes too)."""
+    (`input`: bytes for stdin, and stdout/stderr are then bytes too; `env`: variables to set)."""
 
-    def run(*args, input=None):
+    def run(*args, input=None, env=None):
         return subprocess.run(
             [sys.executable, *args],
             cwd=REPO,
@@ -102,7 +103,7 @@ def run_script():
             text=input is None,
             input=input,
             timeout=300,
-            env=script_env(),
+            env=script_env(**(env or {})),
         )
 
     return run
@@ -111,14 +112,19 @@ def run_script():
 @pytest.fixture(scope="session")
 def start_script():
     """Starts `python *args` in the repository root on the CPU; returns the Popen, its stdout
-    and stderr going to files under `logs` (`proc.stderr_text()` reads what it wrote so far)."""
+    and stderr going to files under `logs` (`proc.stderr_text()` reads what it wrote so far;
+    `env`: variables to set)."""
     started = []
 
-    def start(*args, logs: Path):
+    def start(*args, logs: Path, env=None):
         logs.mkdir(parents=True, exist_ok=True)
         out, err = open(logs / "stdout", "w"), open(logs / "stderr", "w")
         proc = subprocess.Popen(
-            [sys.executable, *args], cwd=REPO, stdout=out, stderr=err, env=script_env()
+            [sys.executable, *args],
+            cwd=REPO,
+            stdout=out,
+            stderr=err,
+            env=script_env(**(env or {})),
         )
         proc.stderr_text = lambda: (logs / "stderr").read_text()
         started.append(proc)
