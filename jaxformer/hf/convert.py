@@ -74,11 +74,12 @@ def conversion_table(model: nn.Module) -> dict[str, tuple[str, Transform]]:
             f"tensors; got pre_layer_norm={c.pre_layer_norm}, position_embedding_type="
             f"{c.position_embedding_type!r}"
         )
-    computed = names.computed(c)
-    encoder = {k: v for k, v in names.embeddings.items() if k not in computed}
+    computed, absent = names.computed(c), names.absent(c)
+    encoder = {k: v for k, v in names.embeddings.items() if k not in computed and k not in absent}
+    layer = {k: v for k, v in names.layer.items() if k not in absent}
     for i in range(c.num_hidden_layers):
         at = names.layers.format(i=i)
-        encoder |= {f"{at}{k}": (f"layer_{i}/{p}", t) for k, (p, t) in names.layer.items()}
+        encoder |= {f"{at}{k}": (f"layer_{i}/{p}", t) for k, (p, t) in layer.items()}
     task = task_of(model)
     pooled = model.add_pooling_layer if task == "base" else model.pooled
     encoder |= names.pooler if pooled else {}
@@ -274,7 +275,7 @@ def from_pretrained(
     **config_overrides: Any,
 ) -> tuple[nn.Module, dict]:
     """Loads a Hugging Face checkpoint of a family in `jaxformer.families` (config.json's
-    model_type: bert, roberta, xlm-roberta, distilbert): `(model, params)`.
+    model_type: bert, roberta, xlm-roberta, distilbert, deberta-v2): `(model, params)`.
 
     task: the head, one of TASKS: "classification" (BertForSequenceClassification), "base"
       (BertModel), "token_classification", "question_answering", "multiple_choice",

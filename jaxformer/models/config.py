@@ -2,7 +2,9 @@
 
 Mirrors transformers/models/bert/configuration_bert.py; the other encoder families' config.json
 files (configuration_roberta.py, configuration_distilbert.py, ...) name the same architecture
-differently, and `HF_SPELLINGS` says how, by `model_type`. Frozen (hashable) so Linen modules can
+differently, and `HF_SPELLINGS` says how, by `model_type`. DeBERTa's fields (relative attention,
+ContextPooler, embedding_size) follow configuration_deberta_v2.py and keep BERT as it is at
+their defaults. Frozen (hashable) so Linen modules can
 hold it as an attribute and `jax.jit` can close over it.
 """
 
@@ -42,7 +44,10 @@ PROBABILITIES = (
     "attention_probs_dropout_prob",
     "classifier_dropout",
     "qa_dropout",
+    "pooler_dropout",
 )
+POS_ATT_TYPES = ("c2p", "p2c")  # DeBERTa's disentangled terms
+REL_EMBEDDING_NORMS = ("none", "layer_norm")
 MAX_SIZE = 2**31 - 1
 # Ours, not Hugging Face's: never read from or written to config.json.
 COMPUTE_FIELDS = ("pre_layer_norm", "attention", "matmul", "dtype", "param_dtype", "remat")
@@ -57,6 +62,9 @@ class HfSpelling(NamedTuple):
     fixed: dict[str, Any] = {}  # our field -> the family's constant (not in config.json)
     positions: tuple[str, ...] = ("absolute",)  # position_embedding_type values it has
     sinusoidal_flag: str | None = None  # a config.json bool that means sinusoidal positions
+    minimums: dict[str, int] = {}  # our field -> its least value in config.json, where not 1
+    # config.json key -> the only value jaxformer reads (a feature it does not have otherwise).
+    requires: dict[str, Any] = {}
 
 
 BERT_FIELDS = (
@@ -102,8 +110,40 @@ DISTILBERT = HfSpelling(
     positions=("absolute", "sinusoidal"),
     sinusoidal_flag="sinusoidal_pos_embds",
 )
+# transformers/models/deberta_v2/configuration_deberta_v2.py (DeBERTa-v2 and v3); the fields that
+# DebertaV2Config reads with getattr (position_buckets, share_att_key, norm_rel_ebd,
+# embedding_size, cls_dropout) are config.json keys all the same.
+DEBERTA_FIELDS = (
+    "relative_attention",
+    "max_relative_positions",
+    "position_buckets",
+    "pos_att_type",
+    "share_att_key",
+    "norm_rel_ebd",
+    "position_biased_input",
+    "pooler_dropout",
+    "pooler_hidden_act",
+    "embedding_size",
+)
+DEBERTA = HfSpelling(
+    "DeBERTa-v2",
+    {f: f for f in BERT_FIELDS if f != "position_embedding_type"}
+    | {f: f for f in DEBERTA_FIELDS}
+    | {"classifier_dropout": "cls_dropout"},
+    defaults={"layer_norm_eps": 1e-7, "type_vocab_size": 0},
+    minimums={"type_vocab_size": 0},
+    # conv_kernel_size > 0: deberta-v2-xlarge's ConvLayer after the first layer; legacy=false:
+    # the MLM head under lm_predictions, decoding hidden states without the embedding width.
+    requires={"conv_kernel_size": 0, "legacy": True},
+)
 # config.json's model_type -> its spelling (jaxformer.families has each family's modules).
-HF_SPELLINGS = {"bert": BERT, "roberta": ROBERTA, "xlm-roberta": ROBERTA, "distilbert": DISTILBERT}
+HF_SPELLINGS = {
+    "bert": BERT,
+    "roberta": ROBERTA,
+    "xlm-roberta": ROBERTA,
+    "distilbert": DISTILBERT,
+    "deberta-v2": DEBERTA,
+}
 
 
 def spelling(model_type: str, source: str = "config") -> HfSpelling:
@@ -135,6 +175,17 @@ class BertConfig:
     initializer_range: float = 0.02
     position_embedding_type: str = "absolute"  # or "sinusoidal" (Vaswani et al. 2017, fixed)
     pad_token_id: int = 0
+    # DeBERTa (He et al. 2021): disentangled attention over relative positions.
+    relative_attention: bool = False
+    max_relative_positions: int = -1  # < 1: max_position_embeddings
+    position_buckets: int = -1  # > 0: log-bucketed relative positions, 2 * buckets embeddings
+    pos_att_type: tuple[str, ...] = ()  # of POS_ATT_TYPES; config.json's list or "p2c|c2p"
+    share_att_key: bool = False  # the relative embeddings projected by W_q, W_k themselves
+    norm_rel_ebd: str = "none"  # "layer_norm": the relative embeddings layer-normed
+    position_biased_input: bool = True  # False: no absolute position embeddings (DeBERTa-v3)
+    pooler_dropout: float = 0.0  # ContextPooler's dropout before its dense
+    pooler_hidden_act: str = "gelu"  # ContextPooler's activation
+    embedding_size: int | None = None  # None: hidden_size; otherwise projected to it
     num_labels: int = 2
     # id2label's names, by label id; None: Hugging Face's defaults, LABEL_0 ... LABEL_{n-1}.
     label_names: tuple[str, ...] | None = None
@@ -149,6 +200,29 @@ class BertConfig:
 
     def __post_init__(self):
         spelling(self.model_type)
+        pos_att_type = self.pos_att_type
+        if pos_att_type is None:
+            pos_att_type = ()
+        elif isinstance(pos_att_type, str):  # transformers' old spelling, "p2c|c2p"
+            pos_att_type = [x.strip() for x in pos_att_type.lower().split("|")]
+        if not all(isinstance(x, str) and x in POS_ATT_TYPES for x in pos_att_type):
+            raise ValueError(
+                f"pos_att_type={self.pos_att_type!r} is not supported; it must list some of "
+                f"{POS_ATT_TYPES}"
+            )
+        object.__setattr__(self, "pos_att_type", tuple(pos_att_type))
+        norms = [x.strip() for x in str(self.norm_rel_ebd).lower().split("|")]
+        if not (isinstance(self.norm_rel_ebd, str) and set(norms) <= set(REL_EMBEDDING_NORMS)):
+            raise ValueError(
+                f"norm_rel_ebd={self.norm_rel_ebd!r} is not supported; choose from "
+                f"{REL_EMBEDDING_NORMS}"
+            )
+        if not (self.embedding_size is None or _is_size(self.embedding_size)):
+            raise ValueError(f"embedding_size={self.embedding_size!r} must be a positive integer")
+        for name in ("max_relative_positions", "position_buckets"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_SIZE):
+                raise ValueError(f"{name}={v!r} must be an integer")
         if not (isinstance(self.type_vocab_size, int) and self.type_vocab_size >= 0):
             raise ValueError(f"type_vocab_size={self.type_vocab_size!r} must be an integer >= 0")
         if self.label_names is not None:
@@ -170,6 +244,7 @@ class BertConfig:
             )
         for name, value, allowed in (
             ("hidden_act", self.hidden_act, tuple(layers.ACTIVATIONS)),
+            ("pooler_hidden_act", self.pooler_hidden_act, tuple(layers.ACTIVATIONS)),
             ("position_embedding_type", self.position_embedding_type, POSITION_TYPES),
             ("attention", self.attention, dispatch.ATTENTION),
             ("matmul", self.matmul, dispatch.MATMUL),
@@ -180,6 +255,28 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def embedding_width(self) -> int:
+        """The width of the embedding tables: embedding_size, else hidden_size."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    @property
+    def relative_span(self) -> int:
+        """DeBERTa's P: relative embeddings 2P rows, distances clipped to [-P, P)."""
+        if self.position_buckets > 0:
+            return self.position_buckets
+        if self.max_relative_positions < 1:
+            return self.max_position_embeddings
+        return self.max_relative_positions
+
+    @property
+    def relative_max_position(self) -> int:
+        """The largest distance DeBERTa's log buckets reach: max_relative_positions, else
+        max_position_embeddings."""
+        if self.max_relative_positions < 1:
+            return self.max_position_embeddings
+        return self.max_relative_positions
 
     @property
     def compute_dtype(self) -> jnp.dtype:
@@ -217,6 +314,12 @@ class BertConfig:
                 f"{source} lacks required field(s) {missing}; a {sp.name} config.json needs "
                 f"{[sp.fields[f] for f in REQUIRED_HF_FIELDS]}"
             )
+        for key, value in sp.requires.items():
+            if key in hf and hf[key] != value:
+                raise ValueError(
+                    f"{source}: {key}={hf[key]!r} is not supported; jaxformer reads {sp.name} "
+                    f"checkpoints with {key}={value!r}"
+                )
         # config.json's "dtype" (transformers 5) / "torch_dtype" is the storage dtype, not our
         # compute dtype: compute settings only come from `overrides`.
         names = {f.name for f in dataclasses.fields(cls)} - set(COMPUTE_FIELDS) - {"label_names"}
@@ -270,6 +373,8 @@ class BertConfig:
                 "transformers equivalent to export to"
             )
         hf = {key: getattr(self, ours) for ours, key in sp.fields.items()}
+        if self.embedding_size is None:  # transformers reads its absence as hidden_size
+            hf.pop(sp.fields.get("embedding_size"), None)
         if sp.sinusoidal_flag is not None:
             hf[sp.sinusoidal_flag] = self.position_embedding_type == "sinusoidal"
         hf["id2label"] = {str(i): name for i, name in self.id2label.items()}
@@ -296,6 +401,10 @@ def _label_names(id2label: Any, source: str) -> tuple[str, ...]:
     return tuple(named[i] for i in ids)
 
 
+def _is_size(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE
+
+
 def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling = BERT) -> None:
     """Raises ValueError naming `source`, the field (as config.json spells it) and its value for
     the first field in `values` (ours) of the wrong type or out of range. (bool is an int
@@ -313,9 +422,9 @@ def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling = BERT)
         return isinstance(x, int) and not isinstance(x, bool)
 
     for name in POSITIVE_INTS:
-        v = values.get(name, 1)
-        if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE):
-            raise bad(name, f"an integer from 1 to {MAX_SIZE}")
+        v, low = values.get(name, 1), sp.minimums.get(name, 1)
+        if not (isinstance(v, int) and not isinstance(v, bool) and low <= v <= MAX_SIZE):
+            raise bad(name, f"an integer from {low} to {MAX_SIZE}")
     pad = values.get("pad_token_id", 0)
     if not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0):
         raise bad("pad_token_id", "a non-negative integer")
@@ -329,9 +438,13 @@ def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling = BERT)
         raise bad("layer_norm_eps", "a positive number")
     if not (is_number(std := values.get("initializer_range", 0.0)) and std >= 0):
         raise bad("initializer_range", "a non-negative number")
-    act, allowed = values.get("hidden_act", "gelu"), tuple(layers.ACTIVATIONS)
-    if not (isinstance(act, str) and act in allowed):
-        raise bad("hidden_act", f"one of {allowed}")
+    for name in ("hidden_act", "pooler_hidden_act"):
+        act, allowed = values.get(name, "gelu"), tuple(layers.ACTIVATIONS)
+        if not (isinstance(act, str) and act in allowed):
+            raise bad(name, f"one of {allowed}")
+    for name in ("relative_attention", "share_att_key", "position_biased_input"):
+        if not isinstance(values.get(name, False), bool):
+            raise bad(name, "true or false")
     hidden, heads = values.get("hidden_size", 768), values.get("num_attention_heads", 12)
     if hidden % heads:
         raise ValueError(

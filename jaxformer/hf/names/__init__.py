@@ -56,6 +56,10 @@ def no_tensors(config: BertConfig) -> dict[str, np.ndarray]:
     return {}
 
 
+def none_absent(config: BertConfig) -> frozenset[str]:
+    return frozenset()
+
+
 class Names(NamedTuple):
     """One family's tensor names, as its transformers classes save them."""
 
@@ -70,6 +74,8 @@ class Names(NamedTuple):
     architectures: dict[str, str]  # task -> the transformers class save_pretrained names
     # HF tensors that the config defines (not learned here), in the base model: name -> value.
     computed: Callable[[BertConfig], dict[str, np.ndarray]] = no_tensors
+    # Names in `embeddings` or `layer` that a config's model lacks (DeBERTa's optional tables).
+    absent: Callable[[BertConfig], frozenset[str]] = none_absent
     # Old spellings in checkpoints -> the table's.
     renames: tuple[tuple[str, str], ...] = (
         ("LayerNorm.gamma", "LayerNorm.weight"),
