@@ -14,9 +14,10 @@ import flax.linen as nn
 
 from jaxformer.hf.names import Names
 from jaxformer.hf.names.bert import BERT
+from jaxformer.hf.names.deberta import DEBERTA
 from jaxformer.hf.names.distilbert import DISTILBERT
 from jaxformer.hf.names.roberta import ROBERTA, XLM_ROBERTA
-from jaxformer.models import bert, distilbert, heads, roberta
+from jaxformer.models import bert, deberta, distilbert, heads, roberta
 
 # The tasks, in the order the docs list them; each family's transformers class for each is in
 # its Names.architectures.
@@ -59,11 +60,20 @@ DISTILBERT_MODELS = {
     "multiple_choice": distilbert.DistilBertForMultipleChoice,
     "masked_lm": distilbert.DistilBertForMaskedLM,
 }
+DEBERTA_MODELS = {
+    "classification": deberta.DebertaForSequenceClassification,
+    "base": deberta.DebertaModel,
+    "token_classification": deberta.DebertaForTokenClassification,
+    "question_answering": deberta.DebertaForQuestionAnswering,
+    "multiple_choice": deberta.DebertaForMultipleChoice,
+    "masked_lm": deberta.DebertaForMaskedLM,
+}
 FAMILIES = {
     "bert": Family(BERT_MODELS, BERT),
     "roberta": Family(ROBERTA_MODELS, ROBERTA),
     "xlm-roberta": Family(ROBERTA_MODELS, XLM_ROBERTA),
     "distilbert": Family(DISTILBERT_MODELS, DISTILBERT),
+    "deberta-v2": Family(DEBERTA_MODELS, DEBERTA),
 }
 
 

@@ -193,7 +193,7 @@ def test_unknown_model_type_names_the_supported_ones(tmp_path):
     with pytest.raises(
         CheckpointError,
         match=r"model_type='electra' is not a BERT-family .* \('bert', 'roberta', "
-        r"'xlm-roberta', 'distilbert'\)",
+        r"'xlm-roberta', 'distilbert', 'deberta-v2'\)",
     ):
         jaxformer.from_pretrained(tmp_path, task="base")
 
