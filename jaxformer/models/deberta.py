@@ -244,7 +244,7 @@ class _Deberta:
 
 
 class DebertaForSequenceClassification(_Deberta, heads.BertForSequenceClassification):
-    pooled: ClassVar[bool] = False
+    pass
 
 
 class DebertaForTokenClassification(_Deberta, heads.BertForTokenClassification):
@@ -257,7 +257,7 @@ class DebertaForQuestionAnswering(_Deberta, heads.BertForQuestionAnswering):
 
 
 class DebertaForMultipleChoice(_Deberta, heads.BertForMultipleChoice):
-    pooled: ClassVar[bool] = False
+    pass
 
 
 class MaskedLMHead(nn.Module):
