@@ -15,11 +15,12 @@ import flax.linen as nn
 from jaxformer.hf.names import Names
 from jaxformer.hf.names.albert import ALBERT
 from jaxformer.hf.names.bert import BERT
+from jaxformer.hf.names.deberta import DEBERTA
 from jaxformer.hf.names.distilbert import DISTILBERT
 from jaxformer.hf.names.electra import ELECTRA
 from jaxformer.hf.names.modernbert import MODERNBERT
 from jaxformer.hf.names.roberta import ROBERTA, XLM_ROBERTA
-from jaxformer.models import albert, bert, distilbert, electra, heads, modernbert, roberta
+from jaxformer.models import albert, bert, deberta, distilbert, electra, heads, modernbert, roberta
 
 # The tasks, in the order the docs list them; each family's transformers class for each is in
 # its Names.architectures.
@@ -88,6 +89,14 @@ MODERNBERT_MODELS = {
     "multiple_choice": modernbert.ModernBertForMultipleChoice,
     "masked_lm": modernbert.ModernBertForMaskedLM,
 }
+DEBERTA_MODELS = {
+    "classification": deberta.DebertaForSequenceClassification,
+    "base": deberta.DebertaModel,
+    "token_classification": deberta.DebertaForTokenClassification,
+    "question_answering": deberta.DebertaForQuestionAnswering,
+    "multiple_choice": deberta.DebertaForMultipleChoice,
+    "masked_lm": deberta.DebertaForMaskedLM,
+}
 FAMILIES = {
     "bert": Family(BERT_MODELS, BERT),
     "roberta": Family(ROBERTA_MODELS, ROBERTA),
@@ -96,6 +105,7 @@ FAMILIES = {
     "electra": Family(ELECTRA_MODELS, ELECTRA),
     "albert": Family(ALBERT_MODELS, ALBERT),
     "modernbert": Family(MODERNBERT_MODELS, MODERNBERT),
+    "deberta-v2": Family(DEBERTA_MODELS, DEBERTA),
 }
 
 

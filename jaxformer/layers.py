@@ -1,9 +1,10 @@
 """The Transformer encoder's equations as pure JAX functions: no Flax, no parameters held, no
 fast paths (those are in `jaxformer.kernels`, chosen by `jaxformer.dispatch`).
 
-Mirrors "Attention Is All You Need" (Vaswani et al. 2017) and BERT (Devlin et al. 2019); rotary
-positions (Su et al. 2021) and the GeGLU feed-forward (Shazeer 2020) as ModernBERT (Warner et al.
-2024) uses them.
+Mirrors "Attention Is All You Need" (Vaswani et al. 2017) and BERT (Devlin et al. 2019), with
+DeBERTa's disentangled attention (He et al. 2021, 2023; transformers/models/deberta_v2), and the
+rotary positions (Su et al. 2021) and GeGLU feed-forward (Shazeer 2020) of ModernBERT (Warner et
+al. 2024).
 
 Einsum legend: b batch, t query position, s key position, h heads, d head dim,
 m model width, f feed-forward width.
@@ -210,11 +211,73 @@ def embed(
     position_ids: Array,
     token_table: Array,
     type_table: Array | None,
-    position_table: Array,
+    position_table: Array | None,
 ) -> Array:
-    """x = E_tok[ids] + E_type[types] + P[positions]; no E_type term without a type table.
+    """x = E_tok[ids] + E_type[types] + P[positions]; no E_type term without a type table, no P
+    term without a position table (DeBERTa-v3's positions are relative only).
     ids: (b, t) -> (b, t, m)"""
     x = jnp.take(token_table, input_ids, axis=0)  # (b, t, m)
     if type_table is not None:
         x = x + jnp.take(type_table, token_type_ids, axis=0)
+    if position_table is None:
+        return x
     return x + jnp.take(position_table, position_ids, axis=0)
+
+
+def relative_position_buckets(t: int, s: int, buckets: int, max_position: int) -> Array:
+    """DeBERTa's relative positions r_ij = i - j of query i to key j, log-bucketed:
+
+        delta(r) = r                                                         if |r| <= m,
+                   sign(r) (m + ceil((m - 1) log(|r| / m) / log((P - 1) / m)))   otherwise,
+
+    m = buckets // 2, P = max_position: exact within m of the query, then logarithmically coarser
+    out to distance P (transformers' make_log_bucket_position and build_relative_position).
+    With buckets or max_position <= 0, delta(r) = r. The logarithms are float32, as transformers
+    computes them, so the buckets agree at their edges. -> (t, s) int32
+    """
+    r = jnp.arange(t)[:, None] - jnp.arange(s)[None, :]  # (t, s): i - j
+    if buckets <= 0 or max_position <= 0:
+        return r.astype(jnp.int32)
+    mid = buckets // 2
+    r = r.astype(jnp.float32)
+    far = jnp.where(jnp.abs(r) > mid, jnp.abs(r), jnp.float32(mid))  # near: the exact branch
+    log_ratio = jnp.log(far / jnp.float32(mid)) / jnp.log(jnp.float32((max_position - 1) / mid))
+    log_pos = jnp.ceil(log_ratio * jnp.float32(mid - 1)) + jnp.float32(mid)
+    return jnp.where(jnp.abs(r) <= mid, r, log_pos * jnp.sign(r)).astype(jnp.int32)
+
+
+def disentangled_attention_bias(
+    q: Array,
+    k: Array,
+    pos_q: Array | None,
+    pos_k: Array | None,
+    relative: Array,
+) -> Array:
+    """DeBERTa's content-to-position and position-to-content scores, unscaled:
+
+        bias_ts = q_t . Kr[clip(delta_ts + P)]  +  k_s . Qr[clip(-delta_st + P)],
+
+    clip to [0, 2P - 1], delta the relative positions (`relative_position_buckets`, row minus
+    column): c2p reads the projected relative embeddings Kr at the query's distance to the key,
+    p2c the projected Qr at the key's distance to the query, negated (transformers' two gathers,
+    the second transposed). Either term is left out when its table is None.
+
+    q: (b, t, h, d); k: (b, s, h, d), s = t; pos_q, pos_k: (2P, h, d); relative: (t, s) int.
+    Returns float32 (b, h, t, s); the caller divides by sqrt(d * scale_factor).
+    """
+    b, t, h, _ = q.shape
+    s = k.shape[1]
+    assert relative.shape == (t, s) and t == s, "self-attention only: t == s"
+    bias = jnp.zeros((b, h, t, s), jnp.float32)
+    if pos_k is not None:
+        span = pos_k.shape[0] // 2
+        index = jnp.clip(relative + span, 0, 2 * span - 1)  # (t, s)
+        c2p = jnp.einsum("bthd,rhd->bhtr", q, pos_k).astype(jnp.float32)  # (b, h, t, 2P)
+        bias = bias + jnp.take_along_axis(c2p, jnp.broadcast_to(index, (b, h, t, s)), axis=-1)
+    if pos_q is not None:
+        span = pos_q.shape[0] // 2
+        index = jnp.clip(-relative + span, 0, 2 * span - 1)  # (s, t): row s the key
+        p2c = jnp.einsum("bshd,rhd->bhsr", k, pos_q).astype(jnp.float32)  # (b, h, s, 2P)
+        p2c = jnp.take_along_axis(p2c, jnp.broadcast_to(index, (b, h, s, t)), axis=-1)
+        bias = bias + jnp.swapaxes(p2c, -1, -2)  # (b, h, t, s)
+    return bias

@@ -75,15 +75,16 @@ def conversion_table(model: nn.Module) -> dict[str, tuple[str, Transform]]:
             f"positions has Hugging Face tensors; got pre_layer_norm={c.pre_layer_norm}, "
             f"position_embedding_type={c.position_embedding_type!r}"
         )
-    computed = names.computed(c)
-    encoder = {k: v for k, v in names.embeddings.items() if k not in computed}
+    computed, absent = names.computed(c), names.absent(c)
+    encoder = {k: v for k, v in names.embeddings.items() if k not in computed and k not in absent}
     encoder |= names.projection if c.embedding_width != c.hidden_size else {}
+    layer = {k: v for k, v in names.layer.items() if k not in absent}
     if names.layer_scopes is not None:
         scopes = names.layer_scopes(c)
     else:
         scopes = {names.layers.format(i=i): f"layer_{i}" for i in range(c.num_hidden_layers)}
     for at, scope in scopes.items():
-        encoder |= {f"{at}{k}": (f"{scope}/{p}", t) for k, (p, t) in names.layer.items()}
+        encoder |= {f"{at}{k}": (f"{scope}/{p}", t) for k, (p, t) in layer.items()}
     task = task_of(model)
     pooled = model.add_pooling_layer if task == "base" else model.pooled
     encoder |= names.pooler if pooled else {}
@@ -283,8 +284,8 @@ def from_pretrained(
     **config_overrides: Any,
 ) -> tuple[nn.Module, dict]:
     """Loads a Hugging Face checkpoint of a family in `jaxformer.families` (config.json's
-    model_type: bert, roberta, xlm-roberta, distilbert, electra, albert, modernbert):
-    `(model, params)`.
+    model_type: bert, roberta, xlm-roberta, distilbert, electra, albert, deberta-v2,
+    modernbert): `(model, params)`.
 
     task: the head, one of TASKS: "classification" (BertForSequenceClassification), "base"
       (BertModel), "token_classification", "question_answering", "multiple_choice",

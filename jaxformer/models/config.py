@@ -3,10 +3,10 @@
 Mirrors transformers/models/bert/configuration_bert.py; the other encoder families' config.json
 files (configuration_roberta.py, configuration_distilbert.py, ...) name the same architecture
 differently, and `HF_SPELLINGS` says how, by `model_type`. Fields that only some families
-have (ELECTRA's and ALBERT's embedding_size and layer groups; ModernBERT's rotary positions,
-local attention, bias flags and pooling) default to values that leave the other families as
-they are. Frozen (hashable) so Linen modules can hold it as an attribute and `jax.jit` can
-close over it.
+have (ELECTRA's and ALBERT's embedding_size and layer groups; DeBERTa's relative attention
+and ContextPooler; ModernBERT's rotary positions, local attention, bias flags and pooling)
+default to values that leave the other families as they are. Frozen (hashable) so Linen
+modules can hold it as an attribute and `jax.jit` can close over it.
 """
 
 from __future__ import annotations
@@ -54,8 +54,11 @@ PROBABILITIES = (
     "qa_dropout",
     "summary_dropout",
     "mlp_dropout",
+    "pooler_dropout",
 )
 BIAS_FLAGS = ("attention_bias", "mlp_bias", "norm_bias", "classifier_bias", "decoder_bias")
+POS_ATT_TYPES = ("c2p", "p2c")  # DeBERTa's disentangled terms
+REL_EMBEDDING_NORMS = ("none", "layer_norm")
 MAX_SIZE = 2**31 - 1
 # Ours, not Hugging Face's: never read from or written to config.json.
 COMPUTE_FIELDS = ("pre_layer_norm", "attention", "matmul", "dtype", "param_dtype", "remat")
@@ -72,6 +75,7 @@ class HfSpelling(NamedTuple):
     fixed: dict[str, Any] = {}  # our field -> the family's constant (not in config.json)
     positions: tuple[str, ...] = ("absolute",)  # position_embedding_type values it has
     sinusoidal_flag: str | None = None  # a config.json bool that means sinusoidal positions
+    minimums: dict[str, int] = {}  # our field -> its least value in config.json, where not 1
     # config.json key -> the one value the family's modules implement (refused otherwise).
     requires: dict[str, Any] = {}
     # Keys that are not one field each: config.json -> our fields (after `fields`), and back.
@@ -242,6 +246,32 @@ MODERNBERT = HfSpelling(
     read=_modernbert_read,
     write=_modernbert_write,
 )
+# transformers/models/deberta_v2/configuration_deberta_v2.py (DeBERTa-v2 and v3); the fields that
+# DebertaV2Config reads with getattr (position_buckets, share_att_key, norm_rel_ebd,
+# embedding_size, cls_dropout) are config.json keys all the same.
+DEBERTA_FIELDS = (
+    "relative_attention",
+    "max_relative_positions",
+    "position_buckets",
+    "pos_att_type",
+    "share_att_key",
+    "norm_rel_ebd",
+    "position_biased_input",
+    "pooler_dropout",
+    "pooler_hidden_act",
+    "embedding_size",
+)
+DEBERTA = HfSpelling(
+    "DeBERTa-v2",
+    {f: f for f in BERT_FIELDS if f != "position_embedding_type"}
+    | {f: f for f in DEBERTA_FIELDS}
+    | {"classifier_dropout": "cls_dropout"},
+    defaults={"layer_norm_eps": 1e-7, "type_vocab_size": 0},
+    minimums={"type_vocab_size": 0},
+    # conv_kernel_size > 0: deberta-v2-xlarge's ConvLayer after the first layer; legacy=false:
+    # the MLM head under lm_predictions, decoding hidden states without the embedding width.
+    requires={"conv_kernel_size": 0, "legacy": True},
+)
 # config.json's model_type -> its spelling (jaxformer.families has each family's modules).
 HF_SPELLINGS = {
     "bert": BERT,
@@ -251,6 +281,7 @@ HF_SPELLINGS = {
     "electra": ELECTRA,
     "albert": ALBERT,
     "modernbert": MODERNBERT,
+    "deberta-v2": DEBERTA,
 }
 
 
@@ -292,6 +323,16 @@ class BertConfig:
     # run applying one group (inner_group_num layers) per layer.
     num_hidden_groups: int = 1
     inner_group_num: int = 1
+    # DeBERTa (He et al. 2021): disentangled attention over relative positions.
+    relative_attention: bool = False
+    max_relative_positions: int = -1  # < 1: max_position_embeddings
+    position_buckets: int = -1  # > 0: log-bucketed relative positions, 2 * buckets embeddings
+    pos_att_type: tuple[str, ...] = ()  # of POS_ATT_TYPES; config.json's list or "p2c|c2p"
+    share_att_key: bool = False  # the relative embeddings projected by W_q, W_k themselves
+    norm_rel_ebd: str = "none"  # "layer_norm": the relative embeddings layer-normed
+    position_biased_input: bool = True  # False: no absolute position embeddings (DeBERTa-v3)
+    pooler_dropout: float = 0.0  # ContextPooler's dropout before its dense
+    pooler_hidden_act: str = "gelu"  # ContextPooler's activation
     num_labels: int = 2
     # id2label's names, by label id; None: Hugging Face's defaults, LABEL_0 ... LABEL_{n-1}.
     label_names: tuple[str, ...] | None = None
@@ -331,6 +372,29 @@ class BertConfig:
                 f"num_hidden_groups ({self.num_hidden_groups}) must be at most num_hidden_layers "
                 f"({self.num_hidden_layers}): each group serves at least one layer"
             )
+        pos_att_type = self.pos_att_type
+        if pos_att_type is None:
+            pos_att_type = ()
+        elif isinstance(pos_att_type, str):  # transformers' old spelling, "p2c|c2p"
+            pos_att_type = [x.strip() for x in pos_att_type.lower().split("|")]
+        if not all(isinstance(x, str) and x in POS_ATT_TYPES for x in pos_att_type):
+            raise ValueError(
+                f"pos_att_type={self.pos_att_type!r} is not supported; it must list some of "
+                f"{POS_ATT_TYPES}"
+            )
+        object.__setattr__(self, "pos_att_type", tuple(pos_att_type))
+        norms = [x.strip() for x in str(self.norm_rel_ebd).lower().split("|")]
+        if not (isinstance(self.norm_rel_ebd, str) and set(norms) <= set(REL_EMBEDDING_NORMS)):
+            raise ValueError(
+                f"norm_rel_ebd={self.norm_rel_ebd!r} is not supported; choose from "
+                f"{REL_EMBEDDING_NORMS}"
+            )
+        if not (self.embedding_size is None or _is_size(self.embedding_size)):
+            raise ValueError(f"embedding_size={self.embedding_size!r} must be a positive integer")
+        for name in ("max_relative_positions", "position_buckets"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_SIZE):
+                raise ValueError(f"{name}={v!r} must be an integer")
         if not (isinstance(self.type_vocab_size, int) and self.type_vocab_size >= 0):
             raise ValueError(f"type_vocab_size={self.type_vocab_size!r} must be an integer >= 0")
         if self.label_names is not None:
@@ -352,6 +416,7 @@ class BertConfig:
             )
         for name, value, allowed in (
             ("hidden_act", self.hidden_act, tuple(layers.ACTIVATIONS)),
+            ("pooler_hidden_act", self.pooler_hidden_act, tuple(layers.ACTIVATIONS)),
             ("position_embedding_type", self.position_embedding_type, POSITION_TYPES),
             ("classifier_pooling", self.classifier_pooling, POOLINGS),
             ("classifier_activation", self.classifier_activation, tuple(layers.ACTIVATIONS)),
@@ -376,6 +441,23 @@ class BertConfig:
         (a window of local_attention tokens)."""
         every = self.global_attn_every_n_layers
         return tuple(_layer_type(i, every) for i in range(self.num_hidden_layers))
+
+    @property
+    def relative_span(self) -> int:
+        """DeBERTa's P: relative embeddings 2P rows, distances clipped to [-P, P)."""
+        if self.position_buckets > 0:
+            return self.position_buckets
+        if self.max_relative_positions < 1:
+            return self.max_position_embeddings
+        return self.max_relative_positions
+
+    @property
+    def relative_max_position(self) -> int:
+        """The largest distance DeBERTa's log buckets reach: max_relative_positions, else
+        max_position_embeddings."""
+        if self.max_relative_positions < 1:
+            return self.max_position_embeddings
+        return self.max_relative_positions
 
     @property
     def compute_dtype(self) -> jnp.dtype:
@@ -413,6 +495,12 @@ class BertConfig:
                 f"{source} lacks required field(s) {missing}; a {sp.name} config.json needs "
                 f"{[sp.fields[f] for f in REQUIRED_HF_FIELDS]}"
             )
+        for key, value in sp.requires.items():
+            if key in hf and hf[key] != value:
+                raise ValueError(
+                    f"{source}: {key}={hf[key]!r} is not supported; jaxformer reads {sp.name} "
+                    f"checkpoints with {key}={value!r}"
+                )
         # config.json's "dtype" (transformers 5) / "torch_dtype" is the storage dtype, not our
         # compute dtype: compute settings only come from `overrides`.
         names = {f.name for f in dataclasses.fields(cls)} - set(COMPUTE_FIELDS) - {"label_names"}
@@ -444,12 +532,6 @@ class BertConfig:
                 f"{source}: position_embedding_type={hf['position_embedding_type']!r} is not "
                 "supported; jaxformer reads 'absolute' position embeddings"
             )
-        for key, value in sp.requires.items():
-            if hf.get(key, value) != value:
-                raise ValueError(
-                    f"{source}: {key}={hf[key]!r} is not supported; jaxformer's {sp.name} has "
-                    f"{key}={value!r}"
-                )
         if sp.read is not None:
             kwargs |= sp.read(hf, source)
         _check_hf_fields(kwargs, source, sp)
@@ -508,6 +590,10 @@ def _label_names(id2label: Any, source: str) -> tuple[str, ...]:
     return tuple(named[i] for i in ids)
 
 
+def _is_size(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE
+
+
 def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling = BERT) -> None:
     """Raises ValueError naming `source`, the field (as config.json spells it) and its value for
     the first field in `values` (ours) of the wrong type or out of range. (bool is an int
@@ -525,11 +611,11 @@ def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling = BERT)
         return isinstance(x, int) and not isinstance(x, bool)
 
     for name in POSITIVE_INTS:
-        v = values.get(name, 1)
+        v, low = values.get(name, 1), sp.minimums.get(name, 1)
         if name == "embedding_size" and v is None:
             continue
-        if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE):
-            raise bad(name, f"an integer from 1 to {MAX_SIZE}")
+        if not (isinstance(v, int) and not isinstance(v, bool) and low <= v <= MAX_SIZE):
+            raise bad(name, f"an integer from {low} to {MAX_SIZE}")
     pad = values.get("pad_token_id", 0)
     if not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0):
         raise bad("pad_token_id", "a non-negative integer")
@@ -552,9 +638,12 @@ def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling = BERT)
     if values.get("classifier_pooling", "cls") not in POOLINGS:
         raise bad("classifier_pooling", f"one of {POOLINGS}")
     allowed = tuple(layers.ACTIVATIONS)
-    for name in ("hidden_act", "classifier_activation"):
+    for name in ("hidden_act", "classifier_activation", "pooler_hidden_act"):
         if not (isinstance(act := values.get(name, "gelu"), str) and act in allowed):
             raise bad(name, f"one of {allowed}")
+    for name in ("relative_attention", "share_att_key", "position_biased_input"):
+        if not isinstance(values.get(name, False), bool):
+            raise bad(name, "true or false")
     hidden, heads = values.get("hidden_size", 768), values.get("num_attention_heads", 12)
     if hidden % heads:
         raise ValueError(

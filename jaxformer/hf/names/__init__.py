@@ -62,6 +62,10 @@ def keeps_all(config: BertConfig, name: str) -> bool:
     return False
 
 
+def none_absent(config: BertConfig) -> frozenset[str]:
+    return frozenset()
+
+
 class Names(NamedTuple):
     """One family's tensor names, as its transformers classes save them."""
 
@@ -85,6 +89,8 @@ class Names(NamedTuple):
     # Whether the config leaves a table's tensor out (a bias turned off): name as in the base
     # model (no prefix) or the head.
     leaves_out: Callable[[BertConfig, str], bool] = keeps_all
+    # Names in `embeddings` or `layer` that a config's model lacks (DeBERTa's optional tables).
+    absent: Callable[[BertConfig], frozenset[str]] = none_absent
     # Old spellings in checkpoints -> the table's.
     renames: tuple[tuple[str, str], ...] = (
         ("LayerNorm.gamma", "LayerNorm.weight"),

@@ -1,0 +1,115 @@
+"""DeBERTa-v2's (and v3's) tensor names: transformers/models/deberta_v2/modeling_deberta_v2.py
+(DebertaV2Model, the DebertaV2For<Task> heads, the legacy MLM head `cls.predictions`). Which
+tables a model has depends on its config: `absent` names the ones it lacks."""
+
+from jaxformer.hf.names import (
+    IDENTITY,
+    SPLIT_HEADS_BIAS,
+    SPLIT_HEADS_IN,
+    SPLIT_HEADS_OUT,
+    TRANSPOSE,
+    Names,
+    dense,
+    layer_norm,
+)
+from jaxformer.hf.names.bert import MASKED_LM
+from jaxformer.models.config import BertConfig
+
+POSITIONS = "embeddings.position_embeddings.weight"
+TOKEN_TYPES = "embeddings.token_type_embeddings.weight"
+EMBED_PROJ = "embeddings.embed_proj.weight"
+REL_EMBEDDINGS = "encoder.rel_embeddings.weight"
+REL_NORM = tuple(layer_norm("encoder.LayerNorm", "rel_norm"))
+POS_KEY = ("attention.self.pos_key_proj.weight", "attention.self.pos_key_proj.bias")
+POS_QUERY = ("attention.self.pos_query_proj.weight", "attention.self.pos_query_proj.bias")
+
+
+def absent(c: BertConfig) -> frozenset[str]:
+    """The tables DebertaV2Model builds only when its config asks for them."""
+    names = set()
+    if not c.position_biased_input:
+        names.add(POSITIONS)
+    if not c.type_vocab_size:
+        names.add(TOKEN_TYPES)
+    if c.embedding_width == c.hidden_size:
+        names.add(EMBED_PROJ)
+    if not c.relative_attention:
+        names |= {REL_EMBEDDINGS, *POS_KEY, *POS_QUERY}
+    if "layer_norm" not in c.norm_rel_ebd:
+        names |= set(REL_NORM)
+    if c.share_att_key or "c2p" not in c.pos_att_type:
+        names |= set(POS_KEY)
+    if c.share_att_key or "p2c" not in c.pos_att_type:
+        names |= set(POS_QUERY)
+    return frozenset(names)
+
+
+def _projection(hf: str, ours: str) -> dict:
+    """A (h d, m) nn.Linear as our per-head (m, h, d) weight and (h, d) bias."""
+    return {
+        f"{hf}.weight": (f"attention/w_{ours}", SPLIT_HEADS_IN),
+        f"{hf}.bias": (f"attention/b_{ours}", SPLIT_HEADS_BIAS),
+    }
+
+
+EMBEDDINGS = {
+    "embeddings.word_embeddings.weight": ("embeddings/token/embedding", IDENTITY),
+    POSITIONS: ("embeddings/position/embedding", IDENTITY),
+    TOKEN_TYPES: ("embeddings/token_type/embedding", IDENTITY),
+    EMBED_PROJ: ("embeddings/embed_proj/kernel", TRANSPOSE),
+    **layer_norm("embeddings.LayerNorm", "embeddings/layer_norm"),
+    # The encoder's, shared by its layers.
+    REL_EMBEDDINGS: ("rel_embeddings/embedding", IDENTITY),
+    **layer_norm("encoder.LayerNorm", "rel_norm"),
+}
+LAYER = {  # under `encoder.layer.{i}.` in HF, `layer_{i}/` in ours
+    **_projection("attention.self.query_proj", "q"),
+    **_projection("attention.self.key_proj", "k"),
+    **_projection("attention.self.value_proj", "v"),
+    **_projection("attention.self.pos_key_proj", "pk"),  # c2p's, without share_att_key
+    **_projection("attention.self.pos_query_proj", "pq"),  # p2c's, without share_att_key
+    "attention.output.dense.weight": ("attention/w_o", SPLIT_HEADS_OUT),
+    "attention.output.dense.bias": ("attention/b_o", IDENTITY),
+    **layer_norm("attention.output.LayerNorm", "attention_norm"),
+    "intermediate.dense.weight": ("mlp/w1", TRANSPOSE),
+    "intermediate.dense.bias": ("mlp/b1", IDENTITY),
+    "output.dense.weight": ("mlp/w2", TRANSPOSE),
+    "output.dense.bias": ("mlp/b2", IDENTITY),
+    **layer_norm("output.LayerNorm", "mlp_norm"),
+}
+CLASSIFIER = dense("classifier", "classifier")
+POOLED_CLASSIFIER = dense("pooler.dense", "pooler") | CLASSIFIER  # ContextPooler, then W
+DEBERTA = Names(
+    prefix="deberta",
+    embeddings=EMBEDDINGS,
+    layers="encoder.layer.{i}.",
+    layer=LAYER,
+    pooler={},  # DebertaV2Model has none; the ContextPooler is the heads'
+    heads={
+        "base": {},
+        "classification": POOLED_CLASSIFIER,
+        "token_classification": CLASSIFIER,
+        "question_answering": dense("qa_outputs", "qa_outputs"),
+        "multiple_choice": POOLED_CLASSIFIER,
+        "masked_lm": MASKED_LM,  # the legacy head's names are BERT's
+    },
+    outputs={
+        "classification": "classifier",
+        "token_classification": "classifier",
+        "question_answering": "qa_outputs",
+        "multiple_choice": "classifier",
+    },
+    tied={
+        "cls.predictions.decoder.weight": "deberta.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    },
+    architectures={
+        "base": "DebertaV2Model",
+        "classification": "DebertaV2ForSequenceClassification",
+        "token_classification": "DebertaV2ForTokenClassification",
+        "question_answering": "DebertaV2ForQuestionAnswering",
+        "multiple_choice": "DebertaV2ForMultipleChoice",
+        "masked_lm": "DebertaV2ForMaskedLM",
+    },
+    absent=absent,
+)

@@ -1,0 +1,293 @@
+"""DeBERTa-v2 and v3 (He et al. 2021, 2023): BERT's post-LN layers with disentangled attention
+over relative positions, DeBERTa's embeddings, and the ContextPooler heads.
+
+Mirrors transformers/models/deberta_v2/modeling_deberta_v2.py. The attention scores are
+
+    (q_t . k_s + q_t . Kr[delta_ts] + k_s . Qr[-delta_st]) / sqrt(d * (1 + len(pos_att_type)))
+
+(`layers.disentangled_attention_bias`, `layers.relative_position_buckets`), Kr and Qr the shared
+relative embeddings (layer-normed with norm_rel_ebd="layer_norm") projected by each layer's
+W_k, W_q (share_att_key) or its own W_pk, W_pq. The embeddings are E_tok (+ P without
+position_biased_input=false) (+ E_type with token types), projected to the width when
+embedding_size differs, layer-normed, zeroed at padding. Sequence classification and multiple
+choice put ContextPooler (act(W Drop(x_[CLS]) + b)) before the classifier; the MLM head is
+transformers' legacy one (`cls.predictions`), decoding with the tied word embeddings.
+Parameters sit under `deberta`:
+  embeddings/{token,position,token_type}/embedding, embeddings/embed_proj/kernel,
+  embeddings/layer_norm, rel_embeddings/embedding, rel_norm,
+  layer_{i}/attention/{w_q,b_q,w_k,b_k,w_v,b_v,w_pk,b_pk,w_pq,b_pq,w_o,b_o},
+  layer_{i}/{attention_norm,mlp,mlp_norm}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxformer import dispatch, layers
+from jaxformer.models import heads
+from jaxformer.models.bert import (
+    BertOutput,
+    Dropout,
+    FeedForward,
+    LayerNorm,
+    _init,
+    check_ids,
+)
+from jaxformer.models.config import BertConfig
+
+Array = jax.Array
+
+
+class Embeddings(nn.Module):
+    """x = LN((E_tok[ids] + P[positions] + E_type[types]) W_proj) * mask, then dropout; no P
+    without position_biased_input, no E_type without token types, no W_proj at the width."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, position_ids, attention_mask, train: bool):
+        c = self.config
+        e = c.embedding_width
+
+        def table(rows: int, name: str) -> Array:  # (rows, e)
+            init, dtype = _init(c), c.params_dtype
+            return nn.Embed(rows, e, embedding_init=init, param_dtype=dtype, name=name).embedding
+
+        token = table(c.vocab_size, "token")
+        types = table(c.type_vocab_size, "token_type") if c.type_vocab_size else None
+        positions = (
+            table(c.max_position_embeddings, "position") if c.position_biased_input else None
+        )
+        x = layers.embed(input_ids, token_type_ids, position_ids, token, types, positions)
+        x = x.astype(c.compute_dtype)  # (b, t, e)
+        if e != c.hidden_size:
+            x = nn.Dense(
+                c.hidden_size,
+                use_bias=False,
+                dtype=c.compute_dtype,
+                param_dtype=c.params_dtype,
+                kernel_init=_init(c),
+                name="embed_proj",
+            )(x)  # (b, t, m)
+        x = LayerNorm(c, name="layer_norm")(x)
+        x = x * attention_mask[..., None].astype(x.dtype)
+        return Dropout(c.hidden_dropout_prob)(x, train)
+
+
+class DisentangledSelfAttention(nn.Module):
+    """softmax((q_t . k_s + bias_ts) / sqrt(d * scale_factor)) V, bias the c2p and p2c terms
+    (`layers.disentangled_attention_bias`); heads joined by W_o."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, rel: Array | None, relative, train: bool):
+        c = self.config
+        m, h, d = c.hidden_size, c.num_attention_heads, c.head_dim
+
+        def param(name, shape, init):
+            return self.param(name, init, shape, c.params_dtype).astype(c.compute_dtype)
+
+        def projection(name):  # -> (W (m, h, d), b (h, d))
+            return param(f"w_{name}", (m, h, d), _init(c)), param(
+                f"b_{name}", (h, d), nn.initializers.zeros
+            )
+
+        (w_q, b_q), (w_k, b_k), (w_v, b_v) = projection("q"), projection("k"), projection("v")
+        w_o = param("w_o", (h, d, m), _init(c))
+        b_o = param("b_o", (m,), nn.initializers.zeros)
+        q = dispatch.dense(x, w_q, b_q, 1, c.matmul)  # (b, t, h, d)
+        k = dispatch.dense(x, w_k, b_k, 1, c.matmul)  # (b, s, h, d); s = t
+        v = dispatch.dense(x, w_v, b_v, 1, c.matmul)  # (b, s, h, d)
+        # transformers counts the terms even without relative attention.
+        scale_factor = 1 + len(c.pos_att_type)
+        bias = None
+        if c.relative_attention and c.pos_att_type:
+            rel = Dropout(c.hidden_dropout_prob)(rel, train)  # (2P, m)
+            pos_q = pos_k = None
+            if "c2p" in c.pos_att_type:
+                w, b = (w_k, b_k) if c.share_att_key else projection("pk")
+                pos_k = dispatch.dense(rel, w, b, 1, c.matmul)  # (2P, h, d)
+            if "p2c" in c.pos_att_type:
+                w, b = (w_q, b_q) if c.share_att_key else projection("pq")
+                pos_q = dispatch.dense(rel, w, b, 1, c.matmul)  # (2P, h, d)
+            bias = layers.disentangled_attention_bias(q, k, pos_q, pos_k, relative)
+            bias = bias / math.sqrt(d * scale_factor)  # (b, h, t, s) float32
+        dropout = train and c.attention_probs_dropout_prob > 0
+        o = dispatch.attention(
+            q / jnp.asarray(math.sqrt(scale_factor), q.dtype),  # q.k / sqrt(d * scale_factor)
+            k,
+            v,
+            mask,
+            bias,
+            dropout_rate=c.attention_probs_dropout_prob if dropout else 0.0,
+            dropout_rng=self.make_rng("dropout") if dropout else None,
+            implementation=c.attention,
+        )  # (b, t, h, d)
+        return dispatch.dense(o, w_o, b_o, 2, c.matmul)  # (b, t, m)
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN, as BERT's: x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x)))."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, rel, relative, train: bool) -> Array:
+        c = self.config
+
+        def drop(y):
+            return Dropout(c.hidden_dropout_prob)(y, train)
+
+        attention = DisentangledSelfAttention(c, name="attention")
+        x = LayerNorm(c, name="attention_norm")(x + drop(attention(x, mask, rel, relative, train)))
+        return LayerNorm(c, name="mlp_norm")(x + drop(FeedForward(c, name="mlp")(x)))
+
+
+class DebertaModel(nn.Module):
+    """The encoder: embeddings, the relative embeddings its layers share, the layers. No pooler
+    (the heads' ContextPooler is theirs); `add_pooling_layer` is accepted for the heads' call."""
+
+    config: BertConfig
+    add_pooling_layer: bool = False
+
+    @property
+    def max_length(self) -> int:
+        """The longest input: relative positions only (position_biased_input=false) have none."""
+        c = self.config
+        return c.max_position_embeddings if c.position_biased_input else 2**31 - 1
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,  # (b, t) int
+        attention_mask: Array | None = None,  # (b, t) 1 = real token, 0 = padding
+        token_type_ids: Array | None = None,  # (b, t) int
+        position_ids: Array | None = None,  # (b, t) int
+        *,
+        train: bool = False,
+    ) -> BertOutput:
+        c = self.config
+        t = input_ids.shape[1]
+        if c.pre_layer_norm:
+            raise ValueError("DeBERTa is post-LN: pre_layer_norm=True has no DeBERTa model")
+        if position_ids is None and t > self.max_length:
+            raise ValueError(
+                f"input of {t} tokens, but the model has max_position_embeddings="
+                f"{c.max_position_embeddings} positions: truncate the input to {self.max_length} "
+                "tokens (load_tokenizer's max_length)"
+            )
+        check_ids("input_ids", input_ids, c.vocab_size, "vocab_size")
+        if c.type_vocab_size == 0:
+            check_ids("token_type_ids", token_type_ids, 1, "type_vocab_size=0, so token types")
+            token_type_ids = None
+        else:
+            check_ids("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")
+            if token_type_ids is None:
+                token_type_ids = jnp.zeros_like(input_ids)
+        if c.position_biased_input:
+            check_ids(
+                "position_ids", position_ids, c.max_position_embeddings, "max_position_embeddings"
+            )
+            if position_ids is None:
+                position_ids = jnp.broadcast_to(jnp.arange(t), input_ids.shape)
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        x = Embeddings(c, name="embeddings")(
+            input_ids, token_type_ids, position_ids, attention_mask, train
+        )
+        self.sow("intermediates", "hidden_states", x)
+        rel = relative = None
+        if c.relative_attention:
+            rel = nn.Embed(
+                2 * c.relative_span,
+                c.hidden_size,
+                embedding_init=_init(c),
+                param_dtype=c.params_dtype,
+                name="rel_embeddings",
+            ).embedding.astype(c.compute_dtype)  # (2P, m)
+            relative = layers.relative_position_buckets(
+                t, t, c.position_buckets, c.relative_max_position
+            )  # (t, t)
+        if "layer_norm" in c.norm_rel_ebd:
+            norm = LayerNorm(c, name="rel_norm")
+            if rel is None:  # transformers builds the norm whenever asked, used or not
+                norm(jnp.zeros((1, c.hidden_size), c.compute_dtype))
+            else:
+                rel = norm(rel)
+        mask = layers.padding_mask(attention_mask)  # (b, 1, 1, s)
+        layer_cls = nn.remat(EncoderLayer, static_argnums=(5,)) if c.remat else EncoderLayer
+        for i in range(c.num_hidden_layers):
+            x = layer_cls(c, name=f"layer_{i}")(x, mask, rel, relative, train)
+            self.sow("intermediates", "hidden_states", x)
+        return BertOutput(x, None)
+
+
+class _Deberta:
+    encoder: ClassVar[type[nn.Module]] = DebertaModel
+    prefix: ClassVar[str] = "deberta"
+    pooled: ClassVar[bool] = False
+
+    def classify(self, out: BertOutput, width: int, train: bool) -> Array:
+        """W Drop(act(W_p Drop(x_[CLS]) + b_p)) + b: ContextPooler, then the classifier (its
+        dropout cls_dropout, our classifier_dropout, else hidden_dropout_prob). -> (b, width)"""
+        c = self.config
+        x = Dropout(c.pooler_dropout)(out.sequence_output[:, 0], train)  # (b, m)
+        x = layers.ACTIVATIONS[c.pooler_hidden_act](heads._dense(c, c.hidden_size, "pooler")(x))
+        x = Dropout(self.dropout_rate())(x, train)
+        return heads._dense(c, width, "classifier")(x)
+
+
+class DebertaForSequenceClassification(_Deberta, heads.BertForSequenceClassification):
+    pass
+
+
+class DebertaForTokenClassification(_Deberta, heads.BertForTokenClassification):
+    def dropout_rate(self) -> float:  # hidden_dropout_prob, not cls_dropout
+        return self.config.hidden_dropout_prob
+
+
+class DebertaForQuestionAnswering(_Deberta, heads.BertForQuestionAnswering):
+    pass
+
+
+class DebertaForMultipleChoice(_Deberta, heads.BertForMultipleChoice):
+    pass
+
+
+class MaskedLMHead(nn.Module):
+    """logits = LN(act(W x + b)) E^T + b_v at the embedding width e (W: (m, e)), E the word
+    embeddings: transformers' LegacyDebertaV2LMPredictionHead."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, table: Array) -> Array:
+        c = self.config
+        x = layers.ACTIVATIONS[c.hidden_act](heads._dense(c, c.embedding_width, "transform")(x))
+        x = LayerNorm(c, name="layer_norm")(x)  # (b, t, e)
+        bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,), c.params_dtype)
+        return layers.tied_logits(x, table.astype(x.dtype), bias.astype(x.dtype))  # (b, t, v)
+
+
+class DebertaForMaskedLM(_Deberta, heads.BertForMaskedLM):
+    @nn.compact
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        *,
+        train: bool = False,
+    ) -> Array:
+        c = self.config
+        encoder = self.encoder(c, name=self.prefix)
+        x, _ = encoder(input_ids, attention_mask, token_type_ids, position_ids, train=train)
+        table = encoder.variables["params"]["embeddings"]["token"]["embedding"]  # (vocab, e)
+        return MaskedLMHead(c, name="mlm")(x, table).astype(jnp.float32)  # (b, t, vocab)

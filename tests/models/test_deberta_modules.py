@@ -1,0 +1,133 @@
+"""DeBERTa-v2's own pieces, by hand: its config.json spelling both ways, the fields BERT keeps
+at their defaults, the parameter trees its configs and heads build."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxformer import families
+from jaxformer.hf.convert import conversion_table
+from jaxformer.models import init_params
+from jaxformer.models.config import BertConfig
+
+V3 = dict(
+    model_type="deberta-v2",
+    vocab_size=30,
+    hidden_size=12,
+    num_hidden_layers=1,
+    num_attention_heads=3,
+    intermediate_size=20,
+    max_position_embeddings=10,
+    relative_attention=True,
+    position_buckets=4,
+    max_relative_positions=8,
+    pos_att_type=["p2c", "c2p"],
+    share_att_key=True,
+    norm_rel_ebd="layer_norm",
+    position_biased_input=False,
+)
+
+
+def test_deberta_config_spelling_both_ways():
+    hf = V3 | dict(cls_dropout=0.3, pooler_dropout=0.2, pooler_hidden_act="gelu_new")
+    c = BertConfig.from_hf(hf)
+    assert c.pos_att_type == ("p2c", "c2p") and c.share_att_key and not c.position_biased_input
+    assert (c.relative_span, c.relative_max_position) == (4, 8)
+    assert (c.classifier_dropout, c.pooler_dropout, c.pooler_hidden_act) == (0.3, 0.2, "gelu_new")
+    assert (c.layer_norm_eps, c.type_vocab_size, c.embedding_width) == (1e-7, 0, 12)
+    back = c.to_hf("DebertaV2Model")
+    assert {k: back[k] for k in hf} == hf | {"pos_att_type": ("p2c", "c2p")}
+    assert "embedding_size" not in back and "position_embedding_type" not in back
+    assert BertConfig.from_hf(hf | {"pos_att_type": "P2C|c2p"}).pos_att_type == ("p2c", "c2p")
+    assert BertConfig.from_hf(hf | {"pos_att_type": None}).pos_att_type == ()
+    wide = BertConfig.from_hf(hf | {"embedding_size": 8, "max_relative_positions": -1})
+    assert wide.embedding_width == 8 and wide.to_hf("DebertaV2Model")["embedding_size"] == 8
+    assert wide.relative_span == 4 and wide.relative_max_position == 10
+    unbucketed = BertConfig.from_hf(hf | {"position_buckets": -1, "max_relative_positions": -1})
+    assert unbucketed.relative_span == 10
+
+
+def test_bert_keeps_its_defaults():
+    c = BertConfig()
+    assert not c.relative_attention and c.pos_att_type == () and c.position_biased_input
+    assert c.embedding_width == c.hidden_size
+    assert set(c.to_hf("BertModel")).isdisjoint({"relative_attention", "pos_att_type"})
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"pos_att_type": ["p2p"]}, "pos_att_type=.*not supported"),
+        ({"norm_rel_ebd": "rms"}, "norm_rel_ebd='rms' is not supported"),
+        ({"pooler_dropout": 1.5}, r"pooler_dropout=1.5 is not valid; it must be a number"),
+        ({"relative_attention": 1}, "relative_attention=1 is not valid; it must be true or false"),
+        ({"type_vocab_size": -1}, "type_vocab_size=-1 is not valid; it must be an integer from 0"),
+        ({"conv_kernel_size": 3}, "conv_kernel_size=3 is not supported"),
+    ],
+)
+def test_bad_deberta_fields_are_errors(change, match):
+    with pytest.raises(ValueError, match=match):
+        BertConfig.from_hf(V3 | change)
+
+
+@pytest.mark.parametrize(
+    "change, task, layer, embeddings",
+    [
+        ({}, "base", {"w_q", "b_q", "w_k", "b_k", "w_v", "b_v", "w_o", "b_o"}, set()),
+        (
+            {"share_att_key": False},
+            "classification",
+            {"w_pk", "b_pk", "w_pq", "b_pq"},
+            set(),
+        ),
+        (
+            {"share_att_key": False, "pos_att_type": ["c2p"], "type_vocab_size": 2},
+            "masked_lm",
+            {"w_pk", "b_pk"},
+            {"token_type"},
+        ),
+        (
+            {"position_biased_input": True, "embedding_size": 8},
+            "multiple_choice",
+            set(),
+            {"position", "embed_proj"},
+        ),
+    ],
+)
+def test_parameter_trees(change, task, layer, embeddings):
+    c = BertConfig.from_hf(V3 | change)
+    model = families.model_class("deberta-v2", task)(c)
+    params = init_params(model, jax.random.key(0))
+    top = {
+        "base": {"embeddings", "rel_embeddings", "rel_norm", "layer_0"},
+        "classification": {"deberta", "pooler", "classifier"},
+        "multiple_choice": {"deberta", "pooler", "classifier"},
+        "masked_lm": {"deberta", "mlm"},
+    }[task]
+    assert set(params) == top
+    encoder = params.get("deberta", params)
+    assert set(encoder) == {"embeddings", "rel_embeddings", "rel_norm", "layer_0"}
+    assert encoder["rel_embeddings"]["embedding"].shape == (8, 12)  # 2 * position_buckets
+    attention = set(encoder["layer_0"]["attention"])
+    base = {"w_q", "b_q", "w_k", "b_k", "w_v", "b_v", "w_o", "b_o"}
+    assert attention == base | layer
+    assert set(encoder["embeddings"]) == {"token", "layer_norm"} | embeddings
+    width = c.embedding_width
+    assert encoder["embeddings"]["token"]["embedding"].shape == (30, width)
+    if task == "masked_lm":
+        assert params["mlm"]["transform"]["kernel"].shape == (12, width)
+    # The HF table names exactly these parameters.
+    table = conversion_table(model)
+    assert len(table) == len(jax.tree.leaves(params))
+
+
+def test_input_longer_than_the_position_table_needs_absolute_positions():
+    c = BertConfig.from_hf(V3 | {"position_biased_input": True})
+    model = families.model_class("deberta-v2", "base")(c)
+    params = init_params(model, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"11 tokens.*max_position_embeddings=10"):
+        model.apply({"params": params}, np.ones((1, 11), np.int32))
+    relative_only = families.model_class("deberta-v2", "base")(BertConfig.from_hf(V3))
+    params = init_params(relative_only, jax.random.key(0))
+    out = relative_only.apply({"params": params}, np.ones((1, 11), np.int32)).sequence_output
+    assert out.shape == (1, 11, 12) and np.isfinite(np.asarray(out)).all()
