@@ -270,8 +270,12 @@ def build_pair(
 
 
 def fwd_flops_per_token(hf: dict, length: int) -> float:
+    """Forward FLOPs per token of the encoder's GEMMs (the attention projections, the
+    feed-forward block, the scores and the weighted values). ModernBERT's GeGLU multiplies by
+    a (m, 2f) and an (f, m) matrix; DeBERTa's relative-position projections are not counted."""
     L, m, f = hf["num_hidden_layers"], hf["hidden_size"], hf["intermediate_size"]
-    return 2 * L * (4 * m * m + 2 * m * f) + 4 * L * length * m
+    ffn = 3 * m * f if hf.get("model_type") == "modernbert" else 2 * m * f
+    return 2 * L * (4 * m * m + ffn) + 4 * L * length * m
 
 
 # ---------------------------------------------------------------------------------------------

@@ -559,8 +559,11 @@ class BertConfig:
                 "transformers equivalent to export to"
             )
         hf = {key: getattr(self, ours) for ours, key in sp.fields.items()}
-        if "embedding_size" in sp.fields:
-            hf[sp.fields["embedding_size"]] = self.embedding_width
+        if "embedding_size" in sp.fields:  # absent means the family's default width
+            if self.embedding_size is None and sp.defaults.get("embedding_size") is None:
+                hf.pop(sp.fields["embedding_size"], None)  # hidden_size (DeBERTa's reading)
+            else:
+                hf[sp.fields["embedding_size"]] = self.embedding_width
         hf |= sp.requires
         if sp.sinusoidal_flag is not None:
             hf[sp.sinusoidal_flag] = self.position_embedding_type == "sinusoidal"
