@@ -318,4 +318,6 @@ def max_input_length(model: nn.Module) -> int:
     """The longest input `model` (an encoder or a task head on one) takes with its default
     position ids."""
     encoder = model if isinstance(model, BertModel) else model.encoder(model.config)
-    return encoder.max_length
+    if isinstance(getattr(type(encoder), "max_length", None), property):
+        return encoder.max_length
+    return model.config.max_position_embeddings  # rotary positions: no table to run past
