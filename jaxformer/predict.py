@@ -36,7 +36,7 @@ def main(argv):
         texts = as_text(sys.stdin.buffer.read()).splitlines()
     if not texts:
         raise app.UsageError("give reviews as arguments, with --file, or on standard input")
-    config, tokenizer, model, params, _ = evaluate.load_classifier(
+    config, tokenizer, model, params, _ = evaluate.load_trained(
         FLAGS.workdir, FLAGS.checkpoint, hf_dir=FLAGS.hf_dir
     )
     probs = evaluate.predict(texts, tokenizer, model, params, xla_cpu_dots=config.xla_cpu_dots)

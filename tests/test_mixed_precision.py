@@ -19,7 +19,7 @@ import pytest
 
 import jaxformer
 from jaxformer.models import init_params
-from jaxformer.training.steps import cross_entropy
+from jaxformer.tasks import cross_entropy
 
 # One HLO instruction: name = type[shape]{layout} opcode(operands), attributes
 INSTRUCTION = re.compile(

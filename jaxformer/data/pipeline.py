@@ -11,6 +11,12 @@ Batches are dicts of numpy arrays with a fixed global batch size B:
     token_type_ids  (B, L) int32   zeros (single-segment input)
     labels          (B,)   int32   0 = neg, 1 = pos
     weights         (B,)   float32 1 = real example, 0 = filler row (all padding, label 0)
+    index           (B,)   int32   the example's index in its split, -1 for a filler row
+
+Other tasks' splits add per-token fields (`TokenizedSplit.token_fields`: NER's per-token labels,
+a question-context pair's token_type_ids), padded to (B, L), and per-example fields
+(`example_fields`: an answer's start and end token), and may transform each global batch with a
+generator seeded by its position (masked-LM masking).
 
 With bucketing, L is the smallest of a few fixed lengths (e.g. 64, 128, 256, 512) that holds the
 batch's longest example, so jit compiles one program per bucket and short reviews are not padded
@@ -34,7 +40,7 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +54,11 @@ log = logging.getLogger(__name__)
 
 Batch = dict[str, np.ndarray]
 DEFAULT_BUCKETS = (64, 128, 256, 512)
+IGNORE = -100  # a per-token label the loss skips (transformers' ignore_index)
+TOKEN_FILL = {"labels": IGNORE}  # the padding of a per-token field, where it is not 0
+# (batch, rng) -> batch: a change of each global batch drawn from a generator that is a
+# function of the batch's position (masked-LM masking).
+Transform = Callable[[dict, np.random.Generator], dict]
 _CACHE_FORMAT = 1
 
 
@@ -69,6 +80,11 @@ class TokenizedSplit:
     labels: np.ndarray  # (n,) int32
     pad_id: int = 0
     max_length: int | None = None  # the tokenizer's truncation length, if known
+    # name -> (total_tokens,) int32 aligned with `ids` ("labels" there replaces the per-example
+    # labels), padded with TOKEN_FILL[name] (else 0).
+    token_fields: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # name -> (n,) per-example array, 0 in a filler row.
+    example_fields: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -349,15 +365,67 @@ def pad_ids(ids: Sequence[np.ndarray], length: int, pad_id: int) -> Batch:
     }
 
 
+def from_sequences(
+    ids: Sequence[np.ndarray],
+    labels: np.ndarray | None = None,
+    *,
+    token_fields: Mapping[str, Sequence[np.ndarray]] | None = None,
+    example_fields: Mapping[str, np.ndarray] | None = None,
+    pad_id: int = 0,
+    max_length: int | None = None,
+) -> TokenizedSplit:
+    """A TokenizedSplit of ragged id sequences, with per-token fields of the same lengths and
+    per-example fields; labels default to zeros (a task whose labels are per token)."""
+    lengths = np.asarray([len(x) for x in ids], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+    def flat(seqs):
+        return np.concatenate([np.asarray(x, np.int32) for x in seqs]) if len(seqs) else _EMPTY
+
+    tokens = {}
+    for name, seqs in (token_fields or {}).items():
+        if [len(x) for x in seqs] != lengths.tolist():
+            raise ValueError(f"token field {name!r} does not have one value per token")
+        tokens[name] = flat(seqs)
+    n = len(ids)
+    examples = {k: np.asarray(v) for k, v in (example_fields or {}).items()}
+    for name, values in examples.items():
+        if len(values) != n:
+            raise ValueError(f"example field {name!r} has {len(values)} values for {n} examples")
+    return TokenizedSplit(
+        ids=flat(ids),
+        offsets=offsets,
+        labels=np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32),
+        pad_id=int(pad_id),
+        max_length=max_length,
+        token_fields=tokens,
+        example_fields=examples,
+    )
+
+
+_EMPTY = np.zeros(0, np.int32)
+
+
 def collate(split: TokenizedSplit, indices: np.ndarray, length: int) -> Batch:
     """The batch of examples `indices` (-1 = weight-0 filler row) padded to `length` tokens."""
     indices = np.asarray(indices)
     real = indices >= 0
-    no_ids = split.ids[:0]  # a filler row is all padding
-    batch = pad_ids([split[i] if i >= 0 else no_ids for i in indices], length, split.pad_id)
+    # A filler row is all padding.
+    rows = [(split.offsets[i], split.offsets[i + 1]) if i >= 0 else (0, 0) for i in indices]
+    batch = pad_ids([split.ids[a:b] for a, b in rows], length, split.pad_id)
     labels = np.zeros(len(indices), dtype=np.int32)  # (b,)
     labels[real] = split.labels[indices[real]]
-    return {**batch, "labels": labels, "weights": real.astype(np.float32)}
+    batch.update(labels=labels, weights=real.astype(np.float32), index=indices.astype(np.int32))
+    for name, values in split.token_fields.items():
+        padded = np.full((len(indices), length), TOKEN_FILL.get(name, 0), np.int32)  # (b, t)
+        for row, (a, b) in enumerate(rows):
+            padded[row, : b - a] = values[a:b]
+        batch[name] = padded
+    for name, values in split.example_fields.items():
+        column = np.zeros(len(indices), values.dtype)  # (b,)
+        column[real] = values[indices[real]]
+        batch[name] = column
+    return batch
 
 
 class _Batches:
@@ -373,6 +441,8 @@ class _Batches:
         pad_id: int | None,
         process_index: int | None,
         process_count: int | None,
+        transform: Transform | None = None,
+        seed: int = 0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -380,6 +450,7 @@ class _Batches:
             split = dataclasses.replace(split, pad_id=int(pad_id))
         self.split = split
         self.batch_size = batch_size
+        self.transform, self.seed = transform, seed
         self.bucketing = bucketing
         self.process_index, self.process_count = _process(process_index, process_count)
         self._rows = process_slice(batch_size, self.process_index, self.process_count)
@@ -412,7 +483,13 @@ class _Batches:
             raise IndexError(f"step {step} not in [0, {self.num_batches})")
         indices = self._plan(epoch)[step]
         # The length comes from the global batch so that every process pads to the same shape.
-        return collate(self.split, indices[self._rows], self._padded_length(indices))
+        length = self._padded_length(indices)
+        if self.transform is None:
+            return collate(self.split, indices[self._rows], length)
+        # Transformed whole, then sliced: a process sees what it would see in a run of one.
+        batch = collate(self.split, indices, length)
+        batch = self.transform(batch, np.random.default_rng([self.seed, epoch, step]))
+        return {k: v[self._rows] for k, v in batch.items()}
 
     def _padding_fraction(self, epoch: int) -> float:
         plan = self._plan(epoch)
@@ -448,6 +525,7 @@ class TrainBatches(_Batches):
       sort_chunk_batches: batches per sorted chunk; larger wastes less padding, mixes less.
       pad_id: padding token id; default the split's (the tokenizer's).
       process_index, process_count: this process's slice; default jax's.
+      transform: applied to each global batch with np.random.default_rng([seed, epoch, step]).
     """
 
     def __init__(
@@ -462,13 +540,22 @@ class TrainBatches(_Batches):
         pad_id: int | None = None,
         process_index: int | None = None,
         process_count: int | None = None,
+        transform: Transform | None = None,
     ):
         super().__init__(
-            split, batch_size, buckets, max_length, bucketing, pad_id, process_index, process_count
+            split,
+            batch_size,
+            buckets,
+            max_length,
+            bucketing,
+            pad_id,
+            process_index,
+            process_count,
+            transform,
+            seed,
         )
         if len(split) == 0:
             raise ValueError("cannot train on an empty split")
-        self.seed = seed
         self.sort_chunk_batches = sort_chunk_batches
         self._plans: dict[int, np.ndarray] = {}
 
@@ -524,7 +611,8 @@ class EvalBatches(_Batches):
     """Every example once, in a fixed order; the last batch is filled with weight-0 rows.
 
     With bucketing the order is by length (stable), so batches group similar lengths; without it,
-    the split's order. Arguments as for TrainBatches.
+    the split's order. Arguments as for TrainBatches; a transform draws from
+    np.random.default_rng([0, 0, step]), the same in every evaluation.
     """
 
     def __init__(
@@ -537,9 +625,18 @@ class EvalBatches(_Batches):
         pad_id: int | None = None,
         process_index: int | None = None,
         process_count: int | None = None,
+        transform: Transform | None = None,
     ):
         super().__init__(
-            split, batch_size, buckets, max_length, bucketing, pad_id, process_index, process_count
+            split,
+            batch_size,
+            buckets,
+            max_length,
+            bucketing,
+            pad_id,
+            process_index,
+            process_count,
+            transform,
         )
         order = np.arange(len(split))
         if bucketing:

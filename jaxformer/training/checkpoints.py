@@ -1,8 +1,8 @@
 """Orbax checkpoints of a training workdir: the latest few, and the best on validation.
 
 Mirrors the Flax examples' use of Orbax (`ocp.CheckpointManager` with a StandardSave of the
-TrainState): each checkpoint holds the state and a small JSON record (step, best accuracy), so a
-rerun resumes exactly where the last save left off.
+TrainState): each checkpoint holds the state and a small JSON record (step, best validation
+score), so a rerun resumes exactly where the last save left off.
 
 What a kill, a full disk or a damaged file can leave behind is handled here: a step that does not
 restore is moved aside to `workdir/damaged/` and the newest one that does is used; a save that

@@ -19,6 +19,9 @@ OPEN_SECTIONS = ("model.arch", "model.overrides")
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    # classification (IMDB), token_classification (CoNLL NER), question_answering (SQuAD) or
+    # masked_lm (further pre-training on IMDB's reviews): jaxformer/tasks.
+    c.task = "classification"
     c.seed = 0  # parameters of fresh heads, dropout, data order
     c.num_labels = 2  # IMDB: 0 = negative, 1 = positive
     # The labels' names (tfds imdb_reviews'), written to the exported config.json's id2label.
@@ -74,6 +77,29 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.train_limit = placeholder(int)  # first N examples of a seeded shuffle; None or -1: all
     c.data.validation_limit = placeholder(int)
     c.data.test_limit = placeholder(int)
+    # token_classification and question_answering read local files (CoNLL columns, SQuAD JSON);
+    # None: tfds' conll2003 / squad, downloaded.
+    c.data.train_file = placeholder(str)
+    c.data.validation_file = placeholder(str)
+    c.data.test_file = placeholder(str)
+    # token_classification: the label on each word's first sub-token (transformers' run_ner);
+    # True: on every sub-token. The tag scheme of entity-level scores (IOB1, IOB2 or IOBES).
+    c.data.label_all_subtokens = False
+    c.data.tag_scheme = "IOB2"
+    c.data.token_column = 0  # CoNLL columns: the word, and the tag (-1: the last)
+    c.data.tag_column = -1
+    # question_answering: windows of max_length tokens over a long context, overlapping by
+    # doc_stride tokens; answers of at most max_answer_length tokens, from the n_best starts and
+    # ends; SQuAD v2.0's "no answer" when its score beats the best span's by null_threshold.
+    c.data.doc_stride = 128
+    c.data.max_answer_length = 30
+    c.data.n_best = 20
+    c.data.version_2 = False
+    c.data.null_threshold = 0.0
+    # masked_lm: the share of real tokens chosen (80% masked, 10% random, 10% kept), and whether
+    # a word's sub-tokens are chosen together.
+    c.data.mask_prob = 0.15
+    c.data.whole_word_mask = False
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 5e-5  # peak, after linear warmup; then linear decay to 0

@@ -1,5 +1,6 @@
-"""Evaluating and predicting with a trained classifier: from a workdir's Orbax checkpoint
-(best, latest or a given step) or from a Hugging Face folder written by `save_pretrained`.
+"""Evaluating and predicting with a trained model of any task (jaxformer.tasks): from a workdir's
+Orbax checkpoint (best, latest or a given step) or from a Hugging Face folder written by
+`save_pretrained`.
 
 Mirrors the evaluation half of the Flax examples' train.py, run on its own: the workdir's saved
 config (read back onto training/config.py's defaults), the same `eval_step`, compiled the same
@@ -8,6 +9,7 @@ way, and the same host-side metrics as validation during training.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from flax.training.train_state import TrainState
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxformer import families
+from jaxformer import families, tasks
 from jaxformer.hf.convert import from_pretrained
 from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
@@ -45,18 +47,19 @@ def _max_length(config: ml_collections.ConfigDict, model) -> int:
     return min(config.data.max_length, max_input_length(model))
 
 
-def load_classifier(
+def load_trained(
     workdir: str | Path | None = None,
     checkpoint: str = "best",
     step: int | None = None,
     hf_dir: str | Path | None = None,
     config: ml_collections.ConfigDict | None = None,
 ):
-    """(config, tokenizer, model, params, description) for a trained classifier."""
+    """(config, tokenizer, model, params, description) for a trained model: its head is the
+    task's of the workdir's config (an --hf_dir alone: classification)."""
     if hf_dir is not None:
-        model, params = from_pretrained(str(hf_dir), task="classification")
         if config is None:
             config = load_workdir_config(workdir) if workdir else base_config.get_config()
+        model, params = from_pretrained(str(hf_dir), task=head_of(config))
         tokenizer = load_tokenizer(
             str(hf_dir), max_length=_max_length(config, model), truncation=config.data.truncation
         )
@@ -68,7 +71,7 @@ def load_classifier(
     if config is None:
         config = load_workdir_config(workdir)
     arch = BertConfig(**json.loads((workdir / "model_config.json").read_text()))
-    model = families.model_class(arch.model_type, "classification")(arch)
+    model = families.model_class(arch.model_type, head_of(config))(arch)
     tokenizer = load_tokenizer(
         config.tokenizer or config.model.checkpoint,
         max_length=_max_length(config, model),
@@ -105,6 +108,11 @@ def load_classifier(
     return config, tokenizer, model, state.params, f"{which} checkpoint, step {meta['step']}"
 
 
+def head_of(config: ml_collections.ConfigDict) -> str:
+    """The model head (jaxformer.families task) of the experiment's task."""
+    return tasks.task_class(config.task).head
+
+
 def evaluate_split(
     workdir=None,
     split: str = "test",
@@ -114,31 +122,33 @@ def evaluate_split(
     limit: int | None = None,
     batch_size: int | None = None,
 ) -> dict:
-    """Metrics of a trained classifier on an IMDB split; written to workdir/eval_<split>.json."""
-    if split not in ("train", "validation", "test"):
-        raise ValueError(f"split must be train, validation or test, got {split!r}")
-    config, tokenizer, model, params, source = load_classifier(workdir, checkpoint, step, hf_dir)
+    """Metrics of a trained model on a split of its task's data; written to
+    workdir/eval_<split>.json."""
+    config, tokenizer, model, params, source = load_trained(workdir, checkpoint, step, hf_dir)
     config = config.copy_and_resolve_references()  # the changes below stay in this call
     if limit is not None:
         config.data[f"{split}_limit"] = limit
     if batch_size is not None:
         config.eval_batch_size = batch_size
+    task = tasks.make(config, tokenizer)
+    task.check_split_name(split)
     par = parallel.Parallelism.from_config(config)
     loop.check_processes(par)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     model = par.adapt_model(model)
-    _, splits = loop.build_data(config, tokenizer)
+    _, splits = loop.build_data(config, task, names=(split,))
     # eval_step reads only apply_fn and params: no optimizer.
     state = TrainState(step=0, apply_fn=model.apply, params=params, tx=None, opt_state=None)
     state = par.put_state(state)
-    eval_fn = par.compile_eval(steps.eval_step)
+    eval_fn = par.compile_eval(functools.partial(steps.eval_step, eval_outputs=task.eval_outputs))
     start = time.perf_counter()
     result = metrics.evaluate_batches(
         eval_fn,
         par,
         state,
-        loop.build_eval_batches(config, splits[split], tokenizer),
-        config.num_labels,
+        loop.build_eval_batches(config, splits[split], task),
+        task,
+        split,
         desc=f"eval {split}",
     )
     result.update(
@@ -158,19 +168,19 @@ def evaluate_split(
 
 def format_metrics(m: dict) -> str:
     """The metrics of `evaluate_split` as a table for the console."""
-    cm = np.asarray(m["confusion_matrix"])
     lines = [
-        f"{m['split']} split, {m['source']}: {m['examples']} reviews "
-        f"(max length {m['max_length']}, {m['truncation']} truncation)",
-        f"  accuracy   {m['accuracy']:.4f}",
-        f"  loss       {m['loss']:.4f}",
-        f"  precision  {m['precision']:.4f}",
-        f"  recall     {m['recall']:.4f}",
-        f"  F1         {m['f1']:.4f}",
-        f"  speed      {m['examples_per_s']:.1f} examples/s ({m['seconds']:.1f} s)",
-        "  confusion matrix (rows: true neg/pos, columns: predicted neg/pos)",
+        f"{m['split']} split, {m['source']}: {m['examples']} examples "
+        f"(max length {m['max_length']}, {m['truncation']} truncation)"
     ]
-    lines += ["    " + "  ".join(f"{v:6d}" for v in row) for row in cm]
+    skip = {"split", "source", "examples", "max_length", "truncation", "seconds", "wall_seconds"}
+    for k, v in m.items():
+        if k not in skip and isinstance(v, float | int) and k != "examples_per_s":
+            lines.append(f"  {k:<16} {v:.4f}")
+    lines.append(f"  {'speed':<16} {m['examples_per_s']:.1f} examples/s ({m['seconds']:.1f} s)")
+    if "confusion_matrix" in m:
+        lines.append("  confusion matrix (rows: true labels, columns: predicted)")
+        cm = np.asarray(m["confusion_matrix"])
+        lines += ["    " + "  ".join(f"{v:6d}" for v in row) for row in cm]
     return "\n".join(lines)
 
 

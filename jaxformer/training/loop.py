@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import SingleDeviceSharding
 from tqdm.auto import tqdm
 
-from jaxformer import dispatch, families
+from jaxformer import dispatch, families, tasks
 from jaxformer.data import locks
 from jaxformer.data import pipeline as data_lib
 from jaxformer.hf.convert import from_pretrained, save_pretrained
@@ -45,23 +45,30 @@ log = logging.getLogger("jaxformer")
 # ----------------------------------------------------------------------------- model & data
 
 
-def build_model(config: ml_collections.ConfigDict, rng: jax.Array):
-    """(tokenizer, model, params) from a pretrained checkpoint or a fresh architecture."""
-    m = config.model
-    overrides = {k: v for k, v in m.overrides.items() if v is not None}
-    overrides["num_labels"] = config.num_labels
-    overrides["label_names"] = tuple(config.label_names) if config.label_names else None
-    tokenizer = load_tokenizer(
-        config.tokenizer or m.checkpoint,
+def build_tokenizer(config: ml_collections.ConfigDict):
+    """The experiment's tokenizer: config.tokenizer, else the checkpoint's own."""
+    return load_tokenizer(
+        config.tokenizer or config.model.checkpoint,
         max_length=config.data.max_length,
         truncation=config.data.truncation,
     )
+
+
+def build_model(config: ml_collections.ConfigDict, rng: jax.Array, tokenizer=None, task=None):
+    """(tokenizer, model, params) from a pretrained checkpoint or a fresh architecture, with the
+    head of the experiment's task (`task`, else the one config.task names)."""
+    m = config.model
+    tokenizer = tokenizer or build_tokenizer(config)
+    task = task or tasks.make(config, tokenizer)
+    overrides = {k: v for k, v in m.overrides.items() if v is not None}
+    overrides["num_labels"] = task.num_labels()
+    overrides["label_names"] = task.label_names()
     if m.checkpoint:
-        model, params = from_pretrained(m.checkpoint, task="classification", **overrides)
+        model, params = from_pretrained(m.checkpoint, task=task.head, **overrides)
     else:
         fields = dict(m.arch, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
         arch = BertConfig(**(fields | overrides))
-        model = families.model_class(arch.model_type, "classification")(arch)
+        model = families.model_class(arch.model_type, task.head)(arch)
         params = init_params(model, rng)
     if config.data.max_length > (longest := max_input_length(model)):
         raise ValueError(
@@ -97,30 +104,19 @@ def check_vocabulary(tokenizer, config: BertConfig) -> None:
         )
 
 
-def build_data(config: ml_collections.ConfigDict, tokenizer):
-    """(train batches, {split name: tokenized split}) for IMDB as the config asks."""
+def build_data(config: ml_collections.ConfigDict, task, names=("train", "validation")):
+    """(train batches or None, {split name: tokenized split}) of the task's splits `names`."""
     d = config.data
-    load = functools.partial(
-        data_lib.load_imdb,
-        tokenizer,
-        archive=d.archive,
-        data_dir=d.data_dir,
-        cache_dir=d.cache_dir,
-        validation_fraction=d.validation_fraction,
-        split_seed=d.split_seed,
-        limits={
-            name: limit if limit and limit > 0 else None  # None or -1: the whole split
-            for name, limit in (
-                ("train", d.train_limit),
-                ("validation", d.validation_limit),
-                ("test", d.test_limit),
-            )
-        },
-    )
+
+    def load():
+        return task.splits(tuple(names))
+
     # Process 0 builds the caches first (tfds' and the tokens'); the others then only read them.
     splits = on_process_0("data_built", f"to build the data cache {d.cache_dir}", load)
     if not is_primary():
         splits = load()
+    if "train" not in splits:
+        return None, splits
     train = data_lib.TrainBatches(
         splits["train"],
         batch_size=config.batch_size,
@@ -128,12 +124,13 @@ def build_data(config: ml_collections.ConfigDict, tokenizer):
         buckets=tuple(d.buckets),
         max_length=d.max_length,
         bucketing=d.bucketing,
-        pad_id=tokenizer.pad_id,
+        pad_id=task.tokenizer.pad_id,
+        transform=task.transform(),
     )
     return train, splits
 
 
-def build_eval_batches(config: ml_collections.ConfigDict, split, tokenizer):
+def build_eval_batches(config: ml_collections.ConfigDict, split, task):
     """Every example of a tokenized split once, in batches of config.eval_batch_size."""
     d = config.data
     return data_lib.EvalBatches(
@@ -142,7 +139,8 @@ def build_eval_batches(config: ml_collections.ConfigDict, split, tokenizer):
         buckets=tuple(d.buckets),
         max_length=d.max_length,
         bucketing=d.bucketing,
-        pad_id=tokenizer.pad_id,
+        pad_id=task.tokenizer.pad_id,
+        transform=task.transform(),
     )
 
 
@@ -293,7 +291,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
 
 
 def reconcile_best(meta: dict, best: tuple[int, dict] | None) -> dict:
-    """`meta` (the latest checkpoint's record) with its best step and accuracy taken from what
+    """`meta` (the latest checkpoint's record) with its best step and score taken from what
     best/ holds: a run killed between the two saves of one step leaves them disagreeing."""
     if best is None:
         if meta.get("best_step") is not None:
@@ -302,17 +300,17 @@ def reconcile_best(meta: dict, best: tuple[int, dict] | None) -> dict:
                 "saves one",
                 meta["best_step"],
             )
-        return dict(meta, best_accuracy=-1.0, best_step=None)
+        return dict(meta, best_score=None, best_step=None)
     step, record = best
     if step != meta.get("best_step"):
         log.info(
-            "best/ holds step %d (validation accuracy %.4f); the latest checkpoint's record "
-            "said step %s",
+            "best/ holds step %d (validation %s %.4f); the latest checkpoint's record said step %s",
             step,
-            record["best_accuracy"],
+            record.get("best_metric", "score"),
+            record["best_score"],
             meta.get("best_step"),
         )
-    return dict(meta, best_accuracy=float(record["best_accuracy"]), best_step=step)
+    return dict(meta, best_score=float(record["best_score"]), best_step=step)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
@@ -349,10 +347,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: Parallelism):
-    tokenizer, model, params = build_model(config, jax.random.PRNGKey(config.seed))
+    tokenizer = build_tokenizer(config)
+    task = tasks.make(config, tokenizer)
+    _, model, params = build_model(config, jax.random.PRNGKey(config.seed), tokenizer, task)
     model = par.adapt_model(model)
     log_compute(model.config)
-    train_batches, splits = build_data(config, tokenizer)
+    train_batches, splits = build_data(config, task)
     steps_per_epoch = train_batches.num_batches_per_epoch
     log.info(
         "%d training examples, %d steps per epoch, padding fraction %.3f (%s)",
@@ -371,7 +371,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
     del params
 
     ckpts = checkpoints.Checkpoints(workdir, keep=config.keep_checkpoints)
-    meta = {"step": 0, "best_accuracy": -1.0, "best_step": None}
+    meta = {"step": 0, "best_score": None, "best_metric": task.selection, "best_step": None}
     restored = ckpts.restore_newest_good("latest", restore_target(par, state))
     if restored is not None:
         state, meta = restored
@@ -388,9 +388,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
 
     state = par.put_state(state)
     train_fn = par.compile_train(
-        functools.partial(steps.train_step, accum_steps=config.optimizer.accum_steps)
+        functools.partial(
+            steps.train_step,
+            loss_terms=task.loss_terms,
+            accum_steps=config.optimizer.accum_steps,
+        )
     )
-    eval_fn = par.compile_eval(steps.eval_step)
+    eval_fn = par.compile_eval(functools.partial(steps.eval_step, eval_outputs=task.eval_outputs))
     schedule = optim.make_schedule(config.optimizer, num_steps)
     # A key of its own, not the parameter-init one (seed): dropout masks independent of heads.
     dropout_rng = jax.random.PRNGKey(config.seed + 1)
@@ -409,17 +413,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
     def validate(step):
         nonlocal val_metrics
         check_pending(step)
-        batches = build_eval_batches(config, splits["validation"], tokenizer)
+        batches = build_eval_batches(config, splits["validation"], task)
         val_metrics = metrics.evaluate_batches(
-            eval_fn, par, state, batches, config.num_labels, desc="validation", total=len(batches)
+            eval_fn, par, state, batches, task, "validation", "validation", len(batches)
         )
         writer.write(step, "validation", val_metrics)
         say(
-            f"step {step} | validation accuracy {val_metrics['accuracy']:.4f} | "
-            f"loss {val_metrics['loss']:.4f} | {val_metrics['examples_per_s']:.0f} ex/s"
+            f"step {step} | validation {task.summary(val_metrics)} | "
+            f"{val_metrics['examples_per_s']:.0f} ex/s"
         )
-        if val_metrics["accuracy"] > meta["best_accuracy"]:
-            meta.update(best_accuracy=val_metrics["accuracy"], best_step=step)
+        if task.better(val_metrics[task.selection], meta["best_score"]):
+            meta.update(best_score=val_metrics[task.selection], best_step=step)
             ckpts.save("best", step, host_state(), dict(meta, step=step))
 
     window_start, window_examples = time.perf_counter(), 0

@@ -61,35 +61,46 @@ def evaluate_batches(
     par: Parallelism,
     state,
     batches: Iterable[dict],
-    num_labels: int,
+    task,
+    split: str,
     desc: str = "eval",
     total: int | None = None,
 ) -> dict:
-    """Runs `eval_fn` (a compiled `eval_step`) over every batch and returns the
-    classification metrics of all real examples; padding rows (weight 0) are dropped here."""
-    kept = {"logits": [], "loss": [], "labels": []}
+    """Runs `eval_fn` (a compiled `eval_step` of `task`) over every batch and returns the
+    task's metrics of the split's real examples, with their count and speed. Padding rows
+    (weight 0) are dropped and the examples put back in the split's order here."""
+    kept: dict[str, list[np.ndarray]] = {}
     start = time.perf_counter()
     bar = tqdm(
         batches, desc=desc, total=total, leave=False, unit="batch", disable=jax.process_index() > 0
     )
     for batch in bar:
         out = par.to_host(eval_fn(state, par.put_batch(batch)))
-        if jax.process_count() > 1:  # each process holds its slice; gather the global batch
-            labels, weights = par.to_host((batch["labels"], batch["weights"]))
-        else:
-            labels, weights = batch["labels"], batch["weights"]
-        keep = weights > 0
-        kept["logits"].append(out["logits"][keep])
-        kept["loss"].append(out["loss"][keep])
-        kept["labels"].append(labels[keep])
+        keep = out["weights"] > 0
+        for k, v in out.items():
+            kept.setdefault(k, []).append(np.asarray(v)[keep])
     seconds = time.perf_counter() - start
-    if kept["labels"]:
-        logits, loss, labels = (np.concatenate(kept[k]) for k in ("logits", "loss", "labels"))
-    else:
-        logits, loss, labels = np.zeros((0, num_labels)), np.zeros(0), np.zeros(0, np.int64)
-    metrics = classification_metrics(logits, labels, loss, num_labels)
-    metrics.update(seconds=seconds, examples_per_s=len(labels) / max(seconds, 1e-9))
-    return metrics
+    outputs = split_outputs(kept, task.token_outputs)
+    result = task.metrics(split, outputs)
+    n = len(outputs.get("index", ()))
+    result.update(examples=n, seconds=seconds, examples_per_s=n / max(seconds, 1e-9))
+    return result
+
+
+def split_outputs(kept: dict[str, list[np.ndarray]], token_outputs: tuple[str, ...]) -> dict:
+    """Batches of evaluation outputs -> one array per output over the split, in index order;
+    `token_outputs` (b, t, ...) are padded with zeros to the longest t first."""
+    if not kept:
+        return {}
+    outputs = {}
+    for k, parts in kept.items():
+        if k in token_outputs:
+            t = max(p.shape[1] for p in parts)
+            pad = [(0, 0)] * (parts[0].ndim - 2)
+            parts = [np.pad(p, [(0, 0), (0, t - p.shape[1]), *pad]) for p in parts]
+        outputs[k] = np.concatenate(parts)
+    order = np.argsort(outputs["index"], kind="stable")
+    return {k: v[order] for k, v in outputs.items()}
 
 
 def host_rows(par: Parallelism, pending: list[dict]) -> list[dict[str, float]]:

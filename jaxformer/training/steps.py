@@ -2,7 +2,8 @@
 
 Mirrors the Flax examples' train.py (wmt, lm1b): the steps are plain functions of the state and
 a batch, compiled where they are called (parallel.py). The state is flax's TrainState; dropout
-keys come from the `rng` argument folded with the step, so the state holds no key.
+keys come from the `rng` argument folded with the step, so the state holds no key. What a batch's
+loss and evaluation outputs are is the task's (jaxformer.tasks): the steps take its functions.
 """
 
 from __future__ import annotations
@@ -13,14 +14,8 @@ import ml_collections
 import optax
 from flax.training.train_state import TrainState
 
+from jaxformer.tasks import classification
 from jaxformer.training import optim
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example negative log-likelihood -log softmax(logits)[label], in float32.
-
-    logits: (..., labels) of any float dtype; labels: (...) int -> (...) float32."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
 def create_state(model, params, optimizer: ml_collections.ConfigDict, num_steps: int) -> TrainState:
@@ -30,9 +25,9 @@ def create_state(model, params, optimizer: ml_collections.ConfigDict, num_steps:
     )
 
 
-def _loss_sums(params, apply_fn, batch, dropout_rng):
-    """Sums over real examples (weight 1), so micro-batches and devices can be added up."""
-    logits = apply_fn(
+def _loss_sums(params, apply_fn, batch, dropout_rng, loss_terms):
+    """Sums over scored items (weight 1), so micro-batches and devices can be added up."""
+    outputs = apply_fn(
         {"params": params},
         batch["input_ids"],
         batch["attention_mask"],
@@ -40,9 +35,8 @@ def _loss_sums(params, apply_fn, batch, dropout_rng):
         train=True,
         rngs={"dropout": dropout_rng},
     )
-    w = batch["weights"]
-    correct = (logits.argmax(-1) == batch["labels"]) * w
-    return (cross_entropy(logits, batch["labels"]) * w).sum(), (correct.sum(), w.sum())
+    loss, w, correct = loss_terms(outputs, batch)
+    return (loss * w).sum(), ((correct * w).sum(), w.sum())
 
 
 def train_step(
@@ -50,10 +44,12 @@ def train_step(
     batch: dict,
     rng: jax.Array,
     *,
+    loss_terms=classification.Classification.loss_terms,
     accum_steps: int = 1,
     axis_name: str | None = None,
 ) -> tuple[TrainState, dict]:
-    """One AdamW update on a global batch of (b,) examples; gradients averaged over weights.
+    """One AdamW update on a global batch of (b,) examples; gradients averaged over the weights
+    of the scored items (examples, or tokens), which `loss_terms` (a task's) gives.
 
     With `accum_steps` > 1 the batch is split into that many micro-batches (lax.scan) whose
     gradient sums are added: the update equals the one-shot update, with less memory.
@@ -65,7 +61,7 @@ def train_step(
     grad_fn = jax.value_and_grad(_loss_sums, has_aux=True)
     if accum_steps == 1:
         (loss_sum, (correct, count)), grads = grad_fn(
-            state.params, state.apply_fn, batch, dropout_rng
+            state.params, state.apply_fn, batch, dropout_rng, loss_terms
         )
     else:
         micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
@@ -73,7 +69,7 @@ def train_step(
         def accumulate(carry, i_mb):
             i, mb = i_mb
             (l, (c, n)), g = grad_fn(
-                state.params, state.apply_fn, mb, jax.random.fold_in(dropout_rng, i)
+                state.params, state.apply_fn, mb, jax.random.fold_in(dropout_rng, i), loss_terms
             )
             return jax.tree.map(jnp.add, carry, (l, c, n, g)), None
 
@@ -97,13 +93,20 @@ def train_step(
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict) -> dict[str, jax.Array]:
-    """Deterministic "logits" (b, labels) and per-example "loss" (b,) of a batch, padding rows
-    included: the host drops them (weight 0) and reduces over the whole split."""
-    logits = state.apply_fn(
+def eval_step(
+    state: TrainState, batch: dict, *, eval_outputs=classification.Classification.eval_outputs
+) -> dict[str, jax.Array]:
+    """The task's deterministic per-example outputs of a batch (classification: "logits" (b,
+    labels), "loss" (b,), "labels"), with the batch's "weights" and "index", padding rows
+    included: the host drops them (weight 0) and puts the split back in order."""
+    outputs = state.apply_fn(
         {"params": state.params},
         batch["input_ids"],
         batch["attention_mask"],
         batch["token_type_ids"],
     )
-    return {"logits": logits, "loss": cross_entropy(logits, batch["labels"])}
+    return {
+        **eval_outputs(outputs, batch),
+        "weights": batch["weights"],
+        "index": batch["index"],
+    }

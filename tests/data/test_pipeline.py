@@ -28,7 +28,9 @@ def assert_batch_well_formed(batch, split, indices):
         "token_type_ids": (np.int32, (b, length)),
         "labels": (np.int32, (b,)),
         "weights": (np.float32, (b,)),
+        "index": (np.int32, (b,)),
     }
+    np.testing.assert_array_equal(batch["index"], indices)
     assert not batch["token_type_ids"].any()
     # Ids are never 0 = pad_id, so the mask is 0 exactly at pad positions.
     np.testing.assert_array_equal(batch["attention_mask"], batch["input_ids"] != 0)
@@ -120,7 +122,7 @@ def test_collate_pads_with_pad_ids():
     split = data.TokenizedSplit(ids, np.array([0, 3, 4]), np.array([1, 0], np.int32), pad_id=9)
     batch = data.collate(split, np.array([1, -1, 0]), 4)  # the middle row is filler
     expected = data.pad_ids([split[1], ids[:0], split[0]], 4, pad_id=9)
-    assert list(batch) == [*expected, "labels", "weights"]
+    assert list(batch) == [*expected, "labels", "weights", "index"]
     for k, v in expected.items():
         np.testing.assert_array_equal(batch[k], v, err_msg=k)
         assert batch[k].dtype == v.dtype
@@ -128,6 +130,53 @@ def test_collate_pads_with_pad_ids():
     np.testing.assert_array_equal(batch["labels"], [0, 0, 1])
     np.testing.assert_array_equal(batch["weights"], [1.0, 0.0, 1.0])
     assert (batch["labels"].dtype, batch["weights"].dtype) == (np.int32, np.float32)
+    np.testing.assert_array_equal(batch["index"], [1, -1, 0])
+
+
+def test_token_and_example_fields_are_padded_beside_the_ids():
+    split = data.from_sequences(
+        [np.array([5, 6, 7]), np.array([8])],
+        token_fields={"labels": [[1, 2, 3], [4]], "token_type_ids": [[0, 1, 1], [0]]},
+        example_fields={"start_positions": np.array([2, 0])},
+        pad_id=9,
+    )
+    batch = data.collate(split, np.array([1, -1, 0]), 4)
+    np.testing.assert_array_equal(batch["input_ids"], [[8, 9, 9, 9], [9] * 4, [5, 6, 7, 9]])
+    # Per-token labels replace the per-example ones, padded with the ignored label.
+    np.testing.assert_array_equal(
+        batch["labels"], [[4, -100, -100, -100], [-100] * 4, [1, 2, 3, -100]]
+    )
+    np.testing.assert_array_equal(batch["token_type_ids"], [[0, 0, 0, 0], [0] * 4, [0, 1, 1, 0]])
+    np.testing.assert_array_equal(batch["start_positions"], [0, 0, 2])
+    with pytest.raises(ValueError, match="token field 'labels' does not have one value per token"):
+        data.from_sequences([np.array([5, 6])], token_fields={"labels": [[1]]})
+
+
+def test_a_transform_sees_the_global_batch_and_a_generator_of_its_position():
+    split = synthetic_split(n=40)
+    seen = []
+
+    def transform(batch, rng):
+        seen.append(len(batch["input_ids"]))
+        return dict(batch, noise=rng.integers(0, 1000, len(batch["input_ids"])))
+
+    def run(process_index, process_count):
+        batches = data.TrainBatches(
+            split,
+            8,
+            seed=3,
+            process_index=process_index,
+            process_count=process_count,
+            transform=transform,
+        )
+        return [batches.batch(e, s)["noise"] for e in range(2) for s in range(3)]
+
+    whole = run(0, 1)
+    halves = [run(i, 2) for i in range(2)]
+    assert set(seen) == {8}  # always the global batch, then this process's rows
+    for one, a, b in zip(whole, *halves, strict=True):
+        np.testing.assert_array_equal(one, np.concatenate([a, b]))
+    assert len({tuple(x) for x in whole}) == len(whole)  # each position draws its own
 
 
 def test_train_batches_bucketed_cover_each_example_once():

@@ -13,7 +13,7 @@ from jaxformer.training.parallel import Parallelism
 def test_save_then_restore_gives_the_same_state_and_meta(tmp_path):
     state = {"w": jnp.arange(6.0).reshape(2, 3), "step": jnp.asarray(7, jnp.int32)}
     ckpts = checkpoints.Checkpoints(tmp_path)
-    ckpts.save("latest", 7, state, {"step": 7, "best_accuracy": 0.5})
+    ckpts.save("latest", 7, state, {"step": 7, "best_score": 0.5})
     ckpts.wait()
     got, meta = ckpts.restore("latest", None, checkpoints.abstract_state(state))
     with pytest.raises(FileNotFoundError, match=r"no best checkpoint .*steps there: none"):
@@ -21,7 +21,7 @@ def test_save_then_restore_gives_the_same_state_and_meta(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"at step 3 .*steps there: \[7\]"):
         ckpts.restore("latest", 3, checkpoints.abstract_state(state))
     ckpts.close()
-    assert meta == {"step": 7, "best_accuracy": 0.5}
+    assert meta == {"step": 7, "best_score": 0.5}
     for x, y in zip(jax.tree.leaves(state), jax.tree.leaves(got), strict=True):
         assert x.dtype == y.dtype
         np.testing.assert_array_equal(x, y)
@@ -32,7 +32,7 @@ class Crash(Exception):
 
 
 def final_params(workdir, config):
-    _, _, _, params, _ = evaluate.load_classifier(workdir, "latest", config=config)
+    _, _, _, params, _ = evaluate.load_trained(workdir, "latest", config=config)
     return params
 
 

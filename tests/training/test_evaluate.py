@@ -25,7 +25,7 @@ def test_eval_of_a_workdir_without_checkpoint_is_a_clear_error(tmp_path, make_co
     (tmp_path / "config.json").write_text(make_config().to_json())
     (tmp_path / "model_config.json").write_text(json.dumps(MODEL_CONFIG))
     with pytest.raises(FileNotFoundError, match="no best checkpoint"):
-        evaluate.load_classifier(tmp_path)
+        evaluate.load_trained(tmp_path)
 
 
 def test_workdir_config_is_read_over_the_defaults(tmp_path, make_config):

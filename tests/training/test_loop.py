@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxformer import tasks
 from jaxformer.training import evaluate, loop
 from jaxformer.training.parallel import Parallelism
 
@@ -34,7 +35,7 @@ def test_tiny_run_learns_and_eval_reads_it(tmp_path, make_config, read_metrics):
     # The exported Hugging Face folder gives the same predictions in transformers.
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    config, tok, model, params, _ = evaluate.load_classifier(workdir)
+    config, tok, model, params, _ = evaluate.load_trained(workdir)
     texts = ["a wonderful superb film", "awful boring waste of time"]
     ours = evaluate.predict(texts, tok, model, params, xla_cpu_dots=config.xla_cpu_dots)
     hf = transformers.BertForSequenceClassification.from_pretrained(workdir / "hf").eval()
@@ -68,9 +69,9 @@ def test_sigterm_saves_a_checkpoint_then_stops(tmp_path, make_config, monkeypatc
 
 def test_eval_batches_follow_the_config(make_config):
     config = make_config(eval_batch_size=20)
-    tokenizer, _, _ = loop.build_model(config, jax.random.PRNGKey(0))
-    _, splits = loop.build_data(config, tokenizer)
-    batches = loop.build_eval_batches(config, splits["test"], tokenizer)
+    task = tasks.make(config, loop.build_tokenizer(config))
+    _, splits = loop.build_data(config, task, names=("test",))
+    batches = loop.build_eval_batches(config, splits["test"], task)
     weights = np.concatenate([b["weights"] for b in batches])
     assert {len(b["labels"]) for b in batches} == {20}
     assert len(weights) == 60 and weights.sum() == len(splits["test"]) == 48  # filler weighs 0
@@ -133,7 +134,7 @@ def test_a_tokenizer_larger_than_the_model_is_refused(make_config):
 def test_evaluation_truncates_to_the_positions_the_model_has(trained_workdir):
     """A model whose position table is shorter than the config's max length gets inputs cut to
     its table, so a long review gets finite probabilities (not NaN from positions past it)."""
-    config, tok, model, params, _ = evaluate.load_classifier(trained_workdir)
+    config, tok, model, params, _ = evaluate.load_trained(trained_workdir)
     short = model.clone(config=model.config.replace(max_position_embeddings=40))
     config.unlock()
     config.data.max_length = 64

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxformer.tasks.classification import Classification
 from jaxformer.training import metrics
 from jaxformer.training.parallel import Parallelism
 
@@ -35,17 +36,27 @@ def test_check_finite_names_the_step_and_the_metric():
         metrics.check_finite(10, rows)
 
 
-def test_evaluate_batches_drops_padding_rows():
+def test_evaluate_batches_drops_padding_rows_and_restores_the_order(make_config):
     def eval_fn(state, batch):  # logits favour label 1 where the id is odd
         odd = (batch["input_ids"][:, 0] % 2).astype(jnp.float32)
-        return {"logits": jnp.stack([1 - odd, odd], -1), "loss": odd + 1}
+        logits = jnp.stack([1 - odd, odd], -1)
+        return {"logits": logits, "loss": odd + 1, "labels": batch["labels"]} | {
+            k: batch[k] for k in ("weights", "index")
+        }
 
     batches = [
         {"input_ids": np.array([[1], [2]]), "labels": np.array([1, 0]), "weights": np.ones(2)},
         {"input_ids": np.array([[3], [9]]), "labels": np.array([0, 0]), "weights": np.eye(2)[0]},
     ]
+    for batch, index in zip(batches, ([2, 0], [1, -1]), strict=True):
+        batch["index"] = np.array(index)
+    task = Classification(make_config(), tokenizer=None)
     par = Parallelism("single")
-    m = metrics.evaluate_batches(eval_fn, par, None, batches, num_labels=2)
+    m = metrics.evaluate_batches(eval_fn, par, None, batches, task, "test")
     assert m["examples"] == 3
     assert m["accuracy"] == pytest.approx(2 / 3)
     assert m["loss"] == pytest.approx((2 + 1 + 2) / 3)
+    kept = {"index": [np.array([2, 0]), np.array([1])], "x": [np.ones((2, 3)), np.ones((1, 5))]}
+    outputs = metrics.split_outputs(kept, token_outputs=("x",))
+    np.testing.assert_array_equal(outputs["index"], [0, 1, 2])
+    np.testing.assert_array_equal(outputs["x"].sum(1), [3, 5, 3])  # padded to 5, reordered

@@ -49,7 +49,7 @@ def test_kill_between_the_best_and_the_latest_save_resumes(tmp_path, make_config
     step, record = best.best_record()
     best.close()
     validation = {r["step"]: r["accuracy"] for r in _rows(workdir) if r["split"] == "validation"}
-    assert record["best_accuracy"] == max(validation.values()) == validation[step]
+    assert record["best_score"] == max(validation.values()) == validation[step]
 
 
 def _rows(workdir):
@@ -172,8 +172,8 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(
     assert "resuming from step 2" in caplog.text
     assert saved_steps(workdir / "checkpoints") == [2, 4]
     assert (workdir / "damaged" / "checkpoints-4").is_dir()
-    _, _, _, params, source = evaluate.load_classifier(workdir, "latest")
+    _, _, _, params, source = evaluate.load_trained(workdir, "latest")
     assert source == "latest checkpoint, step 4"
-    _, _, _, reference, _ = evaluate.load_classifier(trained_workdir, "latest")
+    _, _, _, reference, _ = evaluate.load_trained(trained_workdir, "latest")
     for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(reference), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -10,19 +10,20 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
+from jaxformer import tasks
 from jaxformer.training import loop, steps
 
 
 def test_cross_entropy_by_hand():
     # softmax([0, ln 3]) = [1/4, 3/4]; softmax([2, 2]) = [1/2, 1/2]
     logits = jnp.array([[0.0, math.log(3.0)], [0.0, math.log(3.0)], [2.0, 2.0]])
-    got = steps.cross_entropy(logits, jnp.array([1, 0, 1]))
+    got = tasks.cross_entropy(logits, jnp.array([1, 0, 1]))
     np.testing.assert_allclose(got, [math.log(4 / 3), math.log(4.0), math.log(2.0)], rtol=1e-6)
 
 
 def test_cross_entropy_is_float32_per_example_for_any_shape():
     logits = jnp.zeros((2, 3, 5), jnp.bfloat16)  # uniform over 5 labels
-    got = steps.cross_entropy(logits, jnp.zeros((2, 3), jnp.int32))
+    got = tasks.cross_entropy(logits, jnp.zeros((2, 3), jnp.int32))
     assert got.shape == (2, 3) and got.dtype == jnp.float32
     np.testing.assert_allclose(got, math.log(5.0), rtol=1e-6)
 
@@ -45,6 +46,7 @@ def linear_batch(ids, labels, weights):
         "token_type_ids": jnp.zeros_like(ids),
         "labels": jnp.asarray(labels, jnp.int32),
         "weights": jnp.asarray(weights, jnp.float32),
+        "index": jnp.arange(len(labels), dtype=jnp.int32),
     }
 
 
@@ -56,7 +58,7 @@ def test_train_step_averages_over_real_examples_only():
     b, mb = steps.train_step(linear_state(), padded, rng)
     np.testing.assert_allclose(a.params["w"], b.params["w"], rtol=1e-6)
     logits = real["input_ids"].astype(jnp.float32) @ linear_state().params["w"]
-    expected = steps.cross_entropy(logits, real["labels"]).mean()
+    expected = tasks.cross_entropy(logits, real["labels"]).mean()
     np.testing.assert_allclose([ma["loss"], mb["loss"]], [expected, expected], rtol=1e-6)
     assert int(b.step) == 1
 
@@ -76,7 +78,7 @@ def test_eval_step_returns_logits_and_per_example_loss():
     out = steps.eval_step(state, batch)
     logits = batch["input_ids"].astype(jnp.float32) @ state.params["w"]
     np.testing.assert_allclose(out["logits"], logits)
-    np.testing.assert_allclose(out["loss"], steps.cross_entropy(logits, batch["labels"]))
+    np.testing.assert_allclose(out["loss"], tasks.cross_entropy(logits, batch["labels"]))
     assert out["loss"].shape == (3,)  # padding rows included; the host drops them
 
 
