@@ -9,10 +9,13 @@ family's template, e.g. [CLS] A [SEP] B [SEP] or <s> A </s></s> B </s>), else by
 config.json's model_type. Long texts keep their head (the first tokens that fit) or head and tail
 (the first 128 and the last that fit; Sun et al. 2019, "How to Fine-Tune BERT for Text
 Classification?"); text pairs share the room as transformers' "longest_first" shares it.
+Pre-split words (a NER sentence) are encoded as transformers' `is_split_into_words=True`
+encodes them, each word on its own, with the word of every token.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -109,6 +112,14 @@ class Template(NamedTuple):
             types.extend([p.type_id] * len(part))
         return np.array(ids, np.int32), np.array(types, np.int32)
 
+    def word_ids(self, word_ids: list[int]) -> np.ndarray:
+        """int32 word index of each token of one text laid out by `apply`: the text's own
+        `word_ids` where its tokens go, -1 at the special tokens."""
+        out = []
+        for p in self.single:
+            out.extend([-1] if p.segment is None else word_ids)
+        return np.array(out, np.int32)
+
 
 def _family_processor(model_type: str | None, cls: tuple[str, int], sep: tuple[str, int]):
     """The post-processor of model_type's transformers tokenizer class, for tokenizers that
@@ -141,6 +152,31 @@ def _check_length(max_length: int, truncation: str) -> None:
             f"least {least} ([CLS], [SEP] and "
             + (f"{HEAD_TOKENS} head tokens plus one tail token)" if least > 3 else "one token)")
         )
+
+
+def _check_words(words_batch: Sequence[Sequence[str]]) -> list[list[str]]:
+    if isinstance(words_batch, str):
+        raise TypeError("words_batch is a str; give a batch of sentences, each a list of words")
+    batch = []
+    for i, words in enumerate(words_batch):
+        if isinstance(words, str):
+            raise TypeError(f"words_batch[{i}] is a str, not a list of words; split it into words")
+        for j, word in enumerate(words):
+            if not isinstance(word, str):
+                raise TypeError(f"words_batch[{i}][{j}] is a {type(word).__name__}, not a str")
+        batch.append(list(words))
+    return batch
+
+
+def _prefix_space(spec: dict | None) -> bool:
+    """Turns on add_prefix_space in every ByteLevel pre-tokenizer of a tokenizer.json
+    pre_tokenizer spec (in place); whether any was off."""
+    if not spec:
+        return False
+    changed = spec.get("type") == "ByteLevel" and not spec.get("add_prefix_space")
+    if changed:
+        spec["add_prefix_space"] = True
+    return any([changed] + [_prefix_space(p) for p in spec.get("pretokenizers") or ()])
 
 
 def _check_texts(texts: Sequence[str], name: str) -> list[str]:
@@ -262,6 +298,44 @@ class Tokenizer:
                 n_a, n_b = _longest_first(len(a.ids), len(b.ids), budget)
                 out.append(self.template.apply([self._cut(a.ids, n_a), self._cut(b.ids, n_b)]))
         return [ids for ids, _ in out], [types for _, types in out]
+
+    @functools.cached_property
+    def _words_tokenizer(self) -> tokenizers.Tokenizer:
+        """The tokenizer for pre-split words. A byte-level BPE (RoBERTa's) gets each word as if
+        after a space, as transformers encodes split words with add_prefix_space=True (which
+        run_ner.py passes for RoBERTa): without it "York" in "New York" would be encoded as
+        the start of a text, which pre-training never saw mid-sentence."""
+        spec = json.loads(self.tokenizer.to_str())
+        if not _prefix_space(spec.get("pre_tokenizer")):
+            return self.tokenizer
+        return tokenizers.Tokenizer.from_str(json.dumps(spec))
+
+    def encode_words(
+        self, words_batch: Sequence[Sequence[str]], max_length: int | None = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Unpadded int32 (ids, word_ids) per sentence of pre-split words, with the template's
+        special tokens, at most max_length (default self.max_length) long.
+
+        As transformers' `tok(words, is_split_into_words=True, truncation=True,
+        max_length=max_length)` with its `.input_ids` and `.word_ids()`: each word is
+        normalized and tokenized on its own (a byte-level BPE's as if after a space, see
+        `_words_tokenizer`); word_ids[k] is the index in the sentence of the word token k
+        comes from, -1 for a special token. A word may give no token at all (an empty word, or
+        one the normalizer removes, such as a control character). Sentences always keep their
+        head, whatever `truncation` says: the words past max_length are cut.
+        """
+        max_length = self.max_length if max_length is None else max_length
+        _check_length(max_length, "head")
+        batch = _check_words(words_batch)
+        budget = max_length - self.template.n_special(pair=False)
+        encodings = self._words_tokenizer.encode_batch(
+            batch, is_pretokenized=True, add_special_tokens=False
+        )
+        ids, word_ids = [], []
+        for e in encodings:
+            ids.append(self.template.apply([e.ids[:budget]])[0])
+            word_ids.append(self.template.word_ids(e.word_ids[:budget]))
+        return ids, word_ids
 
     def encode_ids(
         self,

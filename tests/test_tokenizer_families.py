@@ -6,180 +6,19 @@ family's defaults (transformers' tokenizer class, our config.json model_type) wh
 names no template or special tokens. `save` writes a folder that transformers loads to the same
 ids."""
 
-import json
-
 import numpy as np
 import pytest
-from tokenizers import (
-    Regex,
-    Tokenizer,
-    decoders,
-    models,
-    normalizers,
-    pre_tokenizers,
-    processors,
-    trainers,
-)
+from helpers import FAMILIES, save_folder
+from tokenizers import Tokenizer
 
 import jaxformer
 from jaxformer.hf import CheckpointError
 
 transformers = pytest.importorskip("transformers")
 
-CORPUS = [
-    "the movie was great fun, and the actors were superb",
-    "a dull and boring plot; the worst film of the year",
-    "loved every scene of it! Über-charming, naïve and moving",
-] * 30
 TEXTS = ["the movie was fun", "A boring, DULL plot!", "naïve scenes " * 30, "x", ""]
 # Against TEXTS: shorter, longer, both long (a tie), short, empty.
 PAIRS = ["a dull plot", "the actors " * 20, "naïve scenes " * 30, "", "loved it"]
-ROBERTA_SPECIAL = dict(
-    bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>"
-) | dict(pad_token="<pad>", mask_token="<mask>")
-BERT_SPECIAL = dict(
-    unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]"
-)
-ALBERT_SPECIAL = BERT_SPECIAL | dict(pad_token="<pad>", unk_token="<unk>")
-
-
-def byte_level_bpe(special):
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=150,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    return tok
-
-
-def unigram(special, normalizer=None, pre_tokenizer=None):
-    """XLM-R's layout by default; ALBERT's and DeBERTa-v2's with their transformers class's
-    normalizer and pre-tokenizer."""
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizer or normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizer or pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    order = ("cls_token", "pad_token", "sep_token", "unk_token", "mask_token")
-    if special["cls_token"] == "[CLS]":  # transformers' classes expect unk at id 1
-        order = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
-    trainer = trainers.UnigramTrainer(
-        vocab_size=120,
-        special_tokens=[special[k] for k in order],
-        unk_token=special["unk_token"],
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    return tok
-
-
-def albert_unigram(special):
-    return unigram(
-        special,
-        normalizers.Sequence(
-            [
-                normalizers.Replace("``", '"'),
-                normalizers.Replace("''", '"'),
-                normalizers.NFKD(),
-                normalizers.StripAccents(),
-                normalizers.Lowercase(),
-            ]
-        ),
-        pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()]),
-    )
-
-
-def deberta_unigram(special):
-    return unigram(
-        special,
-        normalizers.Sequence(
-            [
-                normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "),
-                normalizers.NFC(),
-                normalizers.Strip(left=False, right=True),
-            ]
-        ),
-    )
-
-
-def wordpiece(special):
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    return tok
-
-
-def bert_template(tok, special):
-    cls, sep = special["cls_token"], special["sep_token"]
-    return processors.TemplateProcessing(
-        single=f"{cls} $A {sep}",
-        pair=f"{cls} $A {sep} $B:1 {sep}:1",
-        special_tokens=[(t, tok.token_to_id(t)) for t in (cls, sep)],
-    )
-
-
-def bert_processing(tok, special):
-    cls, sep = special["cls_token"], special["sep_token"]
-    return processors.BertProcessing((sep, tok.token_to_id(sep)), (cls, tok.token_to_id(cls)))
-
-
-def roberta_processing(tok, special):
-    cls, sep = special["cls_token"], special["sep_token"]
-    return processors.RobertaProcessing((sep, tok.token_to_id(sep)), (cls, tok.token_to_id(cls)))
-
-
-def xlm_roberta_template(tok, special):
-    cls, sep = special["cls_token"], special["sep_token"]
-    return processors.TemplateProcessing(
-        single=f"{cls} $A {sep}",
-        pair=f"{cls} $A {sep} {sep} $B {sep}",
-        special_tokens=[(t, tok.token_to_id(t)) for t in (cls, sep)],
-    )
-
-
-# model_type -> (trained model, special tokens, transformers' class, the post_processor its
-# checkpoints' tokenizer.json holds).
-FAMILIES = {
-    "bert": (wordpiece, BERT_SPECIAL, "BertTokenizer", bert_template),
-    "distilbert": (wordpiece, BERT_SPECIAL, "BertTokenizer", bert_processing),
-    "roberta": (byte_level_bpe, ROBERTA_SPECIAL, "RobertaTokenizer", roberta_processing),
-    "xlm-roberta": (unigram, ROBERTA_SPECIAL, "XLMRobertaTokenizer", xlm_roberta_template),
-    "albert": (albert_unigram, ALBERT_SPECIAL, "AlbertTokenizer", bert_template),
-    "deberta-v2": (deberta_unigram, BERT_SPECIAL, "DebertaV2Tokenizer", bert_template),
-}
-
-
-def save_folder(
-    folder, model_type, own_template=True, named=True, tokenizer_class=None, trained=None
-):
-    """A family's tokenizer folder. own_template: tokenizer.json holds the family's
-    post_processor (else none); named: tokenizer_config.json and special_tokens_map.json name
-    the special tokens (else neither does); tokenizer_class: tokenizer_config.json's (else
-    transformers' generic fast tokenizer, which applies tokenizer.json as it is); trained: the
-    trained model to save (else one trained here; Unigram training is not deterministic)."""
-    train, special, _, template = FAMILIES[model_type]
-    tok = trained or train(special)
-    tok.post_processor = template(tok, special) if own_template else None
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, **special)
-    fast.save_pretrained(folder)
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    if not named:
-        config = {k: v for k, v in config.items() if k not in special and k != "bos_token"}
-        config.pop("extra_special_tokens", None)
-        (folder / "special_tokens_map.json").unlink(missing_ok=True)
-    if tokenizer_class:
-        config["tokenizer_class"] = tokenizer_class
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    if model_type:
-        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
-    return folder
 
 
 @pytest.fixture(params=list(FAMILIES))

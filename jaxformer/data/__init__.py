@@ -1,9 +1,11 @@
-"""IMDB data for fine-tuning.
+"""Data for fine-tuning: IMDB reviews, CoNLL named entities.
 
 - `imdb`: the tfds `imdb_reviews` reviews, downloaded or built from a local aclImdb archive, and
   the validation split carved from train.
 - `pipeline`: token ids cached per tokenizer and split, length-bucketed training batches, eval
   batches, each process's slice of a global batch.
+- `conll`: CoNLL-2003 sentences from local files or tfds, their tags aligned to sub-tokens, token
+  predictions back to words.
 """
 
 from jaxformer.data.pipeline import (
