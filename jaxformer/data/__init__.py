@@ -1,9 +1,11 @@
-"""IMDB data for fine-tuning.
+"""Data for fine-tuning: IMDB reviews, SQuAD questions.
 
 - `imdb`: the tfds `imdb_reviews` reviews, downloaded or built from a local aclImdb archive, and
   the validation split carved from train.
 - `pipeline`: token ids cached per tokenizer and split, length-bucketed training batches, eval
   batches, each process's slice of a global batch.
+- `squad`: SQuAD v1.1 / v2.0 files or tfds' squad, question-and-context windows with answer
+  labels, and span logits decoded to answer text.
 """
 
 from jaxformer.data.pipeline import (
