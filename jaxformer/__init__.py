@@ -1,5 +1,6 @@
 """jaxformer: BERT-family Transformer encoders as pure JAX functions and Flax Linen modules."""
 
+from jaxformer.embedding import embed
 from jaxformer.hf.convert import from_pretrained, save_pretrained
 from jaxformer.hf.hub import resolve_checkpoint
 from jaxformer.models import (
@@ -19,5 +20,5 @@ __all__ = ["BertConfig", "BertModel", "BertForSequenceClassification", "BertOutp
 __all__ += ["BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice"]
 __all__ += ["BertForMaskedLM", "SpanLogits"]
 __all__ += ["from_pretrained", "save_pretrained", "resolve_checkpoint"]
-__all__ += ["load_tokenizer", "Tokenizer"]
+__all__ += ["load_tokenizer", "Tokenizer", "embed"]
 __version__ = "0.1.0"

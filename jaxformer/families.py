@@ -20,7 +20,17 @@ from jaxformer.hf.names.distilbert import DISTILBERT
 from jaxformer.hf.names.electra import ELECTRA
 from jaxformer.hf.names.modernbert import MODERNBERT
 from jaxformer.hf.names.roberta import ROBERTA, XLM_ROBERTA
-from jaxformer.models import albert, bert, deberta, distilbert, electra, heads, modernbert, roberta
+from jaxformer.models import (
+    albert,
+    bert,
+    deberta,
+    distilbert,
+    electra,
+    heads,
+    modernbert,
+    roberta,
+    sentence,
+)
 
 # The tasks, in the order the docs list them; each family's transformers class for each is in
 # its Names.architectures.
@@ -32,6 +42,7 @@ TASKS = (
     "multiple_choice",
     "masked_lm",
     "pretraining",  # ELECTRA's replaced-token discriminator
+    "embedding",  # sentence embeddings: the base model and a pooling (models/sentence.py)
 )
 
 
@@ -47,6 +58,7 @@ BERT_MODELS = {
     "question_answering": heads.BertForQuestionAnswering,
     "multiple_choice": heads.BertForMultipleChoice,
     "masked_lm": heads.BertForMaskedLM,
+    "embedding": sentence.for_encoder(bert.BertModel),
 }
 ROBERTA_MODELS = {
     "classification": roberta.RobertaForSequenceClassification,
@@ -55,6 +67,7 @@ ROBERTA_MODELS = {
     "question_answering": roberta.RobertaForQuestionAnswering,
     "multiple_choice": roberta.RobertaForMultipleChoice,
     "masked_lm": roberta.RobertaForMaskedLM,
+    "embedding": sentence.for_encoder(roberta.RobertaModel),
 }
 DISTILBERT_MODELS = {
     "classification": distilbert.DistilBertForSequenceClassification,
@@ -63,6 +76,7 @@ DISTILBERT_MODELS = {
     "question_answering": distilbert.DistilBertForQuestionAnswering,
     "multiple_choice": distilbert.DistilBertForMultipleChoice,
     "masked_lm": distilbert.DistilBertForMaskedLM,
+    "embedding": sentence.for_encoder(distilbert.DistilBertModel),
 }
 ELECTRA_MODELS = {
     "classification": electra.ElectraForSequenceClassification,
@@ -72,6 +86,7 @@ ELECTRA_MODELS = {
     "multiple_choice": electra.ElectraForMultipleChoice,
     "masked_lm": electra.ElectraForMaskedLM,
     "pretraining": electra.ElectraForPreTraining,
+    "embedding": sentence.for_encoder(electra.ElectraModel),
 }
 ALBERT_MODELS = {
     "classification": albert.AlbertForSequenceClassification,
@@ -80,6 +95,7 @@ ALBERT_MODELS = {
     "question_answering": albert.AlbertForQuestionAnswering,
     "multiple_choice": albert.AlbertForMultipleChoice,
     "masked_lm": albert.AlbertForMaskedLM,
+    "embedding": sentence.for_encoder(albert.AlbertModel),
 }
 MODERNBERT_MODELS = {
     "classification": modernbert.ModernBertForSequenceClassification,
@@ -88,6 +104,7 @@ MODERNBERT_MODELS = {
     "question_answering": modernbert.ModernBertForQuestionAnswering,
     "multiple_choice": modernbert.ModernBertForMultipleChoice,
     "masked_lm": modernbert.ModernBertForMaskedLM,
+    "embedding": sentence.for_encoder(modernbert.ModernBertModel),
 }
 DEBERTA_MODELS = {
     "classification": deberta.DebertaForSequenceClassification,
@@ -96,6 +113,7 @@ DEBERTA_MODELS = {
     "question_answering": deberta.DebertaForQuestionAnswering,
     "multiple_choice": deberta.DebertaForMultipleChoice,
     "masked_lm": deberta.DebertaForMaskedLM,
+    "embedding": sentence.for_encoder(deberta.DebertaModel),
 }
 FAMILIES = {
     "bert": Family(BERT_MODELS, BERT),

@@ -117,6 +117,35 @@ def mean_pool(x: Array, attention_mask: Array) -> Array:
     return (x * w).sum(axis=1) / w.sum(axis=1)
 
 
+def mean_sqrt_len_pool(x: Array, attention_mask: Array) -> Array:
+    """sum_t mask_t x_t / sqrt(sum_t mask_t): the sum over the real tokens over the square root
+    of their count (sentence-transformers' mean_sqrt_len_tokens).
+    x: (b, t, m), attention_mask: (b, t) 1/0 -> (b, m)"""
+    w = attention_mask.astype(x.dtype)[..., None]  # (b, t, 1)
+    return (x * w).sum(axis=1) / jnp.sqrt(w.sum(axis=1))
+
+
+def cls_pool(x: Array, attention_mask: Array) -> Array:
+    """x_{t0}, t0 = min {t : mask_t = 1}: the first real token ([CLS] or <s>), also under left
+    padding. x: (b, t, m), attention_mask: (b, t) 1/0 -> (b, m)"""
+    first = jnp.argmax(attention_mask.astype(bool), axis=1)  # (b,)
+    return x[jnp.arange(x.shape[0]), first]
+
+
+def max_pool(x: Array, attention_mask: Array) -> Array:
+    """max_{t : mask_t = 1} x_t per feature: the largest value over the real tokens.
+    x: (b, t, m), attention_mask: (b, t) 1/0 -> (b, m)"""
+    real = attention_mask.astype(bool)[..., None]  # (b, t, 1)
+    return jnp.where(real, x, -jnp.inf).max(axis=1)
+
+
+def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
+    """x / max(||x||_2, eps) over the last axis (torch.nn.functional.normalize's eps): unit
+    vectors, whose dot products are cosine similarities. (..., m) -> (..., m)"""
+    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+    return x / jnp.maximum(norm, eps)
+
+
 def tied_logits(x: Array, table: Array, bias: Array) -> Array:
     """x E^T + bias: scores over the vocabulary from the token embedding table E itself (the
     decoder tied to the input embeddings). x: (b, t, m), table: (v, m), bias: (v,) -> (b, t, v)."""

@@ -473,6 +473,65 @@ class Tokenizer:
                 windows.append(Window(ids, type_ids, offsets, i))
         return windows
 
+    def word_start_table(self) -> np.ndarray:
+        """Which token ids begin a word: (vocab_size,) bool, for whole-word masking
+        (`jaxformer.data.masking.mask_tokens`), read off the tokenizer's model. WordPiece (and
+        a BPE with a continuing_subword_prefix): every token but those with the prefix ("##").
+        Byte-level BPE: the tokens with its space marker "Ġ"; SentencePiece (Unigram, or BPE
+        behind Metaspace): those with "▁". Added and special tokens are starts, and so is an id
+        with no token. A word's first token after a special token is a start whatever it is (the
+        first word of a byte-level text has no "Ġ"): mask_tokens counts that itself.
+        """
+        spec = json.loads(self.tokenizer.to_str())
+        model = spec.get("model") or {}
+        kind, prefix = model.get("type"), model.get("continuing_subword_prefix")
+        if kind == "WordPiece":
+            prefix = prefix or "##"
+        table = np.ones(self.vocab_size, bool)
+        if kind != "WordLevel":  # a WordLevel token is a whole word
+            if prefix:
+                marker, starts = prefix, False
+            else:
+                if model.get("end_of_word_suffix"):
+                    raise ValueError(
+                        f"this {kind} tokenizer marks the ends of words "
+                        f"({model['end_of_word_suffix']!r}), not their starts: word_start_table "
+                        "reads WordPiece, byte-level BPE and SentencePiece vocabularies"
+                    )
+                marker, starts = self._space_marker(spec), True
+                if marker is None:
+                    raise ValueError(
+                        f"cannot tell which tokens of this {kind} tokenizer begin a word: it has "
+                        "no continuing_subword_prefix, ByteLevel or Metaspace; word_start_table "
+                        "reads WordPiece, byte-level BPE and SentencePiece vocabularies"
+                    )
+            for token, i in self.tokenizer.get_vocab(with_added_tokens=False).items():
+                if i < self.vocab_size:
+                    table[i] = token.startswith(marker) == starts
+        for i in self.tokenizer.get_added_tokens_decoder():
+            table[i] = True
+        return table
+
+    @staticmethod
+    def _space_marker(spec: dict) -> str | None:
+        """The character a tokenizer writes for the space before a word: "Ġ" behind a ByteLevel
+        pre-tokenizer, Metaspace's replacement ("▁"), or what a normalizer Replace puts for " "."""
+        nodes = [spec.get("pre_tokenizer"), spec.get("normalizer"), spec.get("decoder")]
+        while nodes:
+            node = nodes.pop(0)
+            if not isinstance(node, dict):
+                continue
+            kind = node.get("type")
+            if kind == "ByteLevel":
+                return "Ġ"  # GPT-2's bytes_to_unicode of the space byte
+            if kind == "Metaspace":
+                return node.get("replacement", "▁")
+            if kind == "Replace" and (node.get("pattern") or {}).get("String") == " ":
+                return node.get("content")
+            for key in ("pretokenizers", "normalizers", "decoders"):
+                nodes.extend(node.get(key) or [])
+        return None
+
 
 class Window(NamedTuple):
     """One window of a (question, context) pair (`Tokenizer.encode_windows`)."""

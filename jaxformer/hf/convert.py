@@ -5,7 +5,8 @@ One conversion for every family (`jaxformer.families`, chosen by config.json's m
 family's table (`jaxformer.hf.names.<family>`), HF tensor name -> our parameter path, plus a few
 named transforms between torch's `nn.Linear` layout `(out, in)` and ours. Every converted tensor
 is checked against `param_shapes(model)`, and missing or unused tensors are reported: a silently
-wrong load is the worst bug. Reading the files is `jaxformer.hf.hub`'s.
+wrong load is the worst bug. Reading the files is `jaxformer.hf.hub`'s. An embedding model holds
+its base model's tensors; its pooling is in sentence-transformers' files (`jaxformer.hf.sentence`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from jaxformer.families import TASKS, task_of
 from jaxformer.hf import CheckpointError
 from jaxformer.hf.hub import load_config, read_weights, resolve_checkpoint
 from jaxformer.hf.names import Names, Transform
+from jaxformer.hf.sentence import SentenceConfig, read_sentence_config, write_sentence_config
 from jaxformer.models import param_shapes
 from jaxformer.models.config import BertConfig, spelling
 
@@ -49,9 +51,16 @@ def _names(model: nn.Module) -> Names:
     return families.family(model.config.model_type).names
 
 
+def _tensor_task(model: nn.Module) -> str:
+    """The task whose Hugging Face tensors `model` holds: an embedding model, its base model's
+    (sentence-transformers saves the transformers base model, no head)."""
+    task = task_of(model)
+    return "base" if task == "embedding" else task
+
+
 def _headed(model: nn.Module) -> bool:
     """Whether `model` is a task model, its encoder under the family's prefix."""
-    return task_of(model) != "base"
+    return _tensor_task(model) != "base"
 
 
 def _prefixed(model: nn.Module, table: dict) -> dict:
@@ -85,7 +94,7 @@ def conversion_table(model: nn.Module) -> dict[str, tuple[str, Transform]]:
         scopes = {names.layers.format(i=i): f"layer_{i}" for i in range(c.num_hidden_layers)}
     for at, scope in scopes.items():
         encoder |= {f"{at}{k}": (f"{scope}/{p}", t) for k, (p, t) in layer.items()}
-    task = task_of(model)
+    task = _tensor_task(model)
     pooled = model.add_pooling_layer if task == "base" else model.pooled
     encoder |= names.pooler if pooled else {}
     head = names.heads[task]
@@ -191,7 +200,7 @@ def hf_to_params(
     where = ", ".join(sorted(set(files.values()))) or "the checkpoint"
     # Initialised fresh when a checkpoint lacks the whole group, as transformers initialises
     # them: the pooler, and the task's head.
-    task = task_of(model)
+    task = _tensor_task(model)
     groups = [list(_prefixed(model, names.pooler)), list(names.heads[task])]
     required = [n for n in missing if not any(n in g for g in groups)]
     # A head is fresh only when wholly absent: half of one means a damaged checkpoint.
@@ -292,7 +301,11 @@ def from_pretrained(
       "masked_lm" (BertFor<Task>; the family's classes for the others), and for ELECTRA
       "pretraining" (ElectraForPreTraining's discriminator). A checkpoint without the
       task's head gets a fresh one (logged); a BertForPreTraining checkpoint gives masked_lm its
-      MLM head.
+      MLM head. "embedding": the base model pooled to one float32 vector per sequence
+      (`jaxformer.models.sentence`), with the pooling and normalisation that the folder's
+      sentence-transformers files declare (modules.json, its Pooling module's config.json; see
+      `jaxformer.hf.sentence`), mean pooling without them; `model.clone(pooling="cls")` etc.
+      changes them.
     num_labels: the classifier's width, for classification and token_classification; None takes
       the checkpoint's config (id2label), else 2. A width other than id2label's drops its names.
     rng: for a fresh head or pooler when the checkpoint has none (default key 0).
@@ -312,7 +325,12 @@ def from_pretrained(
         config_overrides.setdefault("num_labels", 2)
     folder = resolve_checkpoint(path_or_hub_id)
     config = load_config(folder, **config_overrides)
-    model = families.model_class(config.model_type, task)(config)
+    model_class = families.model_class(config.model_type, task)
+    if task == "embedding":
+        sentence = read_sentence_config(folder, config.hidden_size)
+        model = model_class(config, pooling=sentence.pooling, normalize=sentence.normalize)
+    else:
+        model = model_class(config)
     tensors, files = read_weights(folder)
     return model, hf_to_params(tensors, model, files, rng)
 
@@ -326,13 +344,15 @@ def save_pretrained(
     """Writes a folder transformers loads with the model's class (`BertModel`,
     `BertFor<Task>`, the family's others, also named in config.json's `architectures`, so the
     `AutoModelFor<Task>` classes load it): config.json, model.safetensors (float32) and, with
-    `tokenizer`, its files.
+    `tokenizer`, its files. An embedding model writes its base model (`BertModel`, ...) and
+    sentence-transformers' modules.json and 1_Pooling/config.json for its pooling, with
+    `tokenizer` also sentence_bert_config.json (max_seq_length: the tokenizer's max_length).
 
     Everything is written to a temporary folder first, so a failure leaves `out_dir` as it was.
     """
     out_dir = Path(out_dir)
     task = task_of(model)
-    arch = _names(model).architectures[task]
+    arch = _names(model).architectures[_tensor_task(model)]
     config = model.config
     if task == "question_answering" and config.num_labels != 2:
         config = config.replace(num_labels=2, label_names=None)  # qa_outputs' width
@@ -344,11 +364,24 @@ def save_pretrained(
         safetensors.numpy.save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp)
+        if task == "embedding":
+            length = None if tokenizer is None else tokenizer.max_length
+            sentence = SentenceConfig(model.pooling, model.normalize, length)
+            write_sentence_config(tmp, sentence, config.hidden_size)
         if not out_dir.exists():
             tmp.rename(out_dir)
         else:  # keep other files in an existing folder; replace ours one by one
-            for f in tmp.iterdir():
-                os.replace(f, out_dir / f.name)
+            _replace_files(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _replace_files(src: Path, dst: Path) -> None:
+    """Moves every file under `src` to the same place under `dst`, keeping dst's others."""
+    for f in src.iterdir():
+        if f.is_dir():
+            (dst / f.name).mkdir(exist_ok=True)
+            _replace_files(f, dst / f.name)
+        else:
+            os.replace(f, dst / f.name)
