@@ -1,10 +1,15 @@
-"""Label reviews with a trained classifier: one line of output per input text.
+"""Predict with a trained model, one line of output per input: a review's label, a sentence's
+named entities, or a question's answer in its context.
 
 python -m jaxformer.predict --workdir runs/minilm "A wonderful, moving film."
 python -m jaxformer.predict --workdir runs/minilm --file reviews.txt   # one review a line
 cat reviews.txt | python -m jaxformer.predict --hf_dir runs/minilm/hf_export
+python -m jaxformer.predict --workdir runs/ner "George Washington went to Washington."
+python -m jaxformer.predict --workdir runs/squad --question "Who wrote it?" \
+    --context "The book was written by Jane Austen in 1813."
 """
 
+import json
 import os
 import sys
 
@@ -15,9 +20,21 @@ from jaxformer.training import cli, evaluate
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")
 flags.DEFINE_string("hf_dir", None, "Hugging Face folder instead of a workdir.")
+flags.DEFINE_enum(
+    "task",
+    None,
+    ["classification", "token_classification", "question_answering"],
+    "The task of an --hf_dir given without a workdir (default: classification).",
+)
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint of the workdir.")
-flags.DEFINE_string("file", None, "Read reviews from this file, one per line.")
-LABELS = ("negative", "positive")
+flags.DEFINE_string(
+    "file",
+    None,
+    "Read inputs from this file, one per line (question answering: "
+    'JSON lines {"question": ..., "context": ...}).',
+)
+flags.DEFINE_multi_string("question", [], "Question answering: a question (repeatable).")
+flags.DEFINE_multi_string("context", [], "Question answering: its context (one per question).")
 
 
 def as_text(data: bytes) -> str:
@@ -26,24 +43,72 @@ def as_text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def main(argv):
+def read_inputs(argv) -> list[str]:
     # Python hands undecodable argv bytes over as surrogate escapes; os.fsencode recovers them.
     texts = [as_text(os.fsencode(a)) for a in argv[1:]]
     if FLAGS.file:
         with open(FLAGS.file, "rb") as f:
             texts += as_text(f.read()).splitlines()
-    if not texts and not sys.stdin.isatty():
+    if not texts and not FLAGS.question and not sys.stdin.isatty():
         texts = as_text(sys.stdin.buffer.read()).splitlines()
-    if not texts:
-        raise app.UsageError("give reviews as arguments, with --file, or on standard input")
+    return texts
+
+
+def questions_and_contexts(lines: list[str]) -> tuple[list[str], list[str]]:
+    questions, contexts = list(FLAGS.question), list(FLAGS.context)
+    for i, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            questions.append(record["question"])
+            contexts.append(record["context"])
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(
+                f"input line {i} is not a JSON object with a question and a context: {line[:80]!r}"
+            ) from None
+    if len(questions) != len(contexts):
+        raise app.UsageError(f"{len(questions)} --question but {len(contexts)} --context")
+    return questions, contexts
+
+
+def main(argv):
+    inputs = read_inputs(argv)
+    if not inputs and not FLAGS.question:
+        raise app.UsageError("give inputs as arguments, with --file, or on standard input")
+    config = None
+    if FLAGS.task and not FLAGS.workdir:
+        config = evaluate.base_config.get_config()
+        config.task = FLAGS.task
     config, tokenizer, model, params, _ = evaluate.load_trained(
-        FLAGS.workdir, FLAGS.checkpoint, hf_dir=FLAGS.hf_dir
+        FLAGS.workdir, FLAGS.checkpoint, hf_dir=FLAGS.hf_dir, config=config
     )
-    probs = evaluate.predict(texts, tokenizer, model, params, xla_cpu_dots=config.xla_cpu_dots)
-    for text, p in zip(texts, probs, strict=True):
-        label = int(p.argmax())
-        name = LABELS[label] if len(p) == 2 else str(label)
-        print(f"{name}\t{p[label]:.3f}\t{text[:80]}")
+    if config.task == "classification":
+        probs = evaluate.predict(inputs, tokenizer, model, params, xla_cpu_dots=config.xla_cpu_dots)
+        names = model.config.label_names or tuple(map(str, range(probs.shape[-1])))
+        for text, p in zip(inputs, probs, strict=True):
+            label = int(p.argmax())
+            print(f"{names[label]}\t{p[label]:.3f}\t{text[:80]}")
+    elif config.task == "token_classification":
+        found = evaluate.predict_entities(
+            inputs,
+            tokenizer,
+            model,
+            params,
+            scheme=config.data.tag_scheme,
+            xla_cpu_dots=config.xla_cpu_dots,
+        )
+        for text, entities in zip(inputs, found, strict=True):
+            spans = "  ".join(f"{e.type}[{e.start}:{e.end}]={e.text!r}" for e in entities)
+            print(f"{text[:80]}\t{spans or '-'}")
+    elif config.task == "question_answering":
+        questions, contexts = questions_and_contexts(inputs)
+        answers = evaluate.predict_answers(questions, contexts, tokenizer, model, params, config)
+        for question, answer in zip(questions, answers, strict=True):
+            print(f"{answer.text or '(no answer)'}\t{answer.score:.2f}\t{question[:80]}")
+    else:
+        raise ValueError(
+            f"predict runs classification, token_classification and question_answering "
+            f"models; this one is a {config.task} model (evaluate it with eval.py)"
+        )
 
 
 if __name__ == "__main__":

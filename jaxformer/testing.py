@@ -1,4 +1,4 @@
-"""Test fixtures: a tiny aclImdb-format archive and a whitespace tokenizer.
+"""Test fixtures: a tiny aclImdb-format archive, CoNLL and SQuAD files, a whitespace tokenizer.
 
 `write_fake_imdb_archive` mirrors the layout of the Large Movie Review Dataset archive
 (aclImdb_v1.tar.gz, see `jaxformer/data/imdb.py`) so tfds' real `imdb_reviews` builder can be built
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import tarfile
 import zlib
@@ -95,3 +96,91 @@ class FakeTokenizer:
             ids = [self.cls_id, *map(self._word_id, words), self.sep_id]
             out.append(np.asarray(ids, dtype=np.int32))
         return out
+
+
+_PEOPLE = ["John Smith", "Mary Jones", "Peter Brown", "Anna White", "Li Wei"]
+_PLACES = ["Paris", "London", "Berlin", "Madrid", "Rome", "Cairo"]
+_ORGS = ["Google", "Siemens", "Reuters", "Toyota"]
+_NER_TEMPLATES = [
+    "{PER} visited {LOC} on Monday .",
+    "{PER} works for {ORG} in {LOC} .",
+    "the weather in {LOC} was cold .",
+    "{ORG} shares rose after {PER} spoke .",
+    "talks between {ORG} and {ORG} ended .",
+]
+
+
+def write_fake_conll(path: str | os.PathLike, n_sentences: int = 120, seed: int = 0) -> Path:
+    """Write a CoNLL-2003-format file (word POS chunk tag, IOB2 tags, a -DOCSTART- line, a blank
+    line after each sentence) of template sentences whose people, places and organisations a
+    small model learns. Returns the path."""
+    rng = np.random.default_rng(seed)
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    pools = {"PER": _PEOPLE, "LOC": _PLACES, "ORG": _ORGS}
+    for _ in range(n_sentences):
+        template = _NER_TEMPLATES[int(rng.integers(len(_NER_TEMPLATES)))]
+        for piece in template.split():
+            kind = piece[1:-1] if piece.startswith("{") else None
+            words = str(rng.choice(pools[kind])).split() if kind else [piece]
+            for k, word in enumerate(words):
+                tag = "O" if kind is None else f"{'B' if k == 0 else 'I'}-{kind}"
+                lines.append(f"{word} NN I-NP {tag}")
+        lines.append("")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+_FILLER = "the committee met again and discussed the budget for the coming year at length ."
+
+
+def write_fake_squad(
+    path: str | os.PathLike, n_contexts: int = 24, seed: int = 0, version_2: bool = True
+) -> Path:
+    """Write a SQuAD-format JSON file: contexts about who founded which company where and when,
+    with long filler so that a context takes several windows of 64 tokens, three questions per
+    context (and with version_2 an unanswerable one). Returns the path."""
+    rng = np.random.default_rng(seed)
+    paragraphs = []
+    for c in range(n_contexts):
+        person, place, org = (str(rng.choice(p)) for p in (_PEOPLE, _PLACES, _ORGS))
+        year = str(int(rng.integers(1900, 2000)))
+        facts = f"{org} was founded by {person} in {year} . its office is in {place} ."
+        filler = " ".join([_FILLER] * int(rng.integers(1, 5)))
+        context = f"{filler} {facts} {filler}" if rng.random() < 0.5 else f"{facts} {filler}"
+        qas = []
+        for k, (question, answer) in enumerate(
+            [
+                (f"who founded {org} ?", person),
+                (f"when was {org} founded ?", year),
+                (f"where is the office of {org} ?", place),
+            ]
+        ):
+            start = context.index(answer, context.index(facts))
+            qas.append(
+                {
+                    "id": f"q{c}-{k}",
+                    "question": question,
+                    "answers": [{"text": answer, "answer_start": start}],
+                    **({"is_impossible": False} if version_2 else {}),
+                }
+            )
+        if version_2:
+            qas.append(
+                {
+                    "id": f"q{c}-none",
+                    "question": f"who bought {org} ?",
+                    "answers": [],
+                    "is_impossible": True,
+                }
+            )
+        paragraphs.append({"context": context, "qas": qas})
+    data = {
+        "version": "v2.0" if version_2 else "1.1",
+        "data": [{"title": "fake", "paragraphs": paragraphs}],
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    return path

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import ml_collections
@@ -22,11 +24,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxformer import families, tasks
+from jaxformer.data import conll, squad
 from jaxformer.hf.convert import from_pretrained
 from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
 from jaxformer.tokenizer import load_tokenizer
-from jaxformer.training import checkpoints, loop, metrics, parallel, steps
+from jaxformer.training import checkpoints, loop, metrics, parallel, seqeval, steps
 from jaxformer.training import config as base_config
 
 
@@ -202,3 +205,102 @@ def predict(
         enc = tokenizer(texts[i : i + batch_size])
         probs.append(np.asarray(apply(params, enc["input_ids"], enc["attention_mask"])))
     return np.concatenate(probs) if probs else np.zeros((0, model.config.num_labels))
+
+
+class Entity(NamedTuple):
+    """A named entity found in a text: its type and its characters text[start:end]."""
+
+    type: str
+    start: int
+    end: int
+    text: str
+
+
+# Words as CoNLL-2003 splits them: runs of word characters (with inner hyphens and apostrophes),
+# and each punctuation mark on its own.
+WORD = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
+
+
+def predict_entities(
+    texts: list[str],
+    tokenizer,
+    model,
+    params,
+    scheme: str = "IOB2",
+    batch_size: int = 32,
+    xla_cpu_dots: str = "default",
+) -> list[list[Entity]]:
+    """The entities a token classifier finds in raw texts: each text is split into words
+    (`WORD`), each word tagged by its first sub-token, and the tags read as entity spans."""
+    names = model.config.label_names
+    if not names:
+        raise ValueError(
+            "the model's config has no label names (id2label): it was not trained "
+            "for named entities by jaxformer"
+        )
+    outside = names.index("O") if "O" in names else 0
+    apply = parallel.jit(
+        lambda p, ids, mask: model.apply({"params": p}, ids, mask).argmax(-1), xla_cpu_dots
+    )
+    found = []
+    for i in range(0, len(texts), batch_size):
+        chunk = texts[i : i + batch_size]
+        spans = [[m.span() for m in WORD.finditer(text)] for text in chunk]
+        words = [[text[a:b] for a, b in row] for text, row in zip(chunk, spans, strict=True)]
+        ids, word_ids = tokenizer.encode_words(words)
+        enc = tokenizer.pad(ids)
+        predictions = np.asarray(apply(params, enc["input_ids"], enc["attention_mask"]))
+        for text, row, sentence_spans, w_ids, n in zip(
+            chunk, predictions, spans, word_ids, map(len, words), strict=True
+        ):
+            tags = [names[j] for j in conll.word_predictions(row, w_ids, n, outside)]
+            entities = []
+            for kind, first, last in seqeval.get_entities(tags, scheme):
+                start, end = sentence_spans[first][0], sentence_spans[last][1]
+                entities.append(Entity(kind, start, end, text[start:end]))
+            found.append(entities)
+    return found
+
+
+def predict_answers(
+    questions: list[str],
+    contexts: list[str],
+    tokenizer,
+    model,
+    params,
+    config: ml_collections.ConfigDict,
+) -> list[squad.Answer]:
+    """Each question's answer in its context, decoded as validation decodes it (the config's
+    max_length, doc_stride, n_best, max_answer_length, version_2 and null_threshold)."""
+    if len(questions) != len(contexts):
+        raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts; give one each")
+    d = config.data
+    examples = [
+        squad.QAExample(str(i), q, c, answers=(), is_impossible=False)
+        for i, (q, c) in enumerate(zip(questions, contexts, strict=True))
+    ]
+    features = squad.make_features(tokenizer, examples, d.max_length, d.doc_stride)
+    apply = parallel.jit(
+        lambda p, ids, mask, types: tuple(model.apply({"params": p}, ids, mask, types)),
+        config.xla_cpu_dots,
+    )
+    starts, ends = [], []
+    for i in range(0, len(features.input_ids), config.eval_batch_size):
+        rows = slice(i, i + config.eval_batch_size)
+        enc = tokenizer.pad(
+            features.input_ids[rows], "max_length", d.max_length, features.token_type_ids[rows]
+        )
+        start, end = apply(params, enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        starts.append(np.asarray(start))
+        ends.append(np.asarray(end))
+    answers = squad.decode_answers(
+        np.concatenate(starts),
+        np.concatenate(ends),
+        features,
+        examples,
+        n_best=d.n_best,
+        max_answer_length=d.max_answer_length,
+        version_2=d.version_2,
+        null_threshold=d.null_threshold,
+    )
+    return [answers[e.id] for e in examples]

@@ -500,5 +500,5 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
                 ckpts.close()
                 writer.close()
     if is_primary():
-        metrics.plot_metrics(workdir)
+        metrics.plot_metrics(workdir, task.selection)
     return val_metrics

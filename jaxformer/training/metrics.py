@@ -172,8 +172,9 @@ def _keep_rows_up_to(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
-def plot_metrics(workdir: Path) -> Path | None:
-    """PNG of training loss and validation accuracy against step, from metrics.jsonl."""
+def plot_metrics(workdir: Path, metric: str = "accuracy") -> Path | None:
+    """PNG of training loss and the validation `metric` (the task's selection) against step,
+    from metrics.jsonl."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,7 +190,7 @@ def plot_metrics(workdir: Path) -> Path | None:
         except ValueError:
             continue
     train = [(r["step"], r["loss"]) for r in rows if r["split"] == "train" and "loss" in r]
-    val = [(r["step"], r["accuracy"]) for r in rows if r["split"] == "validation"]
+    val = [(r["step"], r[metric]) for r in rows if r["split"] == "validation" and metric in r]
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue")
@@ -197,8 +198,8 @@ def plot_metrics(workdir: Path) -> Path | None:
     ax.set_ylabel("training loss")
     if val:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*val, strict=True), "o-", label="validation accuracy", color="tab:orange")
-        ax2.set_ylabel("validation accuracy")
+        ax2.plot(*zip(*val, strict=True), "o-", label=f"validation {metric}", color="tab:orange")
+        ax2.set_ylabel(f"validation {metric}")
     fig.legend(loc="upper center", ncol=2, frameon=False)  # above the axes, over no curve
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     out = workdir / "metrics.png"

@@ -1,0 +1,100 @@
+"""Masked-LM further pre-training on IMDB's reviews (Devlin et al. 2019's objective; Sun et al.
+2019's within-task pre-training before fine-tuning): 15% of the real tokens are chosen, 80% of
+them become the mask token, 10% a random token, 10% stay; the loss is the cross-entropy at the
+chosen positions only, and a split is scored by its perplexity exp(mean loss) and the accuracy
+of the predicted tokens (transformers' run_mlm.py).
+
+The masking is drawn on the host with a generator seeded by the batch's position
+(jaxformer.data.masking), so a resumed run sees the masks it would have seen, and a split is
+masked the same way at every evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from jaxformer.data import masking, pipeline
+from jaxformer.tasks import Task, cross_entropy
+from jaxformer.tasks.classification import Classification
+
+
+def special_ids(tokenizer) -> list[int]:
+    """The ids of the tokenizer's special tokens, which are never chosen or drawn."""
+    tok = tokenizer.tokenizer
+    ids = {tok.token_to_id(t) for t in tokenizer.special_tokens.values()}
+    ids |= {i for i, added in tok.get_added_tokens_decoder().items() if added.special}
+    return sorted(i for i in ids if i is not None)
+
+
+class MaskedLM(Task):
+    head = "masked_lm"
+    selection = "perplexity"
+    higher_is_better = False
+
+    def label_names(self):
+        return None
+
+    def splits(self, names):
+        return Classification.splits(self, names)  # IMDB's reviews; their labels go unused
+
+    def transform(self):
+        tok, d = self.tokenizer, self.config.data
+        mask_token = tok.special_tokens.get("mask_token")
+        mask_id = tok.tokenizer.token_to_id(mask_token) if mask_token else None
+        if mask_id is None:
+            raise ValueError(
+                f"the tokenizer has no mask token ({mask_token!r} is not in its vocabulary): "
+                "masked-LM training needs one; use the checkpoint's own tokenizer"
+            )
+        return functools.partial(
+            _mask_batch,
+            mask_id=mask_id,
+            vocab_size=tok.vocab_size,
+            special_ids=special_ids(tok),
+            mask_prob=d.mask_prob,
+            word_starts=tok.word_start_table() if d.whole_word_mask else None,
+        )
+
+    @staticmethod
+    def loss_terms(logits, batch):
+        labels = batch["labels"]  # (b, t), IGNORE off the chosen positions
+        weight = (labels != pipeline.IGNORE) * batch["weights"][:, None]  # (b, t)
+        correct = logits.argmax(-1) == labels
+        return cross_entropy(logits, labels), weight, correct
+
+    @staticmethod
+    def eval_outputs(logits, batch):
+        loss, weight, correct = MaskedLM.loss_terms(logits, batch)
+        return {
+            "loss_sum": (loss * weight).sum(-1),
+            "correct": (correct * weight).sum(-1),
+            "tokens": weight.sum(-1),
+        }
+
+    def metrics(self, split, outputs):
+        tokens = float(np.sum(outputs.get("tokens", 0.0), dtype=np.float64))
+        loss = (
+            float(np.sum(outputs.get("loss_sum", 0.0), dtype=np.float64)) / tokens
+            if tokens
+            else math.nan
+        )
+        return {
+            "loss": loss,
+            "perplexity": math.exp(loss) if math.isfinite(loss) else math.nan,
+            "accuracy": float(np.sum(outputs.get("correct", 0.0))) / tokens if tokens else math.nan,
+            "masked_tokens": int(tokens),
+        }
+
+    def summary(self, m):
+        return (
+            f"perplexity {m['perplexity']:.3f} | loss {m['loss']:.4f} | "
+            f"accuracy {m['accuracy']:.4f}"
+        )
+
+
+def _mask_batch(batch, rng, **kwargs):
+    ids, labels = masking.mask_tokens(batch["input_ids"], batch["attention_mask"], rng, **kwargs)
+    return dict(batch, input_ids=ids, labels=labels)

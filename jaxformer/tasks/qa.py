@@ -1,0 +1,119 @@
+"""Extractive question answering on SQuAD v1.1 / v2.0 (transformers' run_qa.py): a question and
+its context are one pair input; a context longer than data.max_length is cut into windows that
+overlap by data.doc_stride tokens, each labelled with its answer's first and last token (the
+[CLS] token where the answer lies outside the window, or there is none). The loss is the mean
+of the start and end cross-entropies over the window's real tokens. A split is scored by
+decoding each question's best span over all its windows back to context text and comparing it
+with the gold answers as the official SQuAD script does (exact match and F1, in percent).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxformer.data import pipeline, squad
+from jaxformer.tasks import Task, cross_entropy
+from jaxformer.training import squad_eval
+
+NEG = -1e9  # a padding position's logit: never a start or an end
+
+
+class QuestionAnswering(Task):
+    head = "question_answering"
+    selection = "f1"
+    token_outputs = ("start_logits", "end_logits")
+    splits_available = ("train", "validation")
+
+    def __init__(self, config, tokenizer):
+        super().__init__(config, tokenizer)
+        self._examples: dict[str, list[squad.QAExample]] = {}
+        self._features: dict[str, squad.QAFeatures] = {}
+
+    def label_names(self):
+        return None
+
+    def num_labels(self):
+        return 2  # a start and an end logit per token, as transformers' QA heads
+
+    def examples(self, split: str) -> list[squad.QAExample]:
+        """The questions of a split: data.<split>_file, else tfds' squad (v2.0 with
+        data.version_2)."""
+        if split not in self._examples:
+            d = self.config.data
+            path = d[f"{split}_file"]
+            if path:
+                found = squad.read_squad(path)
+            else:
+                found = squad.load_squad_tfds(split, "2.0" if d.version_2 else "1.1", d.data_dir)
+            limit = d[f"{split}_limit"]
+            self._examples[split] = found[:limit] if limit and limit > 0 else found
+        return self._examples[split]
+
+    def splits(self, names):
+        out = {}
+        d = self.config.data
+        for name in names:
+            features = squad.make_features(
+                self.tokenizer, self.examples(name), d.max_length, d.doc_stride
+            )
+            self._features[name] = features
+            out[name] = pipeline.from_sequences(
+                features.input_ids,
+                token_fields={"token_type_ids": features.token_type_ids},
+                example_fields={
+                    "start_positions": features.start_positions,
+                    "end_positions": features.end_positions,
+                },
+                pad_id=self.tokenizer.pad_id,
+                max_length=d.max_length,
+            )
+        return out
+
+    @staticmethod
+    def _logits(spans, batch):
+        real = batch["attention_mask"] > 0  # (b, t)
+        return (jnp.where(real, x.astype(jnp.float32), NEG) for x in spans)
+
+    @staticmethod
+    def loss_terms(spans, batch):
+        start, end = QuestionAnswering._logits(spans, batch)  # (b, t) each
+        loss = 0.5 * (
+            cross_entropy(start, batch["start_positions"])
+            + cross_entropy(end, batch["end_positions"])
+        )
+        correct = (start.argmax(-1) == batch["start_positions"]) & (
+            end.argmax(-1) == batch["end_positions"]
+        )
+        return loss, batch["weights"], correct
+
+    @staticmethod
+    def eval_outputs(spans, batch):
+        start, end = QuestionAnswering._logits(spans, batch)
+        loss, _, _ = QuestionAnswering.loss_terms(spans, batch)
+        return {"start_logits": start, "end_logits": end, "loss": loss}
+
+    def predictions(self, split: str, outputs: dict) -> dict[str, str]:
+        """Each question's answer text (SQuAD v2.0: "" for no answer) from the windows' logits."""
+        d = self.config.data
+        return squad.decode(
+            outputs["start_logits"],
+            outputs["end_logits"],
+            self._features[split],
+            self.examples(split),
+            n_best=d.n_best,
+            max_answer_length=d.max_answer_length,
+            version_2=d.version_2,
+            null_threshold=d.null_threshold,
+        )
+
+    def metrics(self, split, outputs):
+        examples = self.examples(split)
+        if not outputs:
+            return {"loss": float("nan"), "exact_match": 0.0, "f1": 0.0, "total": 0}
+        scores = squad_eval.squad_scores(self.predictions(split, outputs), examples)
+        loss = float(np.mean(outputs["loss"], dtype=np.float64))
+        return {"loss": loss, **scores}
+
+    def summary(self, m):
+        return f"exact match {m['exact_match']:.2f} | F1 {m['f1']:.2f} | loss {m['loss']:.4f}"
