@@ -226,6 +226,8 @@ def hf_to_params(
             flat[path] = jnp.zeros(want.shape, want.dtype)
     if fresh:
         log.info("%s has no %s: initialised fresh (train before use)", where, sorted(fresh))
+        if task == "masked_lm" and set(names.heads[task]) <= set(missing):
+            log.info("the masked-LM head starts fresh; its decoder is the word embeddings (tied)")
 
     for name, value in computed_tensors(model).items():
         if name not in by_name:

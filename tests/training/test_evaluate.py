@@ -58,4 +58,4 @@ def test_predict_cli(trained_workdir, run_script):
     )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert len(lines) == 2 and all(x.split("\t")[0] in ("positive", "negative") for x in lines)
+    assert len(lines) == 2 and all(x.split("\t")[0] in ("pos", "neg") for x in lines)

@@ -73,3 +73,26 @@ def test_a_malformed_conll_line_is_one_error_naming_file_and_line(
     assert r.returncode == 1
     one_error_line(r.stderr, f"{bad}:10", "X-LOC")
     assert not (workdir / "checkpoints").exists()
+
+
+def test_bad_input_on_a_trained_workdir_overwrites_nothing(
+    ner_workdir, tmp_path, conll_files, run_script, one_error_line
+):
+    def files():  # train.lock is taken and let go by every run
+        return {p: p.stat().st_mtime_ns for p in ner_workdir.rglob("*") if p.name != "train.lock"}
+
+    before = files()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("John NN I-NP B-PER\nSmith\n")  # the second line has no tag column
+    r = run_script(
+        "train.py",
+        "--config",
+        "configs/conll_ner_cpu.py",
+        "--workdir",
+        str(ner_workdir),
+        f"--config.data.train_file={bad}",
+        f"--config.data.validation_file={conll_files['data.validation_file']}",
+    )
+    assert r.returncode == 1
+    one_error_line(r.stderr, f"{bad}:2")
+    assert files() == before

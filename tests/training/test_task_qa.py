@@ -81,3 +81,15 @@ def test_an_answer_at_the_wrong_offset_is_one_error(
     assert r.returncode == 1
     one_error_line(r.stderr, str(bad), qa["id"])
     assert not (workdir / "checkpoints").exists()
+
+
+def test_a_stopped_run_resumes_with_one_metrics_row_per_step(
+    tmp_path, squad_files, train_args, run_script, read_metrics
+):
+    workdir = tmp_path / "run"
+    args = dict(task="question_answering", **squad_files, **{"data.doc_stride": 16})
+    for steps in (4, 8):  # the second run resumes at step 4
+        r = run_script(*train_args(workdir, num_train_steps=steps, checkpoint_every=4, **args))
+        assert r.returncode == 0, r.stderr
+    assert "resuming from step 4" in r.stderr
+    assert [row["step"] for row in read_metrics(workdir, "train")] == list(range(2, 9, 2))
