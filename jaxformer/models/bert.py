@@ -62,9 +62,6 @@ class Dropout(nn.Module):
         return dispatch.dropout(x, self.rate, self.make_rng("dropout"))
 
 
-SINUSOID_RMS = 0.5**0.5  # of layers.sinusoidal_positions' entries, half sines, half cosines
-
-
 class Embeddings(nn.Module):
     """x = LayerNorm(E_tok[ids] + E_type[types] + P[positions]), then dropout; no E_type when
     type_vocab_size is 0. The tables are embedding_width (e) wide; with `project`, a Dense then
@@ -81,11 +78,6 @@ class Embeddings(nn.Module):
 
         def table(rows: int, name: str) -> nn.Embed:  # .embedding: (rows, e)
             init, dtype = _init(c), c.params_dtype
-            if c.position_embedding_type == "sinusoidal":
-                # Fresh tables at the scale of the fixed sin/cos table (RMS 1/sqrt(2)), as the
-                # textbook Transformer's sqrt(m)-scaled N(0, 1/m) embeddings are: at N(0, 0.02)
-                # the positions would drown the tokens, and a model from scratch learns nothing.
-                init = nn.initializers.normal(stddev=SINUSOID_RMS)
             return nn.Embed(rows, e, embedding_init=init, param_dtype=dtype, name=name)
 
         token_table = table(c.vocab_size, "token").embedding  # (vocab, e)
