@@ -78,3 +78,24 @@ def mask_and_bias(rng: np.random.Generator, mask_shape, bias_shape, t: int = 6):
             mask = mask & jnp.asarray(rng.random(mask_shape) > 0.2).at[..., 0].set(True)
     bias = None if bias_shape is None else jnp.asarray(rng.normal(size=bias_shape), jnp.float32)
     return mask, bias
+
+
+def gathered_disentangled_bias(q, k, pos_q, pos_k, relative):
+    """DeBERTa's bias as transformers' disentangled_att_bias forms it, differentiable: the
+    (b, h, t, 2P) products of q with every Kr row and of k with every Qr row, then one gather
+    per (t, s) at clip(delta_ts + P) and clip(-delta_st + P), the second transposed.
+    q: (b, t, h, d); k: (b, s, h, d); pos_q, pos_k: (2P, h, d) or None -> float32 (b, h, t, s)."""
+    b, t, h, _ = q.shape
+    s = k.shape[1]
+    bias = jnp.zeros((b, h, t, s), jnp.float32)
+    if pos_k is not None:
+        span = pos_k.shape[0] // 2
+        index = jnp.broadcast_to(jnp.clip(relative + span, 0, 2 * span - 1), (b, h, t, s))
+        c2p = jnp.einsum("bthd,rhd->bhtr", q, pos_k).astype(jnp.float32)  # (b, h, t, 2P)
+        bias = bias + jnp.take_along_axis(c2p, index, axis=-1)
+    if pos_q is not None:
+        span = pos_q.shape[0] // 2
+        index = jnp.broadcast_to(jnp.clip(-relative + span, 0, 2 * span - 1), (b, h, s, t))
+        p2c = jnp.einsum("bshd,rhd->bhsr", k, pos_q).astype(jnp.float32)  # (b, h, s, 2P)
+        bias = bias + jnp.swapaxes(jnp.take_along_axis(p2c, index, axis=-1), -1, -2)
+    return bias
