@@ -144,6 +144,8 @@ def test_modernbert_matches_transformers_both_ways(task, variant, tmp_path):
     assert not info["mismatched_keys"], info
     assert back.config.layer_types == hf_model.config.layer_types
     assert back.config.rope_parameters == hf_model.config.rope_parameters
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"):
+        assert getattr(back.config, name) == getattr(hf_model.config, name) == SHAPES[name], name
     saved = max_diff(task, ours(model, params, batch), theirs(back.eval(), task, batch), batch)
     print(f"modernbert {task} ({variant}): HF->ours {loaded:.2e}, ours->HF {saved:.2e}")
     assert loaded < TOL and saved < TOL
