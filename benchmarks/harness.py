@@ -31,11 +31,16 @@ SHAPES = {  # random models: config.json's model_type and fields (transformers' 
         num_attention_heads=12,
         intermediate_size=3072,
     ),
-    # roberta-base, deberta-v3-base and modernbert-base's shapes, random weights.
+    # roberta-base, deberta-v3-base and modernbert-base's shapes, random weights (DebertaV2Config's
+    # own defaults are deberta-v2-xlarge's widths: 24 layers of 1536).
     "roberta-base": dict(model_type="roberta", vocab_size=50265, max_position_embeddings=514),
     "deberta-v3-base": dict(
         model_type="deberta-v2",
         vocab_size=128100,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
         relative_attention=True,
         max_relative_positions=-1,
         position_buckets=256,

@@ -275,6 +275,31 @@ def relative_position_buckets(t: int, s: int, buckets: int, max_position: int) -
     return jnp.where(jnp.abs(r) <= mid, r, log_pos * jnp.sign(r)).astype(jnp.int32)
 
 
+def relative_scores(x: Array, table: Array, index: Array) -> Array:
+    """scores_ij = x_i . table[index_ij], for an index that depends on i - j only (constant along
+    each diagonal, as `relative_position_buckets` and its clipped shifts are).
+
+    A relative shift (Transformer-XL's, Dai et al. 2019) in place of a gather of the scores:
+    with the n + m - 1 offsets ordered k <-> i - j = n - 1 - k, the table rows they index are
+    read once, each position's products with them computed, and row i read from column n - 1 - i
+    on, by reshaping the rows padded by one column. Only slices and reshapes touch the scores,
+    so their gradient is no scatter and no (b, h, n, m) index is built; the gather and its
+    scatter are on the n + m - 1 table rows.
+
+    x: (b, n, h, d); table: (r, h, d); index: (n, m) int in [0, r). -> (b, h, n, m), x.dtype
+    """
+    b, n, h, _ = x.shape
+    m = index.shape[1]
+    offsets = jnp.concatenate([index[::-1, 0], index[0, 1:]])  # (n + m - 1,): i - j = n - 1 - k
+    rows = jnp.take(table, offsets, axis=0)  # (n + m - 1, h, d)
+    scores = jnp.einsum("bihd,khd->bhik", x, rows)  # (b, h, n, n + m - 1)
+    scores = jnp.pad(scores, ((0, 0), (0, 0), (0, 0), (0, 1)))  # (b, h, n, n + m)
+    # Element (i, c) sits at i (n + m) + c; read from n - 1 at stride n + m - 1, row i starts at
+    # its column n - 1 - i, so column j of the result is offset i - j.
+    flat = scores.reshape(b, h, n * (n + m))[..., n - 1 : n - 1 + n * (n + m - 1)]
+    return flat.reshape(b, h, n, n + m - 1)[..., :m]  # (b, h, n, m)
+
+
 def disentangled_attention_bias(
     q: Array,
     k: Array,
@@ -289,10 +314,11 @@ def disentangled_attention_bias(
     clip to [0, 2P - 1], delta the relative positions (`relative_position_buckets`, row minus
     column): c2p reads the projected relative embeddings Kr at the query's distance to the key,
     p2c the projected Qr at the key's distance to the query, negated (transformers' two gathers,
-    the second transposed). Either term is left out when its table is None.
+    the second transposed), each term by `relative_scores`. Either term is left out when its
+    table is None.
 
-    q: (b, t, h, d); k: (b, s, h, d), s = t; pos_q, pos_k: (2P, h, d); relative: (t, s) int.
-    Returns float32 (b, h, t, s); the caller divides by sqrt(d * scale_factor).
+    q: (b, t, h, d); k: (b, s, h, d), s = t; pos_q, pos_k: (2P, h, d); relative: (t, s) int, a
+    function of t - s. Returns float32 (b, h, t, s); the caller divides by sqrt(d * scale_factor).
     """
     b, t, h, _ = q.shape
     s = k.shape[1]
@@ -301,12 +327,10 @@ def disentangled_attention_bias(
     if pos_k is not None:
         span = pos_k.shape[0] // 2
         index = jnp.clip(relative + span, 0, 2 * span - 1)  # (t, s)
-        c2p = jnp.einsum("bthd,rhd->bhtr", q, pos_k).astype(jnp.float32)  # (b, h, t, 2P)
-        bias = bias + jnp.take_along_axis(c2p, jnp.broadcast_to(index, (b, h, t, s)), axis=-1)
+        bias = bias + relative_scores(q, pos_k, index).astype(jnp.float32)
     if pos_q is not None:
         span = pos_q.shape[0] // 2
         index = jnp.clip(-relative + span, 0, 2 * span - 1)  # (s, t): row s the key
-        p2c = jnp.einsum("bshd,rhd->bhsr", k, pos_q).astype(jnp.float32)  # (b, h, s, 2P)
-        p2c = jnp.take_along_axis(p2c, jnp.broadcast_to(index, (b, h, s, t)), axis=-1)
+        p2c = relative_scores(k, pos_q, index).astype(jnp.float32)  # (b, h, s, t)
         bias = bias + jnp.swapaxes(p2c, -1, -2)  # (b, h, t, s)
     return bias

@@ -1,6 +1,7 @@
 """Shared pytest fixtures. The plain helper functions that several test modules use (NumPy
-references, random inputs) are in `helpers.py` beside this file, importable as `helpers` because
-pytest puts this folder on sys.path for its conftest."""
+references, random inputs) are in `helpers.py` beside this file, and what the family parity
+tests against transformers share in `hf_parity.py`, importable as `helpers` and `hf_parity`
+because pytest puts this folder on sys.path for its conftest."""
 
 import importlib.util
 import os

@@ -247,3 +247,24 @@ def save_folder(
     if model_type:
         (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
     return folder
+
+
+def gathered_disentangled_bias(q, k, pos_q, pos_k, relative):
+    """DeBERTa's bias as transformers' disentangled_att_bias forms it, differentiable: the
+    (b, h, t, 2P) products of q with every Kr row and of k with every Qr row, then one gather
+    per (t, s) at clip(delta_ts + P) and clip(-delta_st + P), the second transposed.
+    q: (b, t, h, d); k: (b, s, h, d); pos_q, pos_k: (2P, h, d) or None -> float32 (b, h, t, s)."""
+    b, t, h, _ = q.shape
+    s = k.shape[1]
+    bias = jnp.zeros((b, h, t, s), jnp.float32)
+    if pos_k is not None:
+        span = pos_k.shape[0] // 2
+        index = jnp.broadcast_to(jnp.clip(relative + span, 0, 2 * span - 1), (b, h, t, s))
+        c2p = jnp.einsum("bthd,rhd->bhtr", q, pos_k).astype(jnp.float32)  # (b, h, t, 2P)
+        bias = bias + jnp.take_along_axis(c2p, index, axis=-1)
+    if pos_q is not None:
+        span = pos_q.shape[0] // 2
+        index = jnp.broadcast_to(jnp.clip(-relative + span, 0, 2 * span - 1), (b, h, s, t))
+        p2c = jnp.einsum("bshd,rhd->bhsr", k, pos_q).astype(jnp.float32)  # (b, h, s, 2P)
+        bias = bias + jnp.swapaxes(jnp.take_along_axis(p2c, index, axis=-1), -1, -2)
+    return bias

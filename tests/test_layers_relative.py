@@ -3,10 +3,11 @@ equations, loop by loop, and the log buckets against transformers' own function.
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import key_padding_mask, np_attention
+from helpers import gathered_disentangled_bias, key_padding_mask, np_attention
 
 from jaxformer import dispatch, layers
 
@@ -93,6 +94,47 @@ def test_disentangled_attention_bias_matches_the_equation(terms, rng):
     assert got.dtype == jnp.float32 and got.shape == (b, h, t, t)
     want = np_disentangled_bias(q, k, pos_q, pos_k, relative)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n, m", [(1, 1), (1, 6), (6, 1), (4, 7), (7, 4), (9, 9)])
+def test_relative_scores_match_the_equation(n, m, rng):
+    """x_i . table[index_ij] by hand, for an index constant along the diagonals: clipped and
+    bucketed offsets, queries and keys of different lengths."""
+    b, h, d, rows = 2, 3, 4, 8
+    x = rng.normal(size=(b, n, h, d)).astype(np.float32)
+    table = rng.normal(size=(rows, h, d)).astype(np.float32)
+    offset = np.arange(n)[:, None] - np.arange(m)[None, :]  # (n, m): i - j
+    index = np.clip(np.sign(offset) * (np.abs(offset) // 2) + rows // 2, 0, rows - 1)
+    got = layers.relative_scores(jnp.asarray(x), jnp.asarray(table), jnp.asarray(index))
+    want = np.zeros((b, h, n, m))
+    for i in range(n):
+        for j in range(m):
+            want[:, :, i, j] = np.einsum("bhd,hd->bh", x[:, i], table[index[i, j]])
+    assert got.shape == (b, h, n, m)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("t, buckets, max_position", [(9, 6, 10), (40, 16, 64)])
+def test_disentangled_attention_bias_gradient_matches_the_gather_form(
+    t, buckets, max_position, rng
+):
+    """The gradients of the relative shift are those of transformers' gathers (products with
+    every table row, then a take_along_axis per score), for q, k and both tables."""
+    b, h, d = 2, 3, 4
+    q, k = (jnp.asarray(rng.normal(size=(b, t, h, d)), jnp.float32) for _ in range(2))
+    pos_q, pos_k = (
+        jnp.asarray(rng.normal(size=(2 * buckets, h, d)), jnp.float32) for _ in range(2)
+    )
+    relative = layers.relative_position_buckets(t, t, buckets, max_position)
+    weights = jnp.asarray(rng.normal(size=(b, h, t, t)), jnp.float32)
+
+    def loss(bias_fn):
+        return lambda *args: jnp.sum(jnp.tanh(bias_fn(*args, relative)) * weights)
+
+    got = jax.grad(loss(layers.disentangled_attention_bias), argnums=(0, 1, 2, 3))
+    want = jax.grad(loss(gathered_disentangled_bias), argnums=(0, 1, 2, 3))
+    for g, w in zip(got(q, k, pos_q, pos_k), want(q, k, pos_q, pos_k), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("implementation", ["reference", "scan", "cpu", "xla"])

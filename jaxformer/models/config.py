@@ -62,8 +62,12 @@ REL_EMBEDDING_NORMS = ("none", "layer_norm")
 MAX_SIZE = 2**31 - 1
 # Ours, not Hugging Face's: never read from or written to config.json.
 COMPUTE_FIELDS = ("pre_layer_norm", "attention", "matmul", "dtype", "param_dtype", "remat")
+# Special token ids config.json keeps beside pad_token_id where a family spells them (the
+# modules read none of them): an int, or null for none.
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
 # Fields only some families have: any other family must keep BERT's value.
 FAMILY_FIELDS = {"embedding_size": None, "num_hidden_groups": 1, "inner_group_num": 1}
+FAMILY_FIELDS |= dict.fromkeys(TOKEN_IDS)
 
 
 class HfSpelling(NamedTuple):
@@ -217,6 +221,7 @@ MODERNBERT_FIELDS = (
     "max_position_embeddings",
     "initializer_range",
     "pad_token_id",
+    *TOKEN_IDS,
     "classifier_pooling",
     "classifier_activation",
     *BIAS_FLAGS,
@@ -238,6 +243,10 @@ MODERNBERT = HfSpelling(
         "max_position_embeddings": 8192,
         "layer_norm_eps": 1e-5,
         "pad_token_id": 50283,
+        "bos_token_id": 50281,
+        "eos_token_id": 50282,
+        "cls_token_id": 50281,
+        "sep_token_id": 50282,
         "global_attn_every_n_layers": 3,
         **{flag: flag == "decoder_bias" for flag in BIAS_FLAGS},
     },
@@ -316,6 +325,12 @@ class BertConfig:
     # Or "sinusoidal" (Vaswani et al. 2017, fixed), or "rotary" (RoPE on q and k: ModernBERT).
     position_embedding_type: str = "absolute"
     pad_token_id: int = 0
+    # ModernBERT's [CLS], [SEP] and bos / eos ids (TOKEN_IDS), for config.json only; None for the
+    # families that do not spell them.
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    cls_token_id: int | None = None
+    sep_token_id: int | None = None
     # ELECTRA's and ALBERT's factorized embeddings: tables this wide, then a Dense to hidden_size
     # (ELECTRA's only where the widths differ). None: hidden_size wide, as BERT's.
     embedding_size: int | None = None
@@ -622,6 +637,10 @@ def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling = BERT)
     pad = values.get("pad_token_id", 0)
     if not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0):
         raise bad("pad_token_id", "a non-negative integer")
+    for name in TOKEN_IDS:
+        v = values.get(name)
+        if not (v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)):
+            raise bad(name, "a non-negative integer or null")
     for name in PROBABILITIES:
         v = values.get(name, 0.0)
         if not (name == "classifier_dropout" and v is None) and not (is_number(v) and 0 <= v < 1):

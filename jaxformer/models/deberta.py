@@ -11,7 +11,7 @@ W_k, W_q (share_att_key) or its own W_pk, W_pq. The embeddings are E_tok (+ P wi
 position_biased_input=false) (+ E_type with token types), projected to the width when
 embedding_size differs, layer-normed, zeroed at padding. Sequence classification and multiple
 choice put ContextPooler (act(W Drop(x_[CLS]) + b)) before the classifier; the MLM head is
-transformers' legacy one (`cls.predictions`), decoding with the tied word embeddings.
+transformers' legacy one (`cls.predictions`, BERT's head), decoding with the tied word embeddings.
 Parameters sit under `deberta`:
   embeddings/{token,position,token_type}/embedding, embeddings/embed_proj/kernel,
   embeddings/layer_norm, rel_embeddings/embedding, rel_norm,
@@ -234,13 +234,15 @@ class _Deberta:
     pooled: ClassVar[bool] = False
 
     def classify(self, out: BertOutput, width: int, train: bool) -> Array:
-        """W Drop(act(W_p Drop(x_[CLS]) + b_p)) + b: ContextPooler, then the classifier (its
-        dropout cls_dropout, our classifier_dropout, else hidden_dropout_prob). -> (b, width)"""
+        """W Drop(act(W_p Drop(x_[CLS]) + b_p)) + b: ContextPooler as the pooled output, then
+        BERT's classifier (its dropout cls_dropout, our classifier_dropout, else
+        hidden_dropout_prob). -> (b, width)"""
         c = self.config
         x = Dropout(c.pooler_dropout)(out.sequence_output[:, 0], train)  # (b, m)
-        x = layers.ACTIVATIONS[c.pooler_hidden_act](heads._dense(c, c.hidden_size, "pooler")(x))
-        x = Dropout(self.dropout_rate())(x, train)
-        return heads._dense(c, width, "classifier")(x)
+        pooled = layers.ACTIVATIONS[c.pooler_hidden_act](
+            heads._dense(c, c.hidden_size, "pooler")(x)
+        )
+        return super().classify(out._replace(pooled_output=pooled), width, train)
 
 
 class DebertaForSequenceClassification(_Deberta, heads.BertForSequenceClassification):
@@ -260,34 +262,5 @@ class DebertaForMultipleChoice(_Deberta, heads.BertForMultipleChoice):
     pass
 
 
-class MaskedLMHead(nn.Module):
-    """logits = LN(act(W x + b)) E^T + b_v at the embedding width e (W: (m, e)), E the word
-    embeddings: transformers' LegacyDebertaV2LMPredictionHead."""
-
-    config: BertConfig
-
-    @nn.compact
-    def __call__(self, x: Array, table: Array) -> Array:
-        c = self.config
-        x = layers.ACTIVATIONS[c.hidden_act](heads._dense(c, c.embedding_width, "transform")(x))
-        x = LayerNorm(c, name="layer_norm")(x)  # (b, t, e)
-        bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,), c.params_dtype)
-        return layers.tied_logits(x, table.astype(x.dtype), bias.astype(x.dtype))  # (b, t, v)
-
-
 class DebertaForMaskedLM(_Deberta, heads.BertForMaskedLM):
-    @nn.compact
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        *,
-        train: bool = False,
-    ) -> Array:
-        c = self.config
-        encoder = self.encoder(c, name=self.prefix)
-        x, _ = encoder(input_ids, attention_mask, token_type_ids, position_ids, train=train)
-        table = encoder.variables["params"]["embeddings"]["token"]["embedding"]  # (vocab, e)
-        return MaskedLMHead(c, name="mlm")(x, table).astype(jnp.float32)  # (b, t, vocab)
+    """BERT's MaskedLMHead at the embedding width: transformers' LegacyDebertaV2LMPredictionHead."""

@@ -29,6 +29,8 @@ def test_config_defaults_are_transformers():
     assert (c.global_rope_theta, c.local_rope_theta) == (160_000.0, 10_000.0)
     assert not (c.attention_bias or c.mlp_bias or c.norm_bias or c.classifier_bias)
     assert c.decoder_bias and c.classifier_pooling == "cls"
+    ids = (c.bos_token_id, c.eos_token_id, c.cls_token_id, c.sep_token_id)
+    assert ids == (50281, 50282, 50281, 50282)
     assert c.layer_types == (
         "full_attention",
         "sliding_attention",
@@ -49,6 +51,10 @@ def test_config_spelling_both_ways():
         norm_eps=1e-6,
         max_position_embeddings=64,
         pad_token_id=3,
+        bos_token_id=4,
+        eos_token_id=5,
+        cls_token_id=6,
+        sep_token_id=None,
         mlp_bias=True,
         norm_bias=True,
         decoder_bias=False,
@@ -70,6 +76,7 @@ def test_config_spelling_both_ways():
     assert c.global_attn_every_n_layers == 2  # layer_types wins over the key's 3
     assert (c.global_rope_theta, c.local_rope_theta) == (100.0, 20.0)
     assert c.mlp_bias and c.norm_bias and not c.decoder_bias and not c.attention_bias
+    assert (c.bos_token_id, c.eos_token_id, c.cls_token_id, c.sep_token_id) == (4, 5, 6, None)
     back = c.to_hf("ModernBertModel")
     plain = [k for k in hf if k != "global_attn_every_n_layers"]
     assert {k: back[k] for k in plain} == {k: hf[k] for k in plain}
@@ -84,6 +91,8 @@ def test_config_spelling_both_ways():
         BertConfig.from_hf(hf | {"rope_parameters": None, "global_rope_theta": -1.0})
     with pytest.raises(ValueError, match="classifier_activation='tanh' is not valid"):
         BertConfig.from_hf(hf | {"classifier_activation": "tanh"})
+    with pytest.raises(ValueError, match=r"cls_token_id=-1 is not valid; .*integer or null"):
+        BertConfig.from_hf(hf | {"cls_token_id": -1})
     with pytest.raises(ValueError, match="is pre-LN with rotary positions.*no transformers"):
         c.replace(pre_layer_norm=False).to_hf("ModernBertModel")
 
@@ -94,6 +103,9 @@ def test_bert_keeps_its_layers_and_config_json():
     assert c.attention_bias and c.mlp_bias and c.norm_bias and not c.pre_layer_norm
     hf = c.to_hf("BertModel")
     assert not {"norm_eps", "layer_types", "rope_parameters", "local_attention"} & set(hf)
+    assert not {"bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"} & set(hf)
+    with pytest.raises(ValueError, match="cls_token_id=1: BERT has no cls_token_id"):
+        BertConfig(cls_token_id=1)
     with pytest.raises(ValueError, match="classifier_pooling='max' is not supported"):
         BertConfig(classifier_pooling="max")
 
