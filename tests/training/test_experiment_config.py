@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from jaxformer import tasks
 from jaxformer.training import config as base
 from jaxformer.training import loop
 
@@ -40,8 +41,10 @@ def test_from_dict_unknown_or_misplaced_field_names_it_and_the_file(values, name
 
 
 def test_every_experiment_file_round_trips_through_a_saved_config(tmp_path, experiment_configs):
-    for name in ("tiny", "imdb_minilm", "imdb_bert_base", "imdb_scratch"):
+    names = ("tiny", "imdb_minilm", "imdb_bert_base", "imdb_scratch", "imdb_mlm")
+    for name in (*names, "conll_ner", "conll_ner_cpu", "squad", "squad_cpu"):
         config = getattr(experiment_configs, name).get_config()
+        assert tasks.task_class(config.task).head, name
         workdir = tmp_path / name
         workdir.mkdir()
         loop.save_config(config, workdir)
