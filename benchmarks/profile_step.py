@@ -3,6 +3,7 @@
   python benchmarks/profile_step.py --workload=infer --shape=32x128
   python benchmarks/profile_step.py --workload=train --shape=16x256 --attention=reference
   python benchmarks/profile_step.py --workload=infer --shape=32x128 --torch   # and PyTorch's
+  python benchmarks/profile_step.py --model=modernbert-base --workload=train --shape=8x128
 
 Traces `--steps` calls of the jitted step (after two untimed ones) with jax.profiler's Perfetto
 output, reads back the duration of every XLA:CPU thunk, and groups them using the compiled HLO:
@@ -27,6 +28,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import harness
 import vs_pytorch as vp  # defines --attention, --matmul, --xla_cpu_dots and --malloc too
@@ -37,7 +39,12 @@ from jaxformer.runtime import onednn
 from jaxformer.runtime.onednn import Instruction
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "minilm", ["minilm", "base"], "minilm checkpoint or random bert-base.")
+flags.DEFINE_enum(
+    "model",
+    "minilm",
+    ["minilm", *harness.SHAPES],
+    "minilm checkpoint, or a random model of those shapes (vs_pytorch's --models).",
+)
 flags.DEFINE_enum("workload", "infer", ["infer", "train"], "Forward only, or the AdamW step.")
 flags.DEFINE_string("shape", "32x128", "BATCHxLENGTH.")
 flags.DEFINE_integer("steps", 3, "Traced steps.")
@@ -114,10 +121,14 @@ def main(argv: Sequence[str]) -> None:
     settings = dict(attention=FLAGS.attention, matmul=FLAGS.matmul)
     if FLAGS.model == "minilm":
         model, params = jaxformer.from_pretrained(harness.minilm_folder(), num_labels=2, **settings)
-    else:
+    elif FLAGS.model == "base":
         config = jaxformer.BertConfig(**harness.SHAPES["base"], **settings)
         model = jaxformer.BertForSequenceClassification(config)
         params = init_params(model, jax.random.key(0))
+    else:  # transformers' defaults for the rest of the config, as the benchmark's
+        with tempfile.TemporaryDirectory() as tmp:
+            pair = vp.build_pair(FLAGS.model, Path(tmp), **settings)
+        model, params = pair.jax_model, pair.jax_params
     np_batch = harness.make_batch(batch_size, length, model.config.vocab_size)
     batch = {k: jnp.asarray(v) for k, v in np_batch.items()}
     if FLAGS.workload == "infer":

@@ -31,6 +31,8 @@ matmul:    "auto"      "mkl" for float32 on CPU with the MKL kernel built, "xla"
            "mkl"       MKL's sgemm (`kernels.cpu`) forward and backward; float32 on CPU only,
                        elsewhere "xla".
 dropout:   always `kernels.dropout` (16 random bits per element; exact Threefry words).
+residual:  on CPU `kernels.barrier` at each pre-LN layer's input (its gradient written out
+           there, not recomputed in every later fusion); elsewhere the identity.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer import layers
-from jaxformer.kernels import cudnn, fused, scan
+from jaxformer.kernels import barrier, cudnn, fused, scan
 from jaxformer.kernels import dropout as dropout_lib
 from jaxformer.kernels import feed_forward as feed_forward_lib
 
@@ -212,3 +214,9 @@ def feed_forward(
 def dropout(x: Array, rate: float, rng: Array) -> Array:
     """`layers.dropout` with cheap random bits (`kernels.dropout`)."""
     return dropout_lib.dropout(x, rate, rng)
+
+
+def residual(x: Array) -> Array:
+    """x, a pre-LN layer's input (its residual stream); on CPU its gradient is written out here
+    (`kernels.barrier.gradient_barrier`)."""
+    return barrier.gradient_barrier(x) if jax.default_backend() == "cpu" else x

@@ -8,6 +8,7 @@ replaces and chosen by `jaxformer.dispatch`:
   cpu.py, csrc/    compiled CPU kernels through XLA's FFI: attention, MKL GEMMs
   feed_forward.py  the feed-forward block with a hand-written gradient (XLA or MKL GEMMs)
   dropout.py       dropout with 16 random bits per element from an unrolled Threefry
+  barrier.py       the identity, its gradient written out (XLA:CPU, pre-LN residual streams)
 
 docs/design.md says why each exists, what it buys and how to turn it off.
 """

@@ -173,6 +173,7 @@ class ModernBertModel(nn.Module):
         mask = layers.padding_mask(attention_mask)  # (b, 1, 1, s)
         layer_cls = nn.remat(ModernBertLayer, static_argnums=(4,)) if c.remat else ModernBertLayer
         for i in range(c.num_hidden_layers):
+            x = dispatch.residual(x)  # XLA:CPU otherwise recomputes its gradient per layer
             x = layer_cls(c, i, name=f"layer_{i}")(x, position_ids, mask, train)
             self.sow("intermediates", "hidden_states", x)
         return BertOutput(_norm(c, "final_norm")(x), None)
