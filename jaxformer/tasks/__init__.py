@@ -53,7 +53,8 @@ class Task:
         names = self.config.label_names
         return tuple(names) if names else None
 
-    def num_labels(self) -> int:
+    def num_labels(self) -> int | None:
+        """The width of the head's classifier; None where the head has no labels."""
         names = self.label_names()
         return len(names) if names else self.config.num_labels
 

@@ -37,6 +37,9 @@ class MaskedLM(Task):
     def label_names(self):
         return None
 
+    def num_labels(self):
+        return None
+
     def splits(self, names):
         return Classification.splits(self, names)  # IMDB's reviews; their labels go unused
 

@@ -34,7 +34,7 @@ class QuestionAnswering(Task):
         return None
 
     def num_labels(self):
-        return 2  # a start and an end logit per token, as transformers' QA heads
+        return None  # a start and an end logit per token: the head's own
 
     def examples(self, split: str) -> list[squad.QAExample]:
         """The questions of a split: data.<split>_file, else tfds' squad (v2.0 with

@@ -34,6 +34,10 @@ def test_masked_lm_learns_and_a_classifier_fine_tunes_from_its_export(
     exported = json.loads((workdir / "hf" / "config.json").read_text())
     assert exported["architectures"] == ["BertForMaskedLM"]
 
+    # A checkpoint's masked-LM head goes on training, and a classifier starts from it.
+    further = make_config(task="masked_lm", num_train_steps=2, label_names=None)
+    further.model.checkpoint, further.tokenizer = str(workdir / "hf"), None
+    loop.train_and_evaluate(further, tmp_path / "further")
     fine_tune = make_config(num_train_steps=4, **{"model.checkpoint": str(workdir / "hf")})
     fine_tune.tokenizer = None  # the export's own
     loop.train_and_evaluate(fine_tune, tmp_path / "cls")
