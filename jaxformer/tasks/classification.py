@@ -17,17 +17,7 @@ class Classification(Task):
     selection = "accuracy"
 
     def splits(self, names):
-        d = self.config.data
-        return pipeline.load_imdb(
-            self.tokenizer,
-            splits=names,
-            archive=d.archive,
-            data_dir=d.data_dir,
-            cache_dir=d.cache_dir,
-            validation_fraction=d.validation_fraction,
-            split_seed=d.split_seed,
-            limits={name: limit(d[f"{name}_limit"]) for name in names},
-        )
+        return imdb_splits(self.config, self.tokenizer, names)
 
     @staticmethod
     def loss_terms(logits, batch):
@@ -46,6 +36,21 @@ class Classification(Task):
         return metrics.classification_metrics(
             outputs["logits"], outputs["labels"], outputs["loss"], self.num_labels()
         )
+
+
+def imdb_splits(config, tokenizer, names) -> dict:
+    """IMDB's tokenized splits `names` as the experiment's data section asks."""
+    d = config.data
+    return pipeline.load_imdb(
+        tokenizer,
+        splits=names,
+        archive=d.archive,
+        data_dir=d.data_dir,
+        cache_dir=d.cache_dir,
+        validation_fraction=d.validation_fraction,
+        split_seed=d.split_seed,
+        limits={name: limit(d[f"{name}_limit"]) for name in names},
+    )
 
 
 def limit(n: int | None) -> int | None:

@@ -76,21 +76,25 @@ class QuestionAnswering(Task):
         return (jnp.where(real, x.astype(jnp.float32), NEG) for x in spans)
 
     @staticmethod
-    def loss_terms(spans, batch):
-        start, end = QuestionAnswering._logits(spans, batch)  # (b, t) each
-        loss = 0.5 * (
+    def _loss(start, end, batch):
+        """The mean of the start and end cross-entropies, (b,), of masked (b, t) logits."""
+        return 0.5 * (
             cross_entropy(start, batch["start_positions"])
             + cross_entropy(end, batch["end_positions"])
         )
+
+    @staticmethod
+    def loss_terms(spans, batch):
+        start, end = QuestionAnswering._logits(spans, batch)  # (b, t) each
         correct = (start.argmax(-1) == batch["start_positions"]) & (
             end.argmax(-1) == batch["end_positions"]
         )
-        return loss, batch["weights"], correct
+        return QuestionAnswering._loss(start, end, batch), batch["weights"], correct
 
     @staticmethod
     def eval_outputs(spans, batch):
         start, end = QuestionAnswering._logits(spans, batch)
-        loss, _, _ = QuestionAnswering.loss_terms(spans, batch)
+        loss = QuestionAnswering._loss(start, end, batch)
         return {"start_logits": start, "end_logits": end, "loss": loss}
 
     def predictions(self, split: str, outputs: dict) -> dict[str, str]:

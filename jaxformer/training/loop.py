@@ -61,8 +61,8 @@ def build_model(config: ml_collections.ConfigDict, rng: jax.Array, tokenizer=Non
     tokenizer = tokenizer or build_tokenizer(config)
     task = task or tasks.make(config, tokenizer)
     overrides = {k: v for k, v in m.overrides.items() if v is not None}
-    if task.num_labels() is not None:
-        overrides["num_labels"] = task.num_labels()
+    if (num_labels := task.num_labels()) is not None:
+        overrides["num_labels"] = num_labels
         overrides["label_names"] = task.label_names()
     if m.checkpoint:
         model, params = from_pretrained(m.checkpoint, task=task.head, **overrides)
