@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,21 +138,39 @@ class Checkpoints:
             "and rerun the same command to resume"
         ) from None
 
-    def remove_temporary(self) -> list[str]:
-        """Deletes orbax's `*.orbax-checkpoint-tmp*` folders of unfinished saves; their names."""
-        removed = []
-        for mngr in (self.latest, self.best):
-            directory = Path(mngr.directory)
-            if not directory.is_dir():
-                continue
-            for p in sorted(directory.iterdir()):
-                if TMP_SUFFIX in p.name:
-                    if jax.process_index() == 0:
-                        shutil.rmtree(p, ignore_errors=True)
-                    removed.append(f"{directory.name}/{p.name}")
+    def remove_temporary(self, quiet_s: float = 1.0, limit_s: float = 30.0) -> list[str]:
+        """Deletes orbax's `*.orbax-checkpoint-tmp*` folders of unfinished saves; their names.
+
+        After a failed save, writes of that save still in flight (tensorstore's, which orbax
+        stops waiting for at the first error) can create its folders again, so process 0
+        deletes until none has appeared for `quiet_s` seconds (at most `limit_s`)."""
+        removed: list[str] = []
+        quiet_since = start = time.monotonic()
+        while True:
+            found = [p for p in self._temporary() if p not in removed]
+            if jax.process_index() == 0:
+                for p in self._temporary():
+                    shutil.rmtree(self.root / p, ignore_errors=True)
+            removed += found
+            now = time.monotonic()
+            if found:
+                quiet_since = now
+            if jax.process_index() != 0 or now - quiet_since >= quiet_s or now - start > limit_s:
+                break
+            time.sleep(0.1)
         for mngr in (self.latest, self.best):
             mngr.reload()
         return removed
+
+    def _temporary(self) -> list[str]:
+        """`best/8.orbax-checkpoint-tmp`-like names (relative to the workdir) there now."""
+        return [
+            f"{directory.name}/{p.name}"
+            for directory in (Path(m.directory) for m in (self.latest, self.best))
+            if directory.is_dir()
+            for p in sorted(directory.iterdir())
+            if TMP_SUFFIX in p.name
+        ]
 
     def restore(self, which: str, step: int | None, abstract_state) -> tuple[Any, dict]:
         """(state, meta) of `step` (None: the newest) of the "latest" or "best" checkpoints.
