@@ -34,15 +34,17 @@ def get_config():
     c.model.arch.num_hidden_layers = 2
     c.model.arch.num_attention_heads = 4
     c.model.arch.intermediate_size = 512
-    c.model.arch.position_embedding_type = "absolute"
+    c.model.arch.position_embedding_type = "sinusoidal"
+    c.model.arch.scale_embedding = True
     c.model.arch.hidden_dropout_prob = 0.1
-    c.data.max_length = 256
+    c.data.max_length = 512
     c.data.truncation = "head_tail"
-    c.data.buckets = (128, 256)
+    c.data.buckets = (128, 256, 384, 512)
     c.optimizer.learning_rate = 2e-3
     c.optimizer.weight_decay = 0.05
     c.batch_size = 32
-    c.num_epochs = 3.0
+    c.num_epochs = 2.0
     c.eval_every = 350
     c.checkpoint_every = 350
+    c.export_dir = None  # sinusoidal positions and scaled embeddings: no transformers model
     return c

@@ -76,14 +76,9 @@ def _prefixed(model: nn.Module, table: dict) -> dict:
 def conversion_table(model: nn.Module) -> dict[str, tuple[str, Transform]]:
     """{HF tensor name as transformers saves it for `model`: (our param path, Transform)}."""
     c, names = model.config, _names(model)
-    sp = spelling(c.model_type)
-    pre = sp.fixed.get("pre_layer_norm", False)
-    if c.pre_layer_norm != pre or c.position_embedding_type not in sp.positions:
-        raise ValueError(
-            f"only {'pre' if pre else 'post'}-LN {sp.name} with {' or '.join(sp.positions)} "
-            f"positions has Hugging Face tensors; got pre_layer_norm={c.pre_layer_norm}, "
-            f"position_embedding_type={c.position_embedding_type!r}"
-        )
+    mismatch = c.hf_mismatch()
+    if mismatch is not None:
+        raise ValueError(mismatch)
     computed, absent = names.computed(c), names.absent(c)
     encoder = {k: v for k, v in names.embeddings.items() if k not in computed and k not in absent}
     encoder |= names.projection if c.embedding_width != c.hidden_size else {}

@@ -64,8 +64,9 @@ class Dropout(nn.Module):
 
 class Embeddings(nn.Module):
     """x = LayerNorm(E_tok[ids] + E_type[types] + P[positions]), then dropout; no E_type when
-    type_vocab_size is 0. The tables are embedding_width (e) wide; with `project`, a Dense then
-    maps them to hidden_size (ELECTRA's embeddings_project, ALBERT's embedding_hidden_mapping_in).
+    type_vocab_size is 0; with scale_embedding, E_tok is the stored table times sqrt(e). The
+    tables are embedding_width (e) wide; with `project`, a Dense then maps them to hidden_size
+    (ELECTRA's embeddings_project, ALBERT's embedding_hidden_mapping_in).
     """
 
     config: BertConfig
@@ -76,11 +77,15 @@ class Embeddings(nn.Module):
         c = self.config
         e = c.embedding_width
 
-        def table(rows: int, name: str) -> nn.Embed:  # .embedding: (rows, e)
-            init, dtype = _init(c), c.params_dtype
-            return nn.Embed(rows, e, embedding_init=init, param_dtype=dtype, name=name)
+        def table(rows: int, name: str, init=None) -> nn.Embed:  # .embedding: (rows, e)
+            init = init or _init(c)
+            return nn.Embed(rows, e, embedding_init=init, param_dtype=c.params_dtype, name=name)
 
-        token_table = table(c.vocab_size, "token").embedding  # (vocab, e)
+        if c.scale_embedding:  # E_tok[ids] sqrt(e), the table stored at N(0, 1/e)
+            token = table(c.vocab_size, "token", nn.initializers.normal(stddev=e**-0.5))
+            token_table = token.embedding * jnp.asarray(e**0.5, token.embedding.dtype)
+        else:
+            token_table = table(c.vocab_size, "token").embedding  # (vocab, e)
         type_table = None
         if c.type_vocab_size:
             type_table = table(c.type_vocab_size, "token_type").embedding  # (types, e)

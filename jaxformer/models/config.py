@@ -61,10 +61,20 @@ POS_ATT_TYPES = ("c2p", "p2c")  # DeBERTa's disentangled terms
 REL_EMBEDDING_NORMS = ("none", "layer_norm")
 MAX_SIZE = 2**31 - 1
 # Ours, not Hugging Face's: never read from or written to config.json.
-COMPUTE_FIELDS = ("pre_layer_norm", "attention", "matmul", "dtype", "param_dtype", "remat")
+COMPUTE_FIELDS = (
+    "pre_layer_norm",
+    "scale_embedding",
+    "attention",
+    "matmul",
+    "dtype",
+    "param_dtype",
+    "remat",
+)
 # Special token ids config.json keeps beside pad_token_id where a family spells them (the
 # modules read none of them): an int, or null for none.
 TOKEN_IDS = ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
+# Families whose embeddings are their own module, not bert.py's (no scale_embedding there).
+OWN_EMBEDDINGS = ("deberta-v2", "modernbert")
 # Fields only some families have: any other family must keep BERT's value.
 FAMILY_FIELDS = {"embedding_size": None, "num_hidden_groups": 1, "inner_group_num": 1}
 FAMILY_FIELDS |= dict.fromkeys(TOKEN_IDS)
@@ -366,6 +376,11 @@ class BertConfig:
     classifier_activation: str = "gelu"  # the heads' dense transform's
     # Not in HF BERT: pre-LN puts layer norm before each sub-layer (x + f(LN(x))); ModernBERT's.
     pre_layer_norm: bool = False
+    # Not in HF BERT: E_tok[ids] * sqrt(e), the table stored at N(0, 1/e) (Vaswani et al. 2017,
+    # 3.4): a fresh table then sits at the scale of sinusoidal positions, and Adam's steps move it
+    # as fast, relative to its size, as BERT's N(0, 0.02) table beside learned positions. A
+    # tied masked-LM decoder reads the stored table, as the textbook's pre-softmax layer does.
+    scale_embedding: bool = False
     # Compute settings, not saved to config.json (jaxformer.dispatch lists the choices).
     attention: str = "auto"  # the program: "cpu" on CPU, "cudnn" on GPU, "splash" on TPU
     matmul: str = "auto"  # the dense layers' GEMMs: "mkl" on CPU with the mkl extra, else "xla"
@@ -382,6 +397,11 @@ class BertConfig:
                     f"{bert_value!r}); the families with one are "
                     f"{[t for t, s in HF_SPELLINGS.items() if name in s.fields]}"
                 )
+        if self.scale_embedding and self.model_type in OWN_EMBEDDINGS:
+            raise ValueError(
+                f"scale_embedding=True: {sp.name}'s embeddings have no scale; the families "
+                f"with one are {[t for t in HF_SPELLINGS if t not in OWN_EMBEDDINGS]}"
+            )
         if self.num_hidden_groups > self.num_hidden_layers:
             raise ValueError(
                 f"num_hidden_groups ({self.num_hidden_groups}) must be at most num_hidden_layers "
@@ -556,23 +576,36 @@ class BertConfig:
         kwargs.update(overrides)
         return cls(**kwargs)
 
-    def to_hf(self, architecture: str) -> dict[str, Any]:
-        """The config.json that transformers' `architecture` (e.g. "BertModel") loads."""
+    def hf_mismatch(self) -> str | None:
+        """Why transformers has no model of this architecture to export to; None if it has."""
         sp = spelling(self.model_type)
         pre = sp.fixed.get("pre_layer_norm", False)
         fixed = {k: v for k, v in sp.fixed.items() if k != "pre_layer_norm"}
         unlike = "".join(
             f", {k}={getattr(self, k)!r}" for k, v in fixed.items() if getattr(self, k) != v
         )
-        if self.pre_layer_norm != pre or self.position_embedding_type not in sp.positions or unlike:
-            fixed = "".join(f", {k}={v!r}" for k, v in fixed.items())
-            raise ValueError(
-                f"Hugging Face {sp.name} is {'pre' if pre else 'post'}-LN with "
-                f"{' or '.join(sp.positions)} positions"
-                f"{fixed}; a model with pre_layer_norm={self.pre_layer_norm}, "
-                f"position_embedding_type={self.position_embedding_type!r}{unlike} has no "
-                "transformers equivalent to export to"
-            )
+        if (
+            self.pre_layer_norm == pre
+            and self.position_embedding_type in sp.positions
+            and not self.scale_embedding
+            and not unlike
+        ):
+            return None
+        fixed = "".join(f", {k}={v!r}" for k, v in fixed.items())
+        return (
+            f"Hugging Face {sp.name} is {'pre' if pre else 'post'}-LN with "
+            f"{' or '.join(sp.positions)} positions{fixed} and unscaled token embeddings; a "
+            f"model with pre_layer_norm={self.pre_layer_norm}, position_embedding_type="
+            f"{self.position_embedding_type!r}, scale_embedding={self.scale_embedding}{unlike} "
+            "has no transformers equivalent to export to"
+        )
+
+    def to_hf(self, architecture: str) -> dict[str, Any]:
+        """The config.json that transformers' `architecture` (e.g. "BertModel") loads."""
+        sp = spelling(self.model_type)
+        mismatch = self.hf_mismatch()
+        if mismatch is not None:
+            raise ValueError(mismatch)
         hf = {key: getattr(self, ours) for ours, key in sp.fields.items()}
         if "embedding_size" in sp.fields:  # absent means the family's default width
             if self.embedding_size is None and sp.defaults.get("embedding_size") is None:

@@ -351,6 +351,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
     tokenizer = build_tokenizer(config)
     task = tasks.make(config, tokenizer)
     _, model, params = build_model(config, jax.random.PRNGKey(config.seed), tokenizer, task)
+    if config.export_dir and (mismatch := model.config.hf_mismatch()):
+        raise ValueError(
+            f"--config.export_dir={config.export_dir!r} asks for a Hugging Face export of the "
+            f"best checkpoint, but {mismatch}; set --config.export_dir=None to train without one"
+        )
     model = par.adapt_model(model)
     log_compute(model.config)
     train_batches, splits = build_data(config, task)

@@ -81,6 +81,30 @@ def test_param_tree_matches_docstring_and_eval_shape():
     assert "position" not in sinusoidal["embeddings"]
 
 
+def test_scale_embedding_multiplies_the_stored_token_table_by_sqrt_width():
+    scaled = BertModel(TINY.replace(position_embedding_type="sinusoidal", scale_embedding=True))
+    params = init_params(scaled, jax.random.key(0))
+    table = np.asarray(params["embeddings"]["token"]["embedding"])
+    assert table.std() == pytest.approx(TINY.hidden_size**-0.5, rel=0.15)  # N(0, 1/e)
+    plain = BertModel(TINY.replace(position_embedding_type="sinusoidal"))
+    unscaled = jax.tree.map(lambda x: x, params)
+    unscaled["embeddings"]["token"]["embedding"] = table * TINY.hidden_size**0.5
+    ids, mask = batch()
+    a = scaled.apply({"params": params}, ids, mask).sequence_output
+    b = plain.apply({"params": unscaled}, ids, mask).sequence_output
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="scale_embedding=True has no transformers equivalent"):
+        TINY.replace(scale_embedding=True).to_hf("BertModel")
+    with pytest.raises(ValueError, match="ModernBERT's embeddings have no scale"):
+        BertConfig(
+            model_type="modernbert",
+            pre_layer_norm=True,
+            position_embedding_type="rotary",
+            type_vocab_size=0,
+            scale_embedding=True,
+        )
+
+
 def test_dropout_only_when_training():
     model = BertForSequenceClassification(TINY)
     params = init_params(model, jax.random.key(0))

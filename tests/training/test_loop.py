@@ -87,6 +87,19 @@ def test_missing_archive_is_a_clear_error(tmp_path, make_config):
 
 
 @pytest.mark.slow
+def test_an_architecture_transformers_lacks_is_refused_before_training_unless_unexported(
+    tmp_path, make_config
+):
+    fields = {"model.arch.position_embedding_type": "sinusoidal", "export_dir": "hf_export"}
+    config = make_config(**fields)
+    with pytest.raises(ValueError, match="--config.export_dir='hf_export'.*sinusoidal.*=None"):
+        loop.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    config = make_config(num_train_steps=1, **{"model.arch.scale_embedding": True})
+    loop.train_and_evaluate(config, tmp_path / "unexported")
+    assert not (tmp_path / "unexported" / "hf_export").exists()
+
+
 def test_minilm_fine_tunes_on_real_imdb(tmp_path, minilm_dir, repo, experiment_configs):
     """1,000 IMDB train reviews, max length 128, one epoch: >= 75% on 1,000 test reviews."""
     archive = repo.parent / "shared" / "data" / "aclImdb_v1.tar.gz"
