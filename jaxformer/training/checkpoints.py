@@ -147,11 +147,11 @@ class Checkpoints:
         removed: list[str] = []
         quiet_since = start = time.monotonic()
         while True:
-            found = [p for p in self._temporary() if p not in removed]
+            found = self._temporary()  # a folder deleted and written again counts as new
             if jax.process_index() == 0:
-                for p in self._temporary():
+                for p in found:
                     shutil.rmtree(self.root / p, ignore_errors=True)
-            removed += found
+            removed += [p for p in found if p not in removed]
             now = time.monotonic()
             if found:
                 quiet_since = now
