@@ -579,7 +579,7 @@ def e2e_epochs(
     import tqdm
 
     import jaxformer
-    from jaxformer.data import pipeline as data
+    from jaxformer.data import batching, imdb
 
     folder = minilm_folder()
     tokenizer = jaxformer.load_tokenizer(folder, max_length=max_length)
@@ -587,7 +587,7 @@ def e2e_epochs(
     beside_repo = Path(__file__).resolve().parents[2] / "shared/data/aclImdb_v1.tar.gz"
     if archive is None and beside_repo.exists():
         archive = str(beside_repo)
-    split = data.load_imdb(
+    split = imdb.load_imdb(
         tokenizer, splits=("train",), archive=archive, limits={"train": examples}
     )["train"]
     model, params0 = jaxformer.from_pretrained(
@@ -597,7 +597,7 @@ def e2e_epochs(
     key = jax.random.key(0)
     sides = []
     for bucketing in (True, False):
-        batches = data.TrainBatches(
+        batches = batching.TrainBatches(
             split, batch_size, seed=0, buckets=buckets, max_length=max_length, bucketing=bucketing
         )
         params = jax.tree.map(lambda x: x.copy(), params0)

@@ -27,7 +27,7 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-from jaxformer.data.pipeline import pad_ids
+from jaxformer.data.batching import pad_ids
 from jaxformer.hf import CheckpointError
 from jaxformer.hf.hub import resolve_checkpoint
 
@@ -355,7 +355,7 @@ class Tokenizer:
         type_ids: Sequence[np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """Pads id sequences into (b, t) int32 arrays: input_ids, attention_mask, token_type_ids
-        (see `jaxformer.data.pipeline.pad_ids`; `type_ids`, as `encode` gives them, fill
+        (see `jaxformer.data.batching.pad_ids`; `type_ids`, as `encode` gives them, fill
         token_type_ids, else it is zeros). padding="longest" pads to the longest sequence,
         "max_length" to max_length (default self.max_length)."""
         if padding not in PADDINGS:

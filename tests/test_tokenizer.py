@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxformer
-from jaxformer.data import pipeline
+from jaxformer.data import batching
 from jaxformer.hf import CheckpointError
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -123,7 +123,7 @@ def test_pad_is_the_pipelines_padding(words_dir):
     fixed = tok.pad(ids, padding="max_length")
     assert fixed["input_ids"].shape == (3, 6)
     for padded, length in ((longest, 4), (fixed, 6), (tok.pad(ids, "max_length", 5), 5)):
-        expected = pipeline.pad_ids(ids, length, tok.pad_id)
+        expected = batching.pad_ids(ids, length, tok.pad_id)
         assert list(padded) == list(expected)
         for k, v in expected.items():
             np.testing.assert_array_equal(padded[k], v, err_msg=k)

@@ -19,7 +19,6 @@ On top of tfds, a validation split is carved from train with a fixed seed (`spli
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -31,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxformer.data import locks
+from jaxformer import cache
+from jaxformer.data import locks, token_cache
+from jaxformer.data.batching import TokenizedSplit
 
 ARCHIVE_ENV = "JAXFORMER_IMDB_ARCHIVE"
 ARCHIVE_URL = "http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -69,15 +70,6 @@ def resolve_archive(archive: str | os.PathLike | None = None) -> Path | None:
             f"${ARCHIVE_ENV} at a copy, or leave both unset to let tensorflow-datasets download it."
         )
     return path
-
-
-def archive_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes (the key of its tfds build and token caches)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _local_download_manager(archive: Path, download_dir: Path):
@@ -146,7 +138,7 @@ def imdb_builder(data_dir: str | os.PathLike, archive: str | os.PathLike | None 
     archive = resolve_archive(archive)
     data_dir = Path(data_dir)
     if archive is not None:
-        data_dir = data_dir / f"local-{archive_sha256(archive)[:16]}"
+        data_dir = data_dir / f"local-{token_cache.file_sha256(archive)[:16]}"
     builder = tfds.builder(TFDS_NAME, data_dir=os.fspath(data_dir), file_format="array_record")
     if builder.is_prepared():
         return builder
@@ -238,3 +230,85 @@ def _select(
 ) -> tuple[list[str], np.ndarray]:
     indices = indices[:limit]
     return [texts[i] for i in indices], labels[indices]
+
+
+def load_imdb(
+    tokenizer: token_cache.TextEncoder,
+    *,
+    splits: Sequence[str] = SPLITS,
+    cache_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    archive: str | os.PathLike | None = None,
+    validation_fraction: float = 0.1,
+    split_seed: int = 0,
+    limits: dict[str, int | None] | None = None,
+    chunk_size: int = 1000,
+) -> dict[str, TokenizedSplit]:
+    """{split: TokenizedSplit} for IMDB "train", "validation" (carved from train) and "test".
+
+    Args:
+      tokenizer: has `encode_ids(list[str]) -> list[int32 array]`, `pad_id`, `fingerprint`
+        (and ideally `max_length`, `truncation`).
+      splits: which splits to return.
+      cache_dir: token ids go to `cache_dir/tokens`; default `jaxformer.cache.cache_dir()`.
+      data_dir: tfds data_dir for the IMDB build; default `cache_dir/tfds`.
+      archive: local aclImdb_v1.tar.gz; None reads $JAXFORMER_IMDB_ARCHIVE, then downloads.
+      validation_fraction: share of tfds train held out as "validation" (disjoint from "train").
+      split_seed: seed of the validation carve-out and of each split's (limited) order.
+      limits: {split: N} keeps the first N examples of the split's seeded shuffle.
+      chunk_size: texts per `encode_ids` call.
+
+    When every requested split is cached, tfds is not touched at all. Otherwise the build holds
+    `cache_dir/build.lock`: a second process on the same cache waits, then reads what the first
+    wrote.
+    """
+    cache_dir = Path(cache_dir) if cache_dir else cache.cache_dir()
+    data_dir = Path(data_dir) if data_dir else cache_dir / "tfds"
+    limits = dict(limits or {})
+    local = resolve_archive(archive)
+    if local is not None:
+        source = f"archive-sha256:{token_cache.file_sha256(local)}"
+    else:
+        source = f"tfds:{TFDS_NAME}:{TFDS_VERSION}"
+
+    keys, paths = {}, {}
+    for name in splits:
+        subset = {"split_seed": split_seed, "limit": limits.get(name)}
+        if name != "test":
+            subset["validation_fraction"] = validation_fraction
+        keys[name] = token_cache.cache_key(tokenizer, name, source, **subset)
+        paths[name] = token_cache.cache_path(cache_dir / "tokens", keys[name])
+
+    builder, texts = None, {}
+
+    def texts_of(name: str) -> tuple[list[str], np.ndarray]:
+        nonlocal builder
+        if name not in texts:
+            if builder is None:
+                builder = imdb_builder(data_dir, local)
+            # Read every split still to tokenize at once: tfds train serves train and validation.
+            todo = [s for s in splits if s == name or (s not in texts and not paths[s].exists())]
+            texts.update(
+                load_texts(
+                    builder,
+                    todo,
+                    validation_fraction=validation_fraction,
+                    split_seed=split_seed,
+                    limits=limits,
+                )
+            )
+        return texts[name]
+
+    def build() -> dict[str, TokenizedSplit]:
+        return {
+            name: token_cache.cached_tokenize(
+                paths[name], keys[name], tokenizer, lambda n=name: texts_of(n), chunk_size
+            )
+            for name in splits
+        }
+
+    if all(paths[name].exists() for name in splits):
+        return build()  # caches are written whole (os.replace): reading needs no lock
+    # Processes sharing the cache take turns to build it; the next finds it built.
+    with locks.FileLock(cache_dir / "build.lock", f"the data cache {cache_dir}", wait=True):
+        return build()

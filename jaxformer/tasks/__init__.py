@@ -21,16 +21,16 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxformer.data import pipeline
-from jaxformer.data.pipeline import TokenizedSplit, Transform
+from jaxformer.data import batching
+from jaxformer.data.batching import TokenizedSplit, Transform
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-item negative log-likelihood -log softmax(logits)[label], in float32; a label of
-    pipeline.IGNORE gives 0 (the caller weights it out).
+    batching.IGNORE gives 0 (the caller weights it out).
 
     logits: (..., labels) of any float dtype; labels: (...) int -> (...) float32."""
-    safe = jnp.where(labels == pipeline.IGNORE, 0, labels)
+    safe = jnp.where(labels == batching.IGNORE, 0, labels)
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxformer.data import pipeline
+from jaxformer.data import imdb
 from jaxformer.tasks import Task, cross_entropy
 from jaxformer.training import metrics
 
@@ -41,7 +41,7 @@ class Classification(Task):
 def imdb_splits(config, tokenizer, names) -> dict:
     """IMDB's tokenized splits `names` as the experiment's data section asks."""
     d = config.data
-    return pipeline.load_imdb(
+    return imdb.load_imdb(
         tokenizer,
         splits=names,
         archive=d.archive,

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from jaxformer.data import masking, pipeline
+from jaxformer.data import batching, masking
 from jaxformer.tasks import Task, cross_entropy
 from jaxformer.tasks.classification import imdb_splits
 
@@ -64,7 +64,7 @@ class MaskedLM(Task):
     @staticmethod
     def loss_terms(logits, batch):
         labels = batch["labels"]  # (b, t), IGNORE off the chosen positions
-        weight = (labels != pipeline.IGNORE) * batch["weights"][:, None]  # (b, t)
+        weight = (labels != batching.IGNORE) * batch["weights"][:, None]  # (b, t)
         correct = logits.argmax(-1) == labels
         return cross_entropy(logits, labels), weight, correct
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from jaxformer.data import conll, pipeline
+from jaxformer.data import batching, conll
 from jaxformer.tasks import Task, cross_entropy
 from jaxformer.training import seqeval
 
@@ -57,7 +57,7 @@ class TokenClassification(Task):
                 label_all_subtokens=self.config.data.label_all_subtokens,
             )
             self._features[name] = features
-            out[name] = pipeline.from_sequences(
+            out[name] = batching.from_sequences(
                 features.input_ids,
                 token_fields={"labels": features.labels},
                 pad_id=self.tokenizer.pad_id,
@@ -68,7 +68,7 @@ class TokenClassification(Task):
     @staticmethod
     def loss_terms(logits, batch):
         labels = batch["labels"]  # (b, t), IGNORE where the loss skips a token
-        weight = (labels != pipeline.IGNORE) * batch["weights"][:, None]  # (b, t)
+        weight = (labels != batching.IGNORE) * batch["weights"][:, None]  # (b, t)
         return cross_entropy(logits, labels), weight, logits.argmax(-1) == labels
 
     @staticmethod

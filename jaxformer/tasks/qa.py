@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxformer.data import pipeline, squad
+from jaxformer.data import batching, squad
 from jaxformer.tasks import Task, cross_entropy
 from jaxformer.training import squad_eval
 
@@ -58,7 +58,7 @@ class QuestionAnswering(Task):
                 self.tokenizer, self.examples(name), d.max_length, d.doc_stride
             )
             self._features[name] = features
-            out[name] = pipeline.from_sequences(
+            out[name] = batching.from_sequences(
                 features.input_ids,
                 token_fields={"token_type_ids": features.token_type_ids},
                 example_fields={

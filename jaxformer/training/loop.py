@@ -30,8 +30,7 @@ from jax.sharding import SingleDeviceSharding
 from tqdm.auto import tqdm
 
 from jaxformer import dispatch, families, tasks
-from jaxformer.data import locks
-from jaxformer.data import pipeline as data_lib
+from jaxformer.data import batching, locks
 from jaxformer.hf.convert import from_pretrained, save_pretrained
 from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
@@ -118,7 +117,7 @@ def build_data(config: ml_collections.ConfigDict, task, names=("train", "validat
         splits = load()
     if "train" not in splits:
         return None, splits
-    train = data_lib.TrainBatches(
+    train = batching.TrainBatches(
         splits["train"],
         batch_size=config.batch_size,
         seed=config.seed,
@@ -134,7 +133,7 @@ def build_data(config: ml_collections.ConfigDict, task, names=("train", "validat
 def build_eval_batches(config: ml_collections.ConfigDict, split, task):
     """Every example of a tokenized split once, in batches of config.eval_batch_size."""
     d = config.data
-    return data_lib.EvalBatches(
+    return batching.EvalBatches(
         split,
         batch_size=config.eval_batch_size,
         buckets=tuple(d.buckets),

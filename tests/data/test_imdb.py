@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxformer.data import imdb
+from jaxformer.data import imdb, token_cache
 from jaxformer.testing import write_fake_imdb_archive
 
 REAL_ARCHIVE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "aclImdb_v1.tar.gz"
@@ -33,7 +33,7 @@ def test_build_is_keyed_by_archive_sha(builder, cache_dir, tmp_path, n_per_class
         write_fake_imdb_archive(tmp_path / "again2.tar.gz").read_bytes()
     )
     # A leftover of a killed build (tfds' incomplete dir) does not disturb the next build.
-    sha = imdb.archive_sha256(other)[:16]
+    sha = token_cache.file_sha256(other)[:16]
     stale = cache_dir / "tfds" / f"local-{sha}" / "imdb_reviews/plain_text/incomplete.X_1.0.0"
     stale.mkdir(parents=True)
     (stale / "imdb_reviews-train.array_record-00000-of-00001").write_bytes(b"junk")

@@ -102,10 +102,10 @@ def test_second_run_on_a_workdir_exits_at_once_naming_the_holder(
 
 BUILD_CACHE = """
 import logging, sys
-from jaxformer.data import pipeline
+from jaxformer.data import imdb
 from jaxformer.testing import FakeTokenizer
 logging.basicConfig(level=logging.INFO)
-pipeline.load_imdb(FakeTokenizer(), archive=sys.argv[1], cache_dir=sys.argv[2])
+imdb.load_imdb(FakeTokenizer(), archive=sys.argv[1], cache_dir=sys.argv[2])
 print("built", flush=True)
 """
 

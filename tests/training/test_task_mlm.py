@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxformer import tasks
-from jaxformer.data import pipeline
+from jaxformer.data import batching
 from jaxformer.training import evaluate, loop
 
 
@@ -48,13 +48,13 @@ def test_masking_never_touches_padding_or_special_tokens(make_config):
     config = make_config(task="masked_lm", label_names=None)
     task = tasks.make(config, loop.build_tokenizer(config))
     split = task.splits(("train",))["train"]
-    batches = pipeline.TrainBatches(split, 8, seed=0, transform=task.transform())
+    batches = batching.TrainBatches(split, 8, seed=0, transform=task.transform())
     special = set(tasks.mlm.special_ids(task.tokenizer))
     chosen = 0
     for step in range(batches.num_batches_per_epoch):
         batch = batches.batch(0, step)
-        plain = pipeline.collate(split, batches.batch_indices(0, step), batch["input_ids"].shape[1])
-        picked = batch["labels"] != pipeline.IGNORE
+        plain = batching.collate(split, batches.batch_indices(0, step), batch["input_ids"].shape[1])
+        picked = batch["labels"] != batching.IGNORE
         np.testing.assert_array_equal(batch["labels"][picked], plain["input_ids"][picked])
         assert not np.isin(plain["input_ids"][picked], list(special)).any()
         assert (plain["attention_mask"][picked] == 1).all()

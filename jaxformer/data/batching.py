@@ -1,22 +1,20 @@
-"""IMDB for training: cached token ids, length-bucketed batches, eval batches, host shards.
-
-The raw reviews come from tensorflow-datasets (`jaxformer/data/imdb.py`). Here they are tokenized
-once per (tokenizer, max length, truncation, split, archive, subset) and cached as one .npz per
-split under `jaxformer.cache.cache_dir()`.
+"""Batches of tokenized examples: length-bucketed training batches, eval batches, each process's
+slice of a global batch.
 
 Batches are dicts of numpy arrays with a fixed global batch size B:
 
     input_ids       (B, L) int32   token ids, pad_id after each example
     attention_mask  (B, L) int32   1 = real token, 0 = padding
-    token_type_ids  (B, L) int32   zeros (single-segment input)
-    labels          (B,)   int32   0 = neg, 1 = pos
+    token_type_ids  (B, L) int32   zeros (single-segment input), or a pair's segments
+    labels          (B, ...)       the split's labels: (B,) int32 class ids, (B,) float32
+                                   regression targets or (B, k) float32 multi-label targets
     weights         (B,)   float32 1 = real example, 0 = filler row (all padding, label 0)
     index           (B,)   int32   the example's index in its split, -1 for a filler row
 
-Other tasks' splits add per-token fields (`TokenizedSplit.token_fields`: NER's per-token labels,
-a question-context pair's token_type_ids), padded to (B, L), and per-example fields
-(`example_fields`: an answer's start and end token), and may transform each global batch with a
-generator seeded by its position (masked-LM masking).
+Tasks add per-token fields (`TokenizedSplit.token_fields`: NER's per-token labels, a text
+pair's token_type_ids), padded to (B, L), and per-example fields (`example_fields`: an answer's
+start and end token), and may transform each global batch with a generator seeded by its
+position (masked-LM masking).
 
 With bucketing, L is the smallest of a few fixed lengths (e.g. 64, 128, 256, 512) that holds the
 batch's longest example, so jit compiles one program per bucket and short reviews are not padded
@@ -33,24 +31,10 @@ metrics must be weighted by `weights`. Each process gets a contiguous slice of e
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import logging
 import math
-import os
-import tempfile
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
-
-from jaxformer import cache
-from jaxformer.data import imdb, locks
-
-log = logging.getLogger(__name__)
 
 Batch = dict[str, np.ndarray]
 DEFAULT_BUCKETS = (64, 128, 256, 512)
@@ -59,16 +43,6 @@ TOKEN_FILL = {"labels": IGNORE}  # the padding of a per-token field, where it is
 # (batch, rng) -> batch: a change of each global batch drawn from a generator that is a
 # function of the batch's position (masked-LM masking).
 Transform = Callable[[dict, np.random.Generator], dict]
-_CACHE_FORMAT = 1
-
-
-class TextEncoder(Protocol):
-    """What the pipeline needs of a tokenizer (`jaxformer.Tokenizer`, or a test's fake)."""
-
-    pad_id: int
-    fingerprint: str
-
-    def encode_ids(self, texts: list[str]) -> list[np.ndarray]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +51,7 @@ class TokenizedSplit:
 
     ids: np.ndarray  # (total_tokens,) int32
     offsets: np.ndarray  # (n + 1,) int64, offsets[0] = 0
-    labels: np.ndarray  # (n,) int32
+    labels: np.ndarray  # (n,) int32 class ids, (n,) float32 targets or (n, k) float32 multi-hot
     pad_id: int = 0
     max_length: int | None = None  # the tokenizer's truncation length, if known
     # name -> (total_tokens,) int32 aligned with `ids` ("labels" there replaces the per-example
@@ -96,207 +70,6 @@ class TokenizedSplit:
     def lengths(self) -> np.ndarray:
         """(n,) tokens per example, [CLS] and [SEP] included."""
         return np.diff(self.offsets)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenization and its cache
-
-
-def tokenize(
-    texts: Sequence[str],
-    labels: np.ndarray,
-    tokenizer: TextEncoder,
-    chunk_size: int = 1000,
-    desc: str = "tokenize",
-) -> TokenizedSplit:
-    """Tokenize texts with one `encode_ids` call per `chunk_size` texts, showing progress."""
-    pieces = []
-    with tqdm(total=len(texts), desc=desc, unit="ex", disable=not texts) as bar:
-        for start in range(0, len(texts), chunk_size):
-            chunk = list(texts[start : start + chunk_size])
-            pieces.extend(np.asarray(x, dtype=np.int32) for x in tokenizer.encode_ids(chunk))
-            bar.update(len(chunk))
-    lengths = np.asarray([len(p) for p in pieces], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-    return TokenizedSplit(
-        ids=ids,
-        offsets=offsets,
-        labels=np.asarray(labels, dtype=np.int32),
-        pad_id=int(tokenizer.pad_id),
-        max_length=getattr(tokenizer, "max_length", None),
-    )
-
-
-def cache_key(tokenizer: TextEncoder, split: str, source: str, **subset) -> dict:
-    """Everything the cached token ids of one split depend on."""
-    return {
-        "format": _CACHE_FORMAT,
-        "tokenizer": tokenizer.fingerprint,
-        "max_length": getattr(tokenizer, "max_length", None),
-        "truncation": getattr(tokenizer, "truncation", None),
-        "split": split,
-        "source": source,
-        **subset,
-    }
-
-
-def cache_path(cache_dir: str | os.PathLike, key: dict) -> Path:
-    """`cache_dir/<split>-<sha256(key)[:16]>.npz`."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache_dir) / f"{key['split']}-{digest}.npz"
-
-
-def save_tokenized(path: Path, split: TokenizedSplit, key: dict) -> None:
-    """Write the cache through a temporary file and `os.replace`, so it is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                ids=split.ids,
-                offsets=split.offsets,
-                labels=split.labels,
-                key=np.asarray(json.dumps(key, sort_keys=True)),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_tokenized(path: Path, key: dict, pad_id: int, max_length: int | None) -> TokenizedSplit:
-    """Read a cache written by `save_tokenized`; ValueError if it is corrupt or for another key."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            stored_key = json.loads(str(z["key"]))
-            ids, offsets, labels = z["ids"], z["offsets"], z["labels"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"unreadable token cache {path}: {type(e).__name__}: {e}") from e
-    if stored_key != json.loads(json.dumps(key, sort_keys=True)):
-        raise ValueError(f"token cache {path} was written for another key: {stored_key}")
-    consistent = (
-        ids.dtype == np.int32
-        and labels.dtype == np.int32
-        and offsets.ndim == 1
-        and len(offsets) == len(labels) + 1
-        and offsets[0] == 0
-        and offsets[-1] == len(ids)
-        and bool(np.all(np.diff(offsets) >= 0))
-    )
-    if not consistent:
-        raise ValueError(f"token cache {path} has inconsistent arrays")
-    return TokenizedSplit(ids, offsets, labels, pad_id=int(pad_id), max_length=max_length)
-
-
-def cached_tokenize(
-    path: Path,
-    key: dict,
-    tokenizer: TextEncoder,
-    load_texts: Callable[[], tuple[Sequence[str], np.ndarray]],
-    chunk_size: int = 1000,
-) -> TokenizedSplit:
-    """The split cached at `path`, or `load_texts()` tokenized and cached there.
-
-    A corrupt cache (or one for another key) is rebuilt with a warning.
-    """
-    max_length = getattr(tokenizer, "max_length", None)
-    if path.exists():
-        try:
-            return load_tokenized(path, key, tokenizer.pad_id, max_length)
-        except ValueError as e:
-            log.warning("Rebuilding token cache: %s", e)
-    texts, labels = load_texts()
-    split = tokenize(texts, labels, tokenizer, chunk_size, desc=f"tokenize {key['split']}")
-    save_tokenized(path, split, key)
-    return split
-
-
-def load_imdb(
-    tokenizer: TextEncoder,
-    *,
-    splits: Sequence[str] = imdb.SPLITS,
-    cache_dir: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    archive: str | os.PathLike | None = None,
-    validation_fraction: float = 0.1,
-    split_seed: int = 0,
-    limits: dict[str, int | None] | None = None,
-    chunk_size: int = 1000,
-) -> dict[str, TokenizedSplit]:
-    """{split: TokenizedSplit} for IMDB "train", "validation" (carved from train) and "test".
-
-    Args:
-      tokenizer: has `encode_ids(list[str]) -> list[int32 array]`, `pad_id`, `fingerprint`
-        (and ideally `max_length`, `truncation`).
-      splits: which splits to return.
-      cache_dir: token ids go to `cache_dir/tokens`; default `jaxformer.cache.cache_dir()`.
-      data_dir: tfds data_dir for the IMDB build; default `cache_dir/tfds`.
-      archive: local aclImdb_v1.tar.gz; None reads $JAXFORMER_IMDB_ARCHIVE, then downloads.
-      validation_fraction: share of tfds train held out as "validation" (disjoint from "train").
-      split_seed: seed of the validation carve-out and of each split's (limited) order.
-      limits: {split: N} keeps the first N examples of the split's seeded shuffle.
-      chunk_size: texts per `encode_ids` call.
-
-    When every requested split is cached, tfds is not touched at all. Otherwise the build holds
-    `cache_dir/build.lock`: a second process on the same cache waits, then reads what the first
-    wrote.
-    """
-    cache_dir = Path(cache_dir) if cache_dir else cache.cache_dir()
-    data_dir = Path(data_dir) if data_dir else cache_dir / "tfds"
-    limits = dict(limits or {})
-    local = imdb.resolve_archive(archive)
-    if local is not None:
-        source = f"archive-sha256:{imdb.archive_sha256(local)}"
-    else:
-        source = f"tfds:{imdb.TFDS_NAME}:{imdb.TFDS_VERSION}"
-
-    keys, paths = {}, {}
-    for name in splits:
-        subset = {"split_seed": split_seed, "limit": limits.get(name)}
-        if name != "test":
-            subset["validation_fraction"] = validation_fraction
-        keys[name] = cache_key(tokenizer, name, source, **subset)
-        paths[name] = cache_path(cache_dir / "tokens", keys[name])
-
-    builder, texts = None, {}
-
-    def texts_of(name: str) -> tuple[list[str], np.ndarray]:
-        nonlocal builder
-        if name not in texts:
-            if builder is None:
-                builder = imdb.imdb_builder(data_dir, local)
-            # Read every split still to tokenize at once: tfds train serves train and validation.
-            todo = [s for s in splits if s == name or (s not in texts and not paths[s].exists())]
-            texts.update(
-                imdb.load_texts(
-                    builder,
-                    todo,
-                    validation_fraction=validation_fraction,
-                    split_seed=split_seed,
-                    limits=limits,
-                )
-            )
-        return texts[name]
-
-    def build() -> dict[str, TokenizedSplit]:
-        return {
-            name: cached_tokenize(
-                paths[name], keys[name], tokenizer, lambda n=name: texts_of(n), chunk_size
-            )
-            for name in splits
-        }
-
-    if all(paths[name].exists() for name in splits):
-        return build()  # caches are written whole (os.replace): reading needs no lock
-    # Processes sharing the cache take turns to build it; the next finds it built.
-    with locks.FileLock(cache_dir / "build.lock", f"the data cache {cache_dir}", wait=True):
-        return build()
-
-
-# ---------------------------------------------------------------------------------------------
-# Batching
 
 
 def bucket_lengths(buckets: Sequence[int] | None, max_length: int) -> tuple[int, ...]:
@@ -395,7 +168,7 @@ def from_sequences(
     return TokenizedSplit(
         ids=flat(ids),
         offsets=offsets,
-        labels=np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32),
+        labels=np.zeros(n, np.int32) if labels is None else label_array(labels),
         pad_id=int(pad_id),
         max_length=max_length,
         token_fields=tokens,
@@ -406,6 +179,12 @@ def from_sequences(
 _EMPTY = np.zeros(0, np.int32)
 
 
+def label_array(labels) -> np.ndarray:
+    """Labels as the batches carry them: integers as int32 class ids, anything else float32."""
+    labels = np.asarray(labels)
+    return labels.astype(np.int32 if np.issubdtype(labels.dtype, np.integer) else np.float32)
+
+
 def collate(split: TokenizedSplit, indices: np.ndarray, length: int) -> Batch:
     """The batch of examples `indices` (-1 = weight-0 filler row) padded to `length` tokens."""
     indices = np.asarray(indices)
@@ -413,7 +192,7 @@ def collate(split: TokenizedSplit, indices: np.ndarray, length: int) -> Batch:
     # A filler row is all padding.
     rows = [(split.offsets[i], split.offsets[i + 1]) if i >= 0 else (0, 0) for i in indices]
     batch = pad_ids([split.ids[a:b] for a, b in rows], length, split.pad_id)
-    labels = np.zeros(len(indices), dtype=np.int32)  # (b,)
+    labels = np.zeros((len(indices), *split.labels.shape[1:]), split.labels.dtype)  # (b, ...)
     labels[real] = split.labels[indices[real]]
     batch.update(labels=labels, weights=real.astype(np.float32), index=indices.astype(np.int32))
     for name, values in split.token_fields.items():
