@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxformer.runtime import malloc
-from jaxformer.training import cli, loop
+from jaxformer.training import cli, loop, processes
 
 FLAGS = flags.FLAGS
 malloc.define_flag()
@@ -34,7 +34,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     malloc.reuse_freed_memory(FLAGS.malloc)  # before any jax computation
     cli.initialize_distributed()
-    loop.quiet_library_logs()
+    processes.quiet_library_logs()
     logging.info("JAX devices: %s", jax.devices())
     loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -3,6 +3,7 @@
 from jaxformer.embedding import embed
 from jaxformer.hf.convert import from_pretrained, save_pretrained
 from jaxformer.hf.hub import resolve_checkpoint
+from jaxformer.hf.tokenizer_files import load_tokenizer
 from jaxformer.models import (
     BertConfig,
     BertForMaskedLM,
@@ -14,7 +15,7 @@ from jaxformer.models import (
     BertOutput,
     SpanLogits,
 )
-from jaxformer.tokenizer import Tokenizer, load_tokenizer
+from jaxformer.tokenizer import Tokenizer
 
 __all__ = ["BertConfig", "BertModel", "BertForSequenceClassification", "BertOutput"]
 __all__ += ["BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice"]

@@ -22,8 +22,9 @@ import numpy as np
 from jaxformer.hf.convert import from_pretrained
 from jaxformer.hf.hub import MINILM_HUB_ID, resolve_checkpoint
 from jaxformer.hf.sentence import input_options
+from jaxformer.hf.tokenizer_files import load_tokenizer
 from jaxformer.models import max_input_length
-from jaxformer.tokenizer import Tokenizer, load_tokenizer
+from jaxformer.tokenizer import Tokenizer
 
 SHORTEST_BUCKET = 16
 DEFAULT_MAX_LENGTH = 512  # without max_seq_length, for encoders that take longer inputs

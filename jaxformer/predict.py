@@ -7,6 +7,10 @@ cat reviews.txt | python -m jaxformer.predict --hf_dir runs/minilm/hf_export
 python -m jaxformer.predict --workdir runs/ner "George Washington went to Washington."
 python -m jaxformer.predict --workdir runs/squad --question "Who wrote it?" \
     --context "The book was written by Jane Austen in 1813."
+python -m jaxformer.predict --workdir runs/tickets --input_file=new.csv --output_file=preds.csv
+
+With --input_file (CSV, TSV, JSON Lines, Parquet, text), each row is written to --output_file
+(any of those formats but text) with its prediction beside it (jaxformer.training.prediction).
 """
 
 import json
@@ -15,7 +19,7 @@ import sys
 
 from absl import app, flags
 
-from jaxformer.training import cli, evaluate
+from jaxformer.training import cli, evaluate, prediction
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")
@@ -32,6 +36,17 @@ flags.DEFINE_string(
     None,
     "Read inputs from this file, one per line (question answering: "
     'JSON lines {"question": ..., "context": ...}).',
+)
+flags.DEFINE_string(
+    "input_file",
+    None,
+    "Rows to predict (CSV, TSV, JSON Lines, Parquet, text), read with the "
+    "columns training named; needs --output_file.",
+)
+flags.DEFINE_string(
+    "output_file",
+    None,
+    "Where the input rows and their predictions go (.csv, .tsv, .jsonl, .parquet).",
 )
 flags.DEFINE_multi_string("question", [], "Question answering: a question (repeatable).")
 flags.DEFINE_multi_string("context", [], "Question answering: its context (one per question).")
@@ -71,8 +86,10 @@ def questions_and_contexts(lines: list[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv):
-    inputs = read_inputs(argv)
-    if not inputs and not FLAGS.question:
+    if bool(FLAGS.input_file) != bool(FLAGS.output_file):
+        raise app.UsageError("--input_file and --output_file go together")
+    inputs = [] if FLAGS.input_file else read_inputs(argv)
+    if not inputs and not FLAGS.question and not FLAGS.input_file:
         raise app.UsageError("give inputs as arguments, with --file, or on standard input")
     config = None
     if FLAGS.task and not FLAGS.workdir:
@@ -81,12 +98,21 @@ def main(argv):
     config, tokenizer, model, params, _ = evaluate.load_trained(
         FLAGS.workdir, FLAGS.checkpoint, hf_dir=FLAGS.hf_dir, config=config
     )
+    if FLAGS.input_file:
+        out = prediction.predict_file(
+            config, tokenizer, model, params, FLAGS.input_file, FLAGS.output_file
+        )
+        print(f"wrote the predictions to {out}")
+        return
     if config.task == "classification":
         probs = evaluate.predict(inputs, tokenizer, model, params, xla_cpu_dots=config.xla_cpu_dots)
-        names = model.config.label_names or tuple(map(str, range(probs.shape[-1])))
-        for text, p in zip(inputs, probs, strict=True):
-            label = int(p.argmax())
-            print(f"{names[label]}\t{p[label]:.3f}\t{text[:80]}")
+        columns = prediction.classification_columns(
+            probs, model.config, config.data.label_separator
+        )
+        for i, text in enumerate(inputs):
+            fields = [columns[k][i] for k in ("prediction", "probability") if k in columns]
+            shown = "\t".join(f"{v:.3f}" if isinstance(v, float) else v for v in fields)
+            print(f"{shown}\t{text[:80]}")
     elif config.task == "token_classification":
         found = evaluate.predict_entities(
             inputs,

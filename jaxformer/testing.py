@@ -39,12 +39,15 @@ def _review(rng: np.random.Generator, positive: bool) -> bytes:
     return text.encode("utf-8")
 
 
-def write_fake_imdb_archive(path: str | os.PathLike, n_per_class: int = 20, seed: int = 0) -> Path:
+def write_fake_imdb_archive(
+    path: str | os.PathLike, n_per_class: int = 20, seed: int = 0, edge_cases: bool = True
+) -> Path:
     """Write a tiny aclImdb_v1.tar.gz: `n_per_class` reviews per label in train and in test.
 
     The file's bytes depend only on (n_per_class, seed), so its sha256 (and so its tfds build
-    and token caches) is stable. train/pos holds an empty review and train/neg one with invalid
-    UTF-8 bytes. Reviews are 3 to ~180 whitespace words. Returns the path.
+    and token caches) is stable. With `edge_cases`, train/pos holds an empty review and
+    train/neg one with invalid UTF-8 bytes. Reviews are 3 to ~180 whitespace words. Returns the
+    path.
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
@@ -58,7 +61,8 @@ def write_fake_imdb_archive(path: str | os.PathLike, n_per_class: int = 20, seed
     first = {
         c: next(n for n in files if n.startswith(f"aclImdb/train/{c}/")) for c in ("pos", "neg")
     }
-    files[first["pos"]], files[first["neg"]] = EMPTY_REVIEW, INVALID_UTF8_REVIEW
+    if edge_cases:
+        files[first["pos"]], files[first["neg"]] = EMPTY_REVIEW, INVALID_UTF8_REVIEW
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +79,7 @@ class FakeTokenizer:
     """Whitespace tokenizer hashing words into a small vocabulary: a pipeline `TextEncoder`.
 
     `encode_ids` adds [CLS]/[SEP] and truncates to `max_length` keeping the first tokens
-    (truncation="right"), like `jaxformer.tokenizer.load_tokenizer`'s wrapper.
+    (truncation="right"), like `jaxformer.load_tokenizer`'s wrapper.
     """
 
     pad_id, cls_id, sep_id = 0, 1, 2
@@ -184,3 +188,66 @@ def write_fake_squad(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
     return path
+
+
+_TOPICS = {
+    "billing": ["invoice", "refund", "charge", "payment"],
+    "bug": ["crash", "error", "broken", "freeze"],
+    "praise": ["great", "love", "thanks", "excellent"],
+}
+_NEUTRAL = ["the", "app", "today", "my", "account", "please", "again", "since", "update"]
+
+
+def fake_text_rows(problem_type: str, n: int, seed: int = 0) -> dict[str, list]:
+    """Columns `text` and `label` of n support-ticket-like texts whose label a small model
+    learns from their words, in transformers' three problem types:
+
+    single_label_classification  one topic of ("billing", "bug", "praise") per text
+    multi_label_classification   a list of one or two topics
+    regression                   a float in [0, 4]: the number of topic words, plus 0.5
+    A text of several lines (with commas and quotes) now and then tests a reader's quoting."""
+    rng = np.random.default_rng(seed)
+    topics = list(_TOPICS)
+    texts, labels = [], []
+    for i in range(n):
+        k = int(rng.integers(1, 3)) if problem_type == "multi_label_classification" else 1
+        chosen = sorted(rng.choice(topics, size=k, replace=False).tolist())
+        strength = int(rng.integers(0, 4)) if problem_type == "regression" else 3
+        words = [str(rng.choice(_TOPICS[t])) for t in chosen for _ in range(max(strength, 1))]
+        if problem_type == "regression" and strength == 0:
+            words = []
+        words += rng.choice(_NEUTRAL, size=2).tolist()
+        rng.shuffle(words)
+        text = " ".join(words)
+        if i % 7 == 3:
+            text = f'"{text}",\nsecond line, with a comma'
+        texts.append(text)
+        if problem_type == "regression":
+            labels.append(strength + 0.5)
+        elif problem_type == "multi_label_classification":
+            labels.append(chosen)
+        else:
+            labels.append(chosen[0])
+    return {"text": texts, "label": labels}
+
+
+_AGREE = ["indeed", "true", "right", "correct", "yes"]
+_DISAGREE = ["false", "wrong", "never", "incorrect", "no"]
+
+
+def fake_pair_rows(n: int, seed: int = 0) -> dict[str, list]:
+    """Columns `premise`, `hypothesis` and `label` of an MNLI-shaped pair task: a premise about a
+    topic of `fake_text_rows`, a hypothesis that agrees ("entailment") or not
+    ("contradiction"). The label is in the hypothesis alone: a model that is not given the pair
+    stays at chance."""
+    rng = np.random.default_rng(seed)
+    topics = list(_TOPICS)
+    premises, hypotheses, labels = [], [], []
+    for _ in range(n):
+        topic = str(rng.choice(topics))
+        agree = bool(rng.random() < 0.5)
+        premises.append(" ".join([*rng.choice(_TOPICS[topic], 3), *rng.choice(_NEUTRAL, 2)]))
+        words = rng.choice(_AGREE if agree else _DISAGREE, 2)
+        hypotheses.append(" ".join([*rng.choice(_NEUTRAL, 2), *words]))
+        labels.append("entailment" if agree else "contradiction")
+    return {"premise": premises, "hypothesis": hypotheses, "label": labels}

@@ -1,4 +1,4 @@
-"""`Tokenizer.encode_windows` against transformers' fast tokenizer with truncation="only_second",
+"""`qa_windows.encode_windows` against transformers' fast tokenizer with truncation="only_second",
 stride and return_overflowing_tokens (run_qa.py's call), for the MiniLM WordPiece tokenizer and a
 byte-level BPE one trained here (RoBERTa's <s> A </s></s> B </s>): the same windows, token types,
 context offsets and window-to-question map."""
@@ -8,6 +8,7 @@ import pytest
 from test_tokenizer_families import save_folder
 
 import jaxformer
+from jaxformer.data.qa_windows import encode_windows
 
 transformers = pytest.importorskip("transformers")
 
@@ -71,7 +72,7 @@ def test_windows_equal_transformers(folder, room, stride):
         len(e.ids) for e in tok.tokenizer.encode_batch(QUESTIONS, add_special_tokens=False)
     )
     max_length = 512 if room is None else longest + tok.template.n_special(pair=True) + room
-    windows = tok.encode_windows(QUESTIONS, CONTEXTS, max_length, stride)
+    windows = encode_windows(tok, QUESTIONS, CONTEXTS, max_length, stride)
     assert as_lists(windows) == transformers_windows(
         folder, QUESTIONS, CONTEXTS, max_length, stride
     )
@@ -85,7 +86,9 @@ def test_windows_equal_transformers(folder, room, stride):
 def test_stride_is_overlap(minilm_dir):
     """Consecutive windows of one context share doc_stride tokens."""
     tok = jaxformer.load_tokenizer(minilm_dir)
-    windows = [w for w in tok.encode_windows(QUESTIONS[:1], [LONG], 30, 5) if w.question_index == 0]
+    windows = [
+        w for w in encode_windows(tok, QUESTIONS[:1], [LONG], 30, 5) if w.question_index == 0
+    ]
     contexts = [w.ids[w.offsets[:, 0] >= 0].tolist() for w in windows]
     assert len(contexts) >= 3
     for a, b in zip(contexts, contexts[1:], strict=False):
@@ -101,7 +104,7 @@ def test_max_query_length_keeps_the_question_head(minilm_dir):
     question = "Who were the people that gave their name to the region of Normandy in France?"
     head = " ".join(question.split()[:4])  # four words, four WordPiece tokens
     assert len(tok.tokenizer.encode(head, add_special_tokens=False).ids) == 4
-    got = tok.encode_windows([question], [LONG], 24, 4, max_query_length=4)
+    got = encode_windows(tok, [question], [LONG], 24, 4, max_query_length=4)
     assert as_lists(got) == transformers_windows(minilm_dir, [head], [LONG], 24, 4)
 
 
@@ -113,5 +116,5 @@ def test_question_too_long_names_it(minilm_dir):
         match=r"^q7: the question and special tokens leave 7 tokens .*"
         r"more than doc_stride=8 .* max_query_length$",
     ):
-        tok.encode_windows([question], [LONG], 30, 8, names=["q7"])
-    assert len(tok.encode_windows([question], ["short"], 30, 8)) == 1  # a context that fits
+        encode_windows(tok, [question], [LONG], 30, 8, names=["q7"])
+    assert len(encode_windows(tok, [question], ["short"], 30, 8)) == 1  # a context that fits

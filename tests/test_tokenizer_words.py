@@ -1,4 +1,4 @@
-"""`Tokenizer.encode_words` (pre-split words, as for NER) against transformers' fast tokenizer
+"""`ner_words.encode_words` (pre-split words, as for NER) against transformers' fast tokenizer
 `tok(words, is_split_into_words=True, truncation=True, max_length=L)`: ids and `word_ids()` for
 MiniLM's WordPiece and for each family's tokenizer trained here (byte-level BPE through
 transformers' RobertaTokenizer with add_prefix_space=True, SentencePiece Unigram, WordPiece)."""
@@ -9,6 +9,7 @@ from helpers import FAMILIES, save_folder
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 import jaxformer
+from jaxformer.data.ner_words import encode_words
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,7 +30,7 @@ def transformers_words(hf, sentences, max_length):
 
 
 def ours(tok, sentences, max_length):
-    ids, word_ids = tok.encode_words(sentences, max_length)
+    ids, word_ids = encode_words(tok, sentences, max_length)
     assert all(x.dtype == np.int32 for x in ids + word_ids)
     return [x.tolist() for x in ids], [x.tolist() for x in word_ids]
 
@@ -75,7 +76,7 @@ def test_byte_level_words_follow_a_space(tmp_path):
     for backend in (trained, nested):
         tok = jaxformer.Tokenizer(backend, model_type="roberta")
         before = tok.encode_ids(["New York 42"])
-        (ids,), (word_ids,) = tok.encode_words([["New", "York", "42"]])
+        (ids,), (word_ids,) = encode_words(tok, [["New", "York", "42"]])
         (want,) = tok.encode_ids([" New York 42"])
         np.testing.assert_array_equal(ids, want)
         assert ids[1] != tok.encode_ids(["New"])[0][1]  # "ĠN", not "N"
@@ -91,20 +92,20 @@ def test_word_ids_by_hand():
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok = jaxformer.Tokenizer(backend)
-    (ids,), (word_ids,) = tok.encode_words([["Johnson", "visited", "U.S.", "zzz"]])
+    (ids,), (word_ids,) = encode_words(tok, [["Johnson", "visited", "U.S.", "zzz"]])
     assert ids.tolist() == [2, 4, 5, 6, 7, 8, 9, 8, 1, 3]
     assert word_ids.tolist() == [-1, 0, 0, 1, 2, 2, 2, 2, 3, -1]
-    (ids,), (word_ids,) = tok.encode_words([["Johnson", "visited", "U.S."]], max_length=5)
+    (ids,), (word_ids,) = encode_words(tok, [["Johnson", "visited", "U.S."]], max_length=5)
     assert ids.tolist() == [2, 4, 5, 6, 3] and word_ids.tolist() == [-1, 0, 0, 1, -1]
 
 
 def test_bad_words(minilm_dir):
     tok = jaxformer.load_tokenizer(minilm_dir)
     with pytest.raises(TypeError, match=r"^words_batch is a str"):
-        tok.encode_words("EU rejects")
+        encode_words(tok, "EU rejects")
     with pytest.raises(TypeError, match=r"^words_batch\[1\] is a str, not a list of words"):
-        tok.encode_words([["EU"], "rejects German"])
+        encode_words(tok, [["EU"], "rejects German"])
     with pytest.raises(TypeError, match=r"^words_batch\[0\]\[1\] is a int, not a str"):
-        tok.encode_words([["EU", 3]])
+        encode_words(tok, [["EU", 3]])
     with pytest.raises(ValueError, match=r"max_length=2 is too short"):
-        tok.encode_words([["EU"]], max_length=2)
+        encode_words(tok, [["EU"]], max_length=2)

@@ -10,8 +10,10 @@ SQuAD questions, masked-LM masks.
   the validation split carved from train.
 - `conll`: CoNLL-2003 sentences from local files or tfds, their tags aligned to sub-tokens, token
   predictions back to words.
+- `ner_words`: sentences of pre-split words encoded word by word, with each token's word.
 - `squad`: SQuAD v1.1 / v2.0 files or tfds' squad, question-and-context windows with answer
   labels, and span logits decoded to answer text.
+- `qa_windows`: question-and-context pairs cut into overlapping windows with character offsets.
 """
 
 from jaxformer.data.batching import EvalBatches, TokenizedSplit, TrainBatches, pad_ids

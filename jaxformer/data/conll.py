@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from jaxformer.data import locks
+from jaxformer.data.ner_words import encode_words
 
 if TYPE_CHECKING:
     from jaxformer.tokenizer import Tokenizer
@@ -152,6 +153,46 @@ def read_conll(
     return sentences
 
 
+def sentences_from_table(
+    table, tokens_column: str, tags_column: str, names: Sequence[str] | None = None
+) -> list[Sentence]:
+    """The sentences of a table's rows (`jaxformer.data.sources.Table`, e.g. JSON Lines as
+    Hugging Face datasets' conll2003 has them): a list of words and a list of tags per row, the
+    tags as strings, or as ids into `names`. A row of no words is skipped."""
+    from jaxformer.data.sources import DataError
+
+    words_column = table.column(tokens_column, purpose="tokens_column")
+    tags_by_row = table.column(tags_column, purpose="tags_column")
+    sentences = []
+    for i, (words, tags) in enumerate(zip(words_column, tags_by_row, strict=True)):
+        where = table.where(i)
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise DataError(f"{where}: column {tokens_column!r} must be a list of words")
+        if not isinstance(tags, list) or len(tags) != len(words):
+            raise DataError(
+                f"{where}: column {tags_column!r} must be a list of one tag per word "
+                f"({len(words)} words)"
+            )
+        named = []
+        for k, tag in enumerate(tags):
+            if isinstance(tag, int) and not isinstance(tag, bool):
+                if not names or not 0 <= tag < len(names):
+                    raise DataError(
+                        f"{where}: tag {tag} of word {k} is an id, and label_names "
+                        f"{tuple(names or ())} has no such label: set --config.label_names to "
+                        "the tags in id order"
+                    )
+                tag = names[tag]
+            if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+                raise DataError(
+                    f"{where}: tag {tag!r} of word {k} is not IOB-like (O, B-X, I-X, E-X or S-X)"
+                )
+            named.append(tag)
+        if words:
+            sentences.append(Sentence(tuple(words), tuple(named), table.origins[i][1], where))
+    return sentences
+
+
 def label_names(sentences: Sequence[Sentence]) -> tuple[str, ...]:
     """The tags of `sentences` in a stable order: "O" first, then the entity types sorted, each
     type's B-, I-, E-, S- in that order (only the tags that occur).
@@ -227,7 +268,7 @@ def encode_sentences(
 
     label_names gives each tag its label id (its index). With label_all_subtokens every sub-token
     of a word gets the word's label, except that the continuations of a B-X word get I-X (when
-    label_names has it). Sentences keep their head (`Tokenizer.encode_words`, max_length default
+    label_names has it). Sentences keep their head (`ner_words.encode_words`, max_length default
     tokenizer.max_length): the words cut get no label, and one log line says how many sentences
     lost words. A tag not in label_names raises ConllError naming its file and line.
     """
@@ -255,7 +296,7 @@ def encode_sentences(
             ],
             np.int32,
         )
-    ids, word_ids = tokenizer.encode_words([s.words for s in sentences], max_length)
+    ids, word_ids = encode_words(tokenizer, [s.words for s in sentences], max_length)
     labels = [align_labels(t, w, continuation) for t, w in zip(tag_ids, word_ids, strict=True)]
     length = tokenizer.max_length if max_length is None else max_length
     cut = sum(

@@ -17,7 +17,7 @@ Where this differs from transformers, on purpose:
 - Whole words: transformers 5 finds words from the tokenizer's offsets and replaces every token
   of a chosen word by the mask token (it turns random replacement off); its older
   DataCollatorForWholeWordMask and BERT's script draw 80/10/10 per token. Here words come from
-  a table of which token ids begin one (`Tokenizer.word_start_table`), and the 80/10/10 is
+  a table of which token ids begin one (`word_start_table`), and the 80/10/10 is
   drawn once per word: a chosen word is wholly masked, wholly random, or wholly kept, so the
   model never sees part of a word it must predict.
 
@@ -28,9 +28,14 @@ generator's state and the inputs' shapes and values.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from jaxformer.tokenizer import Tokenizer
 
 IGNORE = -100  # the labels' "no target" (transformers' and optax's ignore index)
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1  # of the targets; the rest are kept as they are
@@ -62,7 +67,7 @@ def _check(input_ids, attention_mask, vocab_size, mask_id, mask_prob, word_start
     if not table_ok:
         raise MaskingError(
             f"word_starts is {word_starts.dtype} {word_starts.shape}; it must be a bool table of "
-            f"shape ({vocab_size},), one entry per token id (Tokenizer.word_start_table())"
+            f"shape ({vocab_size},), one entry per token id (word_start_table(tokenizer))"
         )
 
 
@@ -98,7 +103,7 @@ def mask_tokens(
     -100 elsewhere; masked_ids: input_ids elsewhere, padding included.
 
     word_starts: (vocab_size,) bool, True for the ids that begin a word
-      (`Tokenizer.word_start_table()`). A word is a start token and the continuation tokens
+      (`word_start_table(tokenizer)`). A word is a start token and the continuation tokens
       after it; a candidate right after a non-candidate (special token, padding, row start)
       begins a word too, whatever it is. Each word is selected with probability mask_prob, so
       about mask_prob of the tokens are targets.
@@ -137,3 +142,64 @@ def mask_tokens(
     masked = np.where(to_mask, mask_id, np.where(to_random, random_ids, input_ids))
     labels = np.where(selected, input_ids, IGNORE)
     return masked.astype(np.int32), labels.astype(np.int32)
+
+
+def word_start_table(tokenizer: Tokenizer) -> np.ndarray:
+    """Which token ids begin a word: (vocab_size,) bool, for whole-word masking (`mask_tokens`),
+    read off the tokenizer's model. WordPiece (and a BPE with a continuing_subword_prefix):
+    every token but those with the prefix ("##"). Byte-level BPE: the tokens with its space
+    marker "Ġ"; SentencePiece (Unigram, or BPE behind Metaspace): those with "▁". Added and
+    special tokens are starts, and so is an id with no token. A word's first token after a
+    special token is a start whatever it is (the first word of a byte-level text has no "Ġ"):
+    mask_tokens counts that itself.
+    """
+    tok, vocab_size = tokenizer.tokenizer, tokenizer.vocab_size
+    spec = json.loads(tok.to_str())
+    model = spec.get("model") or {}
+    kind, prefix = model.get("type"), model.get("continuing_subword_prefix")
+    if kind == "WordPiece":
+        prefix = prefix or "##"
+    table = np.ones(vocab_size, bool)
+    if kind != "WordLevel":  # a WordLevel token is a whole word
+        if prefix:
+            marker, starts = prefix, False
+        else:
+            if model.get("end_of_word_suffix"):
+                raise ValueError(
+                    f"this {kind} tokenizer marks the ends of words "
+                    f"({model['end_of_word_suffix']!r}), not their starts: word_start_table "
+                    "reads WordPiece, byte-level BPE and SentencePiece vocabularies"
+                )
+            marker, starts = _space_marker(spec), True
+            if marker is None:
+                raise ValueError(
+                    f"cannot tell which tokens of this {kind} tokenizer begin a word: it has "
+                    "no continuing_subword_prefix, ByteLevel or Metaspace; word_start_table "
+                    "reads WordPiece, byte-level BPE and SentencePiece vocabularies"
+                )
+        for token, i in tok.get_vocab(with_added_tokens=False).items():
+            if i < vocab_size:
+                table[i] = token.startswith(marker) == starts
+    for i in tok.get_added_tokens_decoder():
+        table[i] = True
+    return table
+
+
+def _space_marker(spec: dict) -> str | None:
+    """The character a tokenizer writes for the space before a word: "Ġ" behind a ByteLevel
+    pre-tokenizer, Metaspace's replacement ("▁"), or what a normalizer Replace puts for " "."""
+    nodes = [spec.get("pre_tokenizer"), spec.get("normalizer"), spec.get("decoder")]
+    while nodes:
+        node = nodes.pop(0)
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("type")
+        if kind == "ByteLevel":
+            return "Ġ"  # GPT-2's bytes_to_unicode of the space byte
+        if kind == "Metaspace":
+            return node.get("replacement", "▁")
+        if kind == "Replace" and (node.get("pattern") or {}).get("String") == " ":
+            return node.get("content")
+        for key in ("pretokenizers", "normalizers", "decoders"):
+            nodes.extend(node.get(key) or [])
+    return None

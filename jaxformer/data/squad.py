@@ -3,7 +3,7 @@
 
 Mirrors transformers' examples/pytorch/question-answering: run_qa.py's prepare_train_features and
 prepare_validation_features (`make_features`: questions stripped on the left, contexts cut into
-overlapping windows by `Tokenizer.encode_windows`, the first answer's first and last token as
+overlapping windows by `qa_windows.encode_windows`, the first answer's first and last token as
 labels) and utils_qa.py's postprocess_qa_predictions (`decode`). The files are the official
 layout (Rajpurkar et al. 2016, "SQuAD"; 2018, "Know What You Don't Know"):
 {"data": [{"paragraphs": [{"context": str, "qas": [{"id": str, "question": str,
@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxformer.data import locks
+from jaxformer.data.qa_windows import encode_windows
 
 CLS_INDEX = 0  # where every family's template puts [CLS] / <s>: the label of "no answer here"
 TFDS_NAMES = {"1.1": "squad/v1.1", "2.0": "squad/v2.0"}
@@ -149,6 +150,50 @@ def read_squad(path: str | os.PathLike) -> list[QAExample]:
     return examples
 
 
+def examples_from_table(table) -> list[QAExample]:
+    """The questions of a table's rows (`jaxformer.data.sources.Table`, e.g. JSON Lines) in
+    Hugging Face datasets' squad shape: `id`, `question`, `context` and `answers` =
+    {"text": [...], "answer_start": [...]} (no answers: SQuAD v2.0's unanswerable question)."""
+    ids = table.column("id", purpose="id column")
+    questions = table.column("question", purpose="question column")
+    contexts = table.column("context", purpose="context column")
+    answer_cells = table.column("answers", purpose="answers column")
+    examples, seen = [], {}
+    for i, (qid, question, context, cell) in enumerate(
+        zip(ids, questions, contexts, answer_cells, strict=True)
+    ):
+        where = table.where(i)
+        qid = str(qid)
+        if qid in seen:
+            raise SquadError(f"{where}: id {qid!r} is not unique, {seen[qid]} has it too")
+        seen[qid] = where
+        for name, value in (("question", question), ("context", context)):
+            if not isinstance(value, str) or not value.strip():
+                raise SquadError(f"{where}: column {name!r} is empty")
+        texts = (cell or {}).get("text") if isinstance(cell, dict) else None
+        starts = (cell or {}).get("answer_start") if isinstance(cell, dict) else None
+        if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
+            raise SquadError(
+                f'{where}: column \'answers\' must be {{"text": [...], "answer_start": [...]}} '
+                "with one start per text"
+            )
+        answers = tuple((str(t), int(a)) for t, a in zip(texts, starts, strict=True))
+        examples.append(_example(qid, question, context, answers, not answers, where))
+    return examples
+
+
+def is_squad_json(path: str | os.PathLike) -> bool:
+    """Whether a file is one SQuAD JSON document ({"data": [...]}) rather than JSON Lines (or
+    another table format): a .json file whose whole text is one object with "data"."""
+    if Path(path).suffix.lower() != ".json":
+        return False
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (ValueError, OSError):
+        return False  # JSON Lines ("extra data"), or an error the table reader names
+    return isinstance(value, dict) and "data" in value
+
+
 def _online(host: str) -> bool:
     """Whether `host` resolves, or a proxy may reach it (tfds retries an unreachable host for
     minutes before it fails)."""
@@ -237,10 +282,11 @@ def make_features(
     doc_stride: int,
     max_query_length: int | None = None,
 ) -> QAFeatures:
-    """Every example's windows (`jaxformer.Tokenizer.encode_windows` of the question without its
+    """Every example's windows (`qa_windows.encode_windows` of the question without its
     leading whitespace, which byte-level tokenizers would spend tokens on, and the context) with
     the first answer's token labels (`_labels`), for training and for evaluation alike."""
-    windows = tokenizer.encode_windows(
+    windows = encode_windows(
+        tokenizer,
         [e.question.lstrip() for e in examples],
         [e.context for e in examples],
         max_length,

@@ -58,6 +58,7 @@ PROBABILITIES = (
 )
 BIAS_FLAGS = ("attention_bias", "mlp_bias", "norm_bias", "classifier_bias", "decoder_bias")
 POS_ATT_TYPES = ("c2p", "p2c")  # DeBERTa's disentangled terms
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 REL_EMBEDDING_NORMS = ("none", "layer_norm")
 MAX_SIZE = 2**31 - 1
 # Ours, not Hugging Face's: never read from or written to config.json.
@@ -361,6 +362,8 @@ class BertConfig:
     num_labels: int = 2
     # id2label's names, by label id; None: Hugging Face's defaults, LABEL_0 ... LABEL_{n-1}.
     label_names: tuple[str, ...] | None = None
+    # transformers' problem_type of a classifier (its loss): one of PROBLEM_TYPES, or None.
+    problem_type: str | None = None
     # ModernBERT's (configuration_modernbert.py); the defaults are the other families' layers.
     global_rope_theta: float = 160_000.0  # RoPE's theta in the global layers
     local_rope_theta: float = 10_000.0  # and in the sliding-window ones
@@ -444,6 +447,11 @@ class BertConfig:
             # The defaults are stored as None, so a config equals itself after a round trip.
             defaults = tuple(f"LABEL_{i}" for i in range(self.num_labels))
             object.__setattr__(self, "label_names", None if names == defaults else names)
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(
+                f"problem_type={self.problem_type!r} is not supported; choose one of "
+                f"{PROBLEM_TYPES} or None"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
@@ -544,6 +552,13 @@ class BertConfig:
         kwargs |= {"num_labels": hf["num_labels"]} if "num_labels" in hf else {}
         if hf.get(sp.fields["pad_token_id"], 0) is None:  # null in some configs: never read
             kwargs.pop("pad_token_id")
+        if hf.get("problem_type") is not None:
+            if hf["problem_type"] not in PROBLEM_TYPES:
+                raise ValueError(
+                    f"{source}: problem_type={hf['problem_type']!r} is not valid; it must be one "
+                    f"of {PROBLEM_TYPES} or null"
+                )
+            kwargs["problem_type"] = hf["problem_type"]
         if "id2label" in hf:
             kwargs["label_names"] = _label_names(hf["id2label"], source)
             if "num_labels" not in hf:
@@ -619,6 +634,8 @@ class BertConfig:
             hf |= sp.write(self)
         hf["id2label"] = {str(i): name for i, name in self.id2label.items()}
         hf["label2id"] = {name: i for i, name in self.id2label.items()}
+        if self.problem_type is not None:
+            hf["problem_type"] = self.problem_type
         hf.update(model_type=self.model_type, architectures=[architecture], torch_dtype="float32")
         return hf
 

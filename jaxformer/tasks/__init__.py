@@ -2,7 +2,8 @@
 the model has, how its data becomes batches, how a batch is scored in the compiled steps, and
 what metrics a split gets on the host.
 
-    classification        IMDB reviews -> neg / pos (tasks/classification.py)
+    classification        texts or text pairs -> labels (single, multi-label) or a number;
+                          IMDB reviews by default (tasks/classification.py)
     token_classification  CoNLL-format named entities, entity-level F1 (tasks/ner.py)
     question_answering    SQuAD v1.1 / v2.0 extractive answers, exact match and F1 (tasks/qa.py)
     masked_lm             masked-LM further pre-training on IMDB reviews, perplexity (tasks/mlm.py)
@@ -13,6 +14,7 @@ what metrics a split gets on the host.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import ClassVar
 
 import jax
@@ -21,8 +23,31 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxformer.data import batching
+from jaxformer import cache
+from jaxformer.data import batching, imdb, sources, tfds_source, token_cache
 from jaxformer.data.batching import TokenizedSplit, Transform
+
+SPLIT_SEEDS = {"test": 1, "validation": 2}  # a split of its own: its order's seed [split_seed, k]
+
+
+def limit(n: int | None) -> int | None:
+    """A split's example limit from the config: None or -1 is the whole split."""
+    return n if n and n > 0 else None
+
+
+def imdb_splits(config, tokenizer, names) -> dict:
+    """IMDB's tokenized splits `names` as the experiment's data section asks."""
+    d = config.data
+    return imdb.load_imdb(
+        tokenizer,
+        splits=names,
+        archive=d.archive,
+        data_dir=d.data_dir,
+        cache_dir=d.cache_dir,
+        validation_fraction=d.validation_fraction,
+        split_seed=d.split_seed,
+        limits={name: limit(d[f"{name}_limit"]) for name in names},
+    )
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -44,9 +69,15 @@ class Task:
     # Evaluation outputs with a token axis (b, t, ...): padded to the longest bucket on the host.
     token_outputs: ClassVar[tuple[str, ...]] = ()
     splits_available: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
+    train_accuracy: ClassVar[bool] = True  # whether a training step's "accuracy" means one
 
-    def __init__(self, config: ml_collections.ConfigDict, tokenizer):
+    def __init__(self, config: ml_collections.ConfigDict, tokenizer, data=None):
+        """`data`: the splits' rows given in Python ({split: a pandas DataFrame, a
+        `datasets.Dataset`, a dict of columns or a `sources.Table`}, or a `datasets.DatasetDict`),
+        in place of the files the config names."""
         self.config, self.tokenizer = config, tokenizer
+        self.data = sources.as_tables(data) if data is not None else None
+        self._tables: dict[str, sources.Table | None] = {}
 
     def label_names(self) -> tuple[str, ...] | None:
         """The names of the head's labels (config.json's id2label), None where it has none."""
@@ -61,6 +92,88 @@ class Task:
     def splits(self, names: tuple[str, ...]) -> dict[str, TokenizedSplit]:
         """The tokenized splits `names` (of splits_available)."""
         raise NotImplementedError
+
+    # The rows of the user's own data (classification, masked-LM): given in Python, files, or a
+    # tfds dataset; IMDB's reviews where none is named.
+
+    @property
+    def reads_imdb(self) -> bool:
+        """No rows given, no files, no tfds name: IMDB's reviews."""
+        d = self.config.data
+        return not (self.data or d.in_memory or d.train_file or d.tfds_name)
+
+    def table(self, split: str) -> sources.Table | None:
+        """A split's own rows (given in Python, a file, a tfds split), None if it has none."""
+        if split not in self._tables:
+            d = self.config.data
+            if self.data:
+                found = self.data.get(split)
+            elif d[f"{split}_file"]:
+                found = sources.read_files(d[f"{split}_file"], text_file_column=d.text_column)
+            elif d.tfds_name:
+                found = tfds_source.from_tfds(
+                    d.tfds_name,
+                    split,
+                    data_dir=d.data_dir,
+                    manual_dir=d.manual_dir,
+                    missing_ok=True,
+                )
+            elif d.in_memory:
+                raise ValueError(
+                    f"this model was trained on rows given in Python: pass the {split} rows the "
+                    f"same way (data={{{split!r}: ...}}), or name a file with "
+                    f"--config.data.{split}_file"
+                )
+            else:
+                found = None
+            self._tables[split] = found
+        return self._tables[split]
+
+    def train_table(self) -> sources.Table:
+        train = self.table("train")
+        if train is None:
+            raise ValueError(
+                "no training rows: give --config.data.train_file (or tfds_name), or train rows "
+                "in Python"
+            )
+        return train
+
+    def rows(self, split: str) -> sources.Table:
+        """The rows of a split in a seeded order, cut to its limit (data.<split>_limit: the first
+        N of the order). Validation without rows of its own is carved from train as IMDB's is
+        (the same function, so IMDB written to a file gives the same splits)."""
+        d = self.config.data
+        own = self.table(split)
+        if split == "train" or (split == "validation" and own is None):
+            train = self.train_table()
+            fraction = d.validation_fraction if self.table("validation") is None else 0.0
+            parts = imdb.split_indices(len(train), fraction, d.split_seed)
+            table, order = train, parts[split == "validation"]
+        elif own is None:
+            raise ValueError(
+                f"no {split} rows: give --config.data.{split}_file (or a {split} split in Python)"
+            )
+        else:
+            table = own
+            order = np.random.default_rng([d.split_seed, SPLIT_SEEDS[split]]).permutation(len(own))
+        return table.select(order[: limit(d[f"{split}_limit"])])
+
+    def tokenize_cached(self, split, texts, labels, pairs=None, **subset) -> TokenizedSplit:
+        """Texts (and pairs) tokenized, cached under data.cache_dir by their content."""
+        content = token_cache.content_hash(texts, pairs, np.asarray(labels).tolist())
+        key = token_cache.cache_key(
+            self.tokenizer, split, f"rows-sha256:{content}", pairs=pairs is not None, **subset
+        )
+        d = self.config.data
+        folder = Path(d.cache_dir) if d.cache_dir else cache.cache_dir()
+        path = token_cache.cache_path(folder / "tokens", key)
+
+        def build():
+            return token_cache.tokenize(
+                texts, labels, self.tokenizer, desc=f"tokenize {split}", pairs=pairs
+            )
+
+        return token_cache.cached_split(path, key, self.tokenizer, build)
 
     def transform(self) -> Transform | None:
         """A change of each batch drawn at random (masked-LM masking), or None."""
@@ -116,6 +229,7 @@ def task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(f"jaxformer.tasks.{module}"), cls)
 
 
-def make(config: ml_collections.ConfigDict, tokenizer) -> Task:
-    """The task `config.task` names, over the experiment `config` and its tokenizer."""
-    return task_class(config.task)(config, tokenizer)
+def make(config: ml_collections.ConfigDict, tokenizer, data=None) -> Task:
+    """The task `config.task` names, over the experiment `config`, its tokenizer and the rows
+    given in Python (`Task`'s `data`), if any."""
+    return task_class(config.task)(config, tokenizer, data)

@@ -1,8 +1,9 @@
-"""Masked-LM further pre-training on IMDB's reviews (Devlin et al. 2019's objective; Sun et al.
-2019's within-task pre-training before fine-tuning): 15% of the real tokens are chosen, 80% of
-them become the mask token, 10% a random token, 10% stay; the loss is the cross-entropy at the
-chosen positions only, and a split is scored by its perplexity exp(mean loss) and the accuracy
-of the predicted tokens (transformers' run_mlm.py).
+"""Masked-LM further pre-training on a corpus: text files (a document per line), a text column
+of any file `jaxformer.data.sources` reads, or IMDB's reviews by default (Devlin et al. 2019's
+objective; Sun et al. 2019's within-task pre-training before fine-tuning): 15% of the real
+tokens are chosen, 80% of them become the mask token, 10% a random token, 10% stay; the loss
+is the cross-entropy at the chosen positions only, and a split is scored by its perplexity
+exp(mean loss) and the accuracy of the predicted tokens (transformers' run_mlm.py).
 
 The masking is drawn on the host with a generator seeded by the batch's position
 (jaxformer.data.masking), so a resumed run sees the masks it would have seen, and a split is
@@ -16,9 +17,8 @@ import math
 
 import numpy as np
 
-from jaxformer.data import batching, masking
-from jaxformer.tasks import Task, cross_entropy
-from jaxformer.tasks.classification import imdb_splits
+from jaxformer.data import batching, masking, sources
+from jaxformer.tasks import Task, cross_entropy, imdb_splits
 
 
 def special_ids(tokenizer) -> list[int]:
@@ -41,7 +41,24 @@ class MaskedLM(Task):
         return None
 
     def splits(self, names):
-        return imdb_splits(self.config, self.tokenizer, names)  # the labels go unused
+        if self.reads_imdb:
+            return imdb_splits(self.config, self.tokenizer, names)  # the labels go unused
+        out = {}
+        for name in names:
+            rows = self.rows(name)
+            column = self.config.data.text_column
+            texts = rows.column(column, purpose="text_column")
+            empty = [
+                i for i, text in enumerate(texts) if not (isinstance(text, str) and text.strip())
+            ]
+            if empty and not self.config.data.skip_bad_rows:
+                raise sources.DataError(
+                    f"{rows.where(empty[0])}: column {column!r} (the text_column) is empty; fix "
+                    "the row, or set --config.data.skip_bad_rows=True to leave such rows out"
+                )
+            texts = [text for i, text in enumerate(texts) if i not in set(empty)]
+            out[name] = self.tokenize_cached(name, texts, np.zeros(len(texts), np.int32))
+        return out
 
     def transform(self):
         tok, d = self.tokenizer, self.config.data
@@ -58,7 +75,7 @@ class MaskedLM(Task):
             vocab_size=tok.vocab_size,
             special_ids=special_ids(tok),
             mask_prob=d.mask_prob,
-            word_starts=tok.word_start_table() if d.whole_word_mask else None,
+            word_starts=masking.word_start_table(tok) if d.whole_word_mask else None,
         )
 
     @staticmethod

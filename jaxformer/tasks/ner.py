@@ -8,12 +8,16 @@ tags (seqeval's, which are conlleval's), and token accuracy.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
-from jaxformer.data import batching, conll
+from jaxformer.data import batching, conll, sources
 from jaxformer.tasks import Task, cross_entropy
 from jaxformer.training import seqeval
+
+# Files read as tables of a words column and a tags column; any other file is CoNLL columns.
+TABLE_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 
 class TokenClassification(Task):
@@ -21,23 +25,33 @@ class TokenClassification(Task):
     selection = "f1"
     token_outputs = ("predictions",)
 
-    def __init__(self, config, tokenizer):
-        super().__init__(config, tokenizer)
+    def __init__(self, config, tokenizer, data=None):
+        super().__init__(config, tokenizer, data)
         self._sentences: dict[str, list[conll.Sentence]] = {}
         self._features: dict[str, conll.NerFeatures] = {}
 
     def sentences(self, split: str) -> list[conll.Sentence]:
-        """The sentences of a split: data.<split>_file, else tfds' conll2003."""
+        """The sentences of a split: its rows given in Python, data.<split>_file (CoNLL columns,
+        or JSON Lines / Parquet of a words and a tags column), else tfds' conll2003."""
         if split not in self._sentences:
             d = self.config.data
             path = d[f"{split}_file"]
-            if path:
+            if self.data is not None and self.data.get(split) is not None:
+                found = self._from_table(self.data[split])
+            elif path and Path(path).suffix.lower() in TABLE_SUFFIXES:
+                found = self._from_table(sources.read_files(path))
+            elif path:
                 found = conll.read_conll(path, d.token_column, d.tag_column)
             else:
                 found = conll.load_conll2003_tfds(split, d.data_dir)
             limit = d[f"{split}_limit"]
             self._sentences[split] = found[:limit] if limit and limit > 0 else found
         return self._sentences[split]
+
+    def _from_table(self, table) -> list[conll.Sentence]:
+        d = self.config.data
+        names = self.config.label_names or table.label_names.get(d.tags_column)
+        return conll.sentences_from_table(table, d.tokens_column, d.tags_column, names)
 
     def label_names(self):
         """config.label_names, else the tags of the training split in conll.label_names' order."""

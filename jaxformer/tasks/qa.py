@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxformer.data import batching, squad
+from jaxformer.data import batching, sources, squad
 from jaxformer.tasks import Task, cross_entropy
 from jaxformer.training import squad_eval
 
@@ -25,8 +25,8 @@ class QuestionAnswering(Task):
     token_outputs = ("start_logits", "end_logits")
     splits_available = ("train", "validation")
 
-    def __init__(self, config, tokenizer):
-        super().__init__(config, tokenizer)
+    def __init__(self, config, tokenizer, data=None):
+        super().__init__(config, tokenizer, data)
         self._examples: dict[str, list[squad.QAExample]] = {}
         self._features: dict[str, squad.QAFeatures] = {}
 
@@ -37,12 +37,17 @@ class QuestionAnswering(Task):
         return None  # a start and an end logit per token: the head's own
 
     def examples(self, split: str) -> list[squad.QAExample]:
-        """The questions of a split: data.<split>_file, else tfds' squad (v2.0 with
+        """The questions of a split: its rows given in Python, data.<split>_file (SQuAD JSON, or
+        JSON Lines / Parquet in Hugging Face's squad shape), else tfds' squad (v2.0 with
         data.version_2)."""
         if split not in self._examples:
             d = self.config.data
             path = d[f"{split}_file"]
-            if path:
+            if self.data is not None and self.data.get(split) is not None:
+                found = squad.examples_from_table(self.data[split])
+            elif path and not squad.is_squad_json(path):
+                found = squad.examples_from_table(sources.read_files(path))
+            elif path:
                 found = squad.read_squad(path)
             else:
                 found = squad.load_squad_tfds(split, "2.0" if d.version_2 else "1.1", d.data_dir)

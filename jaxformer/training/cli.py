@@ -32,8 +32,8 @@ from absl import app, flags
 from jaxformer.data.imdb import ImdbArchiveError
 from jaxformer.data.locks import LockedError
 from jaxformer.training.checkpoints import DamagedCheckpointError, first_line
-from jaxformer.training.loop import Stopped
 from jaxformer.training.metrics import TrainingError
+from jaxformer.training.processes import Stopped
 
 # Errors of the user's input or environment: one line, no traceback.
 USER_ERRORS = (

@@ -1,4 +1,4 @@
-"""Every field a jaxformer IMDB experiment reads, with its default. The experiment files in
+"""Every field a jaxformer experiment reads, with its default. The experiment files in
 configs/ (imdb_minilm.py, imdb_bert_base.py, imdb_scratch.py, tiny.py) start from it, and a
 workdir's saved config.json is read back onto it (`from_dict`).
 
@@ -19,13 +19,18 @@ OPEN_SECTIONS = ("model.arch", "model.overrides")
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    # classification (IMDB), token_classification (CoNLL NER), question_answering (SQuAD) or
-    # masked_lm (further pre-training on IMDB's reviews): jaxformer/tasks.
+    # classification (texts or pairs; IMDB by default), token_classification (NER),
+    # question_answering (SQuAD-style) or masked_lm (further pre-training): jaxformer/tasks.
     c.task = "classification"
     c.seed = 0  # parameters of fresh heads, dropout, data order
-    c.num_labels = 2  # IMDB: 0 = negative, 1 = positive
-    # The labels' names (tfds imdb_reviews'), written to the exported config.json's id2label.
-    c.label_names = ("neg", "pos")
+    c.num_labels = 2  # the head's width where the task has no label names of its own
+    # The labels' names in id order, written to the exported config.json's id2label; None: the
+    # data's (IMDB's neg/pos, a tfds ClassLabel's, or the training rows' labels sorted).
+    c.label_names = placeholder(tuple)
+    # classification: single_label_classification, multi_label_classification or regression
+    # (transformers' problem_type, written to config.json); None: inferred from the training
+    # labels (numbers that are not all integers: regression; lists: multi-label).
+    c.problem_type = placeholder(str)
     c.tokenizer = placeholder(str)  # folder or hub id; None: the checkpoint's own tokenizer
 
     c.model = ml_collections.ConfigDict()
@@ -77,17 +82,39 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.train_limit = placeholder(int)  # first N examples of a seeded shuffle; None or -1: all
     c.data.validation_limit = placeholder(int)
     c.data.test_limit = placeholder(int)
-    # token_classification and question_answering read local files (CoNLL columns, SQuAD JSON);
-    # None: tfds' conll2003 / squad, downloaded.
+    # Local files, each a path or a glob of shards: classification and masked_lm read CSV, TSV,
+    # JSON Lines (.json, .jsonl) and Parquet (masked_lm also .txt, one document per line);
+    # token_classification CoNLL columns or JSON Lines; question_answering SQuAD JSON or JSON
+    # Lines. None: classification and masked_lm read IMDB, the others tfds' conll2003 / squad.
     c.data.train_file = placeholder(str)
-    c.data.validation_file = placeholder(str)
+    c.data.validation_file = placeholder(str)  # None: validation_fraction of train held out
     c.data.test_file = placeholder(str)
+    # A tfds dataset by name (e.g. "glue/sst2") in place of files, built by tfds (online, or from
+    # manual_dir); its features are named by the column fields below.
+    c.data.tfds_name = placeholder(str)
+    c.data.manual_dir = placeholder(str)
+    # The columns: the text, the second text of a pair (None: single texts), the label; a
+    # multi-label string cut at label_separator (None: multi-label labels are lists).
+    c.data.text_column = "text"
+    c.data.text_pair_column = placeholder(str)
+    c.data.label_column = "label"
+    c.data.label_separator = placeholder(str)
+    # A bad row (an empty text, a missing or unknown label, a target that is not a number) is an
+    # error naming its file and row; True: such rows are left out, and counted per file.
+    c.data.skip_bad_rows = False
+    # Set by training on rows given in Python (`train_and_evaluate(..., data=...)`): evaluation
+    # then needs the rows in Python too, not IMDB's or files'.
+    c.data.in_memory = False
     # token_classification: the label on each word's first sub-token (transformers' run_ner);
     # True: on every sub-token. The tag scheme of entity-level scores (IOB1, IOB2 or IOBES).
     c.data.label_all_subtokens = False
     c.data.tag_scheme = "IOB2"
     c.data.token_column = 0  # CoNLL columns: the word, and the tag (-1: the last)
     c.data.tag_column = -1
+    # JSON Lines for token_classification: the columns of a row's words and of their tags (names,
+    # or ids into label_names), as Hugging Face datasets' conll2003 has them.
+    c.data.tokens_column = "tokens"
+    c.data.tags_column = "ner_tags"
     # question_answering: windows of max_length tokens over a long context, overlapping by
     # doc_stride tokens; answers of at most max_answer_length tokens, from the n_best starts and
     # ends; SQuAD v2.0's "no answer" when its score beats the best span's by null_threshold.

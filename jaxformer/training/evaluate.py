@@ -22,14 +22,16 @@ import numpy as np
 from flax.training.train_state import TrainState
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
 
 from jaxformer import families, tasks
-from jaxformer.data import conll, squad
+from jaxformer.data import conll, ner_words, squad
 from jaxformer.hf.convert import from_pretrained
+from jaxformer.hf.tokenizer_files import load_tokenizer
 from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
-from jaxformer.tokenizer import load_tokenizer
-from jaxformer.training import checkpoints, loop, metrics, parallel, seqeval, steps
+from jaxformer.tokenizer import HEAD_TOKENS
+from jaxformer.training import checkpoints, loop, metrics, parallel, processes, seqeval, steps
 from jaxformer.training import config as base_config
 
 
@@ -50,6 +52,14 @@ def _max_length(config: ml_collections.ConfigDict, model) -> int:
     return min(config.data.max_length, max_input_length(model))
 
 
+def _truncation(config: ml_collections.ConfigDict, max_length: int) -> str:
+    """The config's truncation, "head" where max_length has no room for head_tail's head and
+    tail (a model of few positions): any model predicts."""
+    if config.data.truncation == "head_tail" and max_length < HEAD_TOKENS + 3:
+        return "head"
+    return config.data.truncation
+
+
 def load_trained(
     workdir: str | Path | None = None,
     checkpoint: str = "best",
@@ -63,8 +73,9 @@ def load_trained(
         if config is None:
             config = load_workdir_config(workdir) if workdir else base_config.get_config()
         model, params = from_pretrained(str(hf_dir), task=head_of(config))
+        length = _max_length(config, model)
         tokenizer = load_tokenizer(
-            str(hf_dir), max_length=_max_length(config, model), truncation=config.data.truncation
+            str(hf_dir), max_length=length, truncation=_truncation(config, length)
         )
         loop.check_vocabulary(tokenizer, model.config)
         return config, tokenizer, model, params, f"Hugging Face folder {hf_dir}"
@@ -75,10 +86,11 @@ def load_trained(
         config = load_workdir_config(workdir)
     arch = BertConfig(**json.loads((workdir / "model_config.json").read_text()))
     model = families.model_class(arch.model_type, head_of(config))(arch)
+    length = _max_length(config, model)
     tokenizer = load_tokenizer(
         config.tokenizer or config.model.checkpoint,
-        max_length=_max_length(config, model),
-        truncation=config.data.truncation,
+        max_length=length,
+        truncation=_truncation(config, length),
     )
     loop.check_vocabulary(tokenizer, model.config)
     which = "latest" if step is not None else checkpoint
@@ -124,19 +136,24 @@ def evaluate_split(
     hf_dir=None,
     limit: int | None = None,
     batch_size: int | None = None,
+    file: str | None = None,
+    data=None,
 ) -> dict:
     """Metrics of a trained model on a split of its task's data; written to
-    workdir/eval_<split>.json."""
+    workdir/eval_<split>.json. `file`: the split's rows from this file instead of the config's;
+    `data`: its rows given in Python ({split: rows}, as `loop.train_and_evaluate` takes them)."""
     config, tokenizer, model, params, source = load_trained(workdir, checkpoint, step, hf_dir)
     config = config.copy_and_resolve_references()  # the changes below stay in this call
     if limit is not None:
         config.data[f"{split}_limit"] = limit
     if batch_size is not None:
         config.eval_batch_size = batch_size
-    task = tasks.make(config, tokenizer)
+    if file is not None:
+        config.data[f"{split}_file"] = file
+    task = tasks.make(config, tokenizer, data)
     task.check_split_name(split)
     par = parallel.Parallelism.from_config(config)
-    loop.check_processes(par)
+    processes.check_processes(par)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     model = par.adapt_model(model)
     _, splits = loop.build_data(config, task, names=(split,))
@@ -161,7 +178,7 @@ def evaluate_split(
         max_length=config.data.max_length,
         truncation=config.data.truncation,
     )
-    if workdir is not None and loop.is_primary():
+    if workdir is not None and processes.is_primary():
         out = Path(workdir) / f"eval_{split}{'_hf' if hf_dir is not None else ''}.json"
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=2))
@@ -194,16 +211,29 @@ def predict(
     params,
     batch_size: int = 32,
     xla_cpu_dots: str = "default",
+    pairs: list[str] | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
-    """Class probabilities (n, labels) for raw texts, batch by batch, padded to the longest.
-    `xla_cpu_dots`: the library of XLA:CPU's dots, as the experiment field of that name."""
+    """(n, labels) scores of raw texts (or (text, pair) pairs), batch by batch, padded to the
+    longest: class probabilities (softmax) for a single-label classifier, each label's
+    probability (sigmoid) for a multi-label one, the value (n, 1) for regression, as the model's
+    config.problem_type says. `xla_cpu_dots`: the library of XLA:CPU's dots, as the experiment
+    field of that name; `progress`: a progress bar."""
+    activation = {
+        "multi_label_classification": jax.nn.sigmoid,
+        "regression": lambda x: x,
+    }.get(model.config.problem_type, jax.nn.softmax)
     apply = parallel.jit(
-        lambda p, ids, mask: jax.nn.softmax(model.apply({"params": p}, ids, mask)), xla_cpu_dots
+        lambda p, ids, mask, types: activation(model.apply({"params": p}, ids, mask, types)),
+        xla_cpu_dots,
     )
     probs = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i : i + batch_size])
-        probs.append(np.asarray(apply(params, enc["input_ids"], enc["attention_mask"])))
+    starts = range(0, len(texts), batch_size)
+    for i in tqdm(starts, desc="predict", unit="batch", disable=not progress):
+        rows = slice(i, i + batch_size)
+        enc = tokenizer(texts[rows], pairs=None if pairs is None else pairs[rows])
+        out = apply(params, enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        probs.append(np.asarray(out))
     return np.concatenate(probs) if probs else np.zeros((0, model.config.num_labels))
 
 
@@ -247,7 +277,7 @@ def predict_entities(
         chunk = texts[i : i + batch_size]
         spans = [[m.span() for m in WORD.finditer(text)] for text in chunk]
         words = [[text[a:b] for a, b in row] for text, row in zip(chunk, spans, strict=True)]
-        ids, word_ids = tokenizer.encode_words(words)
+        ids, word_ids = ner_words.encode_words(tokenizer, words)
         enc = tokenizer.pad(ids)
         predictions = np.asarray(apply(params, enc["input_ids"], enc["attention_mask"]))
         for text, row, sentence_spans, w_ids, n in zip(

@@ -7,9 +7,8 @@ checkpoints that resume exactly because the data order is a function of the step
 (checkpoints.py), one log line per log step and metrics copied to the host only then (metrics.py).
 
 Several processes (one per host, `train.py --multihost`) run the same loop in lockstep over one
-jit Mesh: process 0 builds the data cache while the others wait, and alone writes the workdir's
-files besides the checkpoints; a stop signal and a non-finite loss are decided on values every
-process holds, so that all of them take the same branch and enter the same collectives.
+jit Mesh (processes.py: process 0 builds the data cache and writes the workdir's files; a stop
+signal and a non-finite loss are decided on values every process holds).
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ import dataclasses
 import functools
 import json
 import logging
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -32,10 +29,10 @@ from tqdm.auto import tqdm
 from jaxformer import dispatch, families, tasks
 from jaxformer.data import batching, locks
 from jaxformer.hf.convert import from_pretrained, save_pretrained
+from jaxformer.hf.tokenizer_files import load_tokenizer
 from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
-from jaxformer.tokenizer import load_tokenizer
-from jaxformer.training import checkpoints, metrics, optim, steps
+from jaxformer.training import checkpoints, metrics, optim, processes, steps
 from jaxformer.training.parallel import Parallelism
 
 log = logging.getLogger("jaxformer")
@@ -63,6 +60,8 @@ def build_model(config: ml_collections.ConfigDict, rng: jax.Array, tokenizer=Non
     if (num_labels := task.num_labels()) is not None:
         overrides["num_labels"] = num_labels
         overrides["label_names"] = task.label_names()
+    if (problem_type := getattr(task, "problem_type", None)) is not None:
+        overrides["problem_type"] = problem_type
     if m.checkpoint:
         model, params = from_pretrained(m.checkpoint, task=task.head, **overrides)
     else:
@@ -112,8 +111,8 @@ def build_data(config: ml_collections.ConfigDict, task, names=("train", "validat
         return task.splits(tuple(names))
 
     # Process 0 builds the caches first (tfds' and the tokens'); the others then only read them.
-    splits = on_process_0("data_built", f"to build the data cache {d.cache_dir}", load)
-    if not is_primary():
+    splits = processes.on_process_0("data_built", f"to build the data cache {d.cache_dir}", load)
+    if not processes.is_primary():
         splits = load()
     if "train" not in splits:
         return None, splits
@@ -144,60 +143,7 @@ def build_eval_batches(config: ml_collections.ConfigDict, split, task):
     )
 
 
-# ----------------------------------------------------------------------------- processes
-
-BUILD_TIMEOUT_S = 6 * 3600  # the other processes wait this long for process 0's data build
-BARRIER_TIMEOUT_S = 1800  # and this long for its other work (a lock, an export)
-
-
-def is_primary() -> bool:
-    """Process 0 writes the workdir's files besides the checkpoints (Orbax coordinates those)."""
-    return jax.process_index() == 0
-
-
-def on_process_0(name: str, what: str, fn, timeout_s: int = BUILD_TIMEOUT_S):
-    """`fn()` on process 0 alone (`what` it does) while the others wait at barrier `name`;
-    returns its result there, None elsewhere. If it raises, every process raises: the error
-    itself on process 0, a TrainingError naming `what` on the others. A failure on process 0
-    alone would leave them waiting for it in a collective."""
-    if jax.process_count() == 1:
-        return fn()
-    from jax.experimental import multihost_utils
-
-    result = failure = None
-    if is_primary():
-        try:
-            result = fn()
-        except Exception as e:
-            failure = e
-    checkpoints.barrier(name, timeout_s)
-    if multihost_utils.broadcast_one_to_all(np.int32(failure is not None)):
-        if failure is not None:
-            raise failure
-        raise metrics.TrainingError(f"process 0 failed {what}; its log says why")
-    return result
-
-
-def agreed_signal(signum: int | None) -> int | None:
-    """The stop signal that any process received (the highest number), the same on every
-    process: processes that stopped at different steps would wait in different collectives."""
-    if jax.process_count() == 1:
-        return signum
-    from jax.experimental import multihost_utils
-
-    received = multihost_utils.process_allgather(np.int32(signum or 0))
-    return int(received.max()) or None
-
-
-def check_processes(par: Parallelism) -> None:
-    """Several processes train only under jit: pmap's and one device's state is each
-    process's own copy, which Orbax cannot save as one array, and their validation would score
-    each process's share of the examples."""
-    if jax.process_count() > 1 and par.kind != "jit":
-        raise ValueError(
-            f"parallelism={par.kind!r} runs within one process, and this run has "
-            f"{jax.process_count()} processes: use --config.parallelism=jit"
-        )
+# ----------------------------------------------------------------------------- checkpoints
 
 
 def restore_target(par: Parallelism, state):
@@ -207,68 +153,6 @@ def restore_target(par: Parallelism, state):
     if par.kind in ("jit", "shard_map"):
         return par.abstract_state(state)
     return checkpoints.abstract_state(state, SingleDeviceSharding(par.devices[0]))
-
-
-def say(message: str) -> None:
-    """A console line from process 0 (the others would repeat it)."""
-    if is_primary():
-        tqdm.write(message)
-
-
-# ----------------------------------------------------------------------------- housekeeping
-
-
-class Stopped(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped training after it saved a checkpoint of `step`."""
-
-    def __init__(self, signum: int, step: int):
-        self.signum, self.step = signum, step
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name} at step {step} (checkpoint saved); "
-            "rerun the same command to resume"
-        )
-
-
-class _StopRequest:
-    """Ctrl-C / SIGTERM: finish the current step, save a checkpoint, then exit."""
-
-    def __init__(self):
-        self.signal: int | None = None
-
-    def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.signal = signum
-        tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint, then stopping")
-
-    def __exit__(self, *exc):
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-
-
-def quiet_library_logs() -> None:
-    """Keep Orbax's and tfds' INFO chatter (one line per checkpoint operation) out of the
-    console: their warnings still show. Orbax's tracebacks of a failed background save are left
-    out too: `Checkpoints` reports that failure once, as a TrainingError."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        noisy = any(
-            f"{os.sep}{lib}{os.sep}" in record.pathname
-            for lib in ("orbax", "tensorflow_datasets", "etils")
-        )
-        if noisy and record.levelno >= logging.ERROR and record.exc_info:
-            return f"{os.sep}orbax{os.sep}" not in record.pathname
-        if record.name == "asyncio" and f"{os.sep}orbax{os.sep}" in record.getMessage():
-            return False  # orbax's writer tasks of that same failed save
-        return record.levelno >= logging.WARNING or not noisy
-
-    from absl import logging as absl_logging
-
-    absl_logging.get_absl_handler().addFilter(keep)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
@@ -313,14 +197,22 @@ def reconcile_best(meta: dict, best: tuple[int, dict] | None) -> dict:
     return dict(meta, best_score=float(record["best_score"]), best_step=step)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, data=None) -> dict:
     """Trains (or resumes) in `workdir`; returns the final validation metrics.
+
+    `data`: the rows of the splits, given in Python in place of the files the config names:
+    {"train": ..., "validation": ..., "test": ...} (validation and test optional) of pandas
+    DataFrames, `datasets.Dataset`s, dicts of columns ({"text": [...], "label": [...]}) or
+    `jaxformer.data.sources.Table`s, or a `datasets.DatasetDict`; the config's column fields
+    name their columns. train.py passes none: the config's files, tfds dataset or IMDB.
 
     The workdir is locked for the run (`workdir/train.lock`): a second run on it fails at once
     with a TrainingError naming the holder."""
     workdir = Path(workdir)
+    config = config.copy_and_resolve_references()  # the data's labels are written into it
+    config.data.in_memory = data is not None
     par = Parallelism.from_config(config)
-    check_processes(par)
+    processes.check_processes(par)
     par.check_batch_size(config.batch_size)
     par.check_batch_size(config.eval_batch_size, "eval_batch_size")
     if config.batch_size % config.optimizer.accum_steps:
@@ -339,17 +231,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             raise metrics.TrainingError(str(e)) from None
 
     # The processes of one multi-process run share the workdir: process 0 holds its lock.
-    on_process_0("workdir_locked", f"to lock the workdir {workdir}", acquire, BARRIER_TIMEOUT_S)
+    processes.on_process_0(
+        "workdir_locked", f"to lock the workdir {workdir}", acquire, processes.BARRIER_TIMEOUT_S
+    )
     try:
-        return _train_and_evaluate(config, workdir, par)
+        return _train_and_evaluate(config, workdir, par, data)
     finally:
         lock.release()
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: Parallelism):
+def resolve_labels(config: ml_collections.ConfigDict, task) -> None:
+    """Writes the labels the task found in its data (names, problem type) into `config`, so the
+    saved config.json says what the head's outputs mean without reading the data again."""
+    if task.label_names() is not None:
+        config.label_names = tuple(task.label_names())
+    if getattr(task, "problem_type", None) is not None:
+        config.problem_type = task.problem_type
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: Parallelism, data):
     tokenizer = build_tokenizer(config)
-    task = tasks.make(config, tokenizer)
+    task = tasks.make(config, tokenizer, data)
     _, model, params = build_model(config, jax.random.PRNGKey(config.seed), tokenizer, task)
+    resolve_labels(config, task)
     if config.export_dir and (mismatch := model.config.hf_mismatch()):
         raise ValueError(
             f"--config.export_dir={config.export_dir!r} asks for a Hugging Face export of the "
@@ -382,7 +286,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
         state, meta = restored
         log.info("resuming from step %d in %s", meta["step"], workdir)
     meta = reconcile_best(meta, ckpts.best_record())
-    if is_primary():
+    if processes.is_primary():
         save_config(config, workdir)
         (workdir / "model_config.json").write_text(
             json.dumps(dataclasses.asdict(model.config), indent=2)
@@ -423,7 +327,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
             eval_fn, par, state, batches, task, "validation", "validation", len(batches)
         )
         writer.write(step, "validation", val_metrics)
-        say(
+        processes.say(
             f"step {step} | validation {task.summary(val_metrics)} | "
             f"{val_metrics['examples_per_s']:.0f} ex/s"
         )
@@ -433,14 +337,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
 
     window_start, window_examples = time.perf_counter(), 0
     with (
-        _StopRequest() as stop,
+        processes.StopRequest() as stop,
         tqdm(
             total=num_steps,
             initial=start,
             desc="train",
             unit="step",
             dynamic_ncols=True,
-            disable=not is_primary(),
+            disable=not processes.is_primary(),
         ) as bar,
     ):
         step = start
@@ -455,7 +359,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
                 window_examples += int(batch["weights"].sum())
                 bar.update(1)
                 last = step == num_steps
-                signum = agreed_signal(stop.signal)
+                signum = processes.agreed_signal(stop.signal)
                 if step % config.log_every == 0 or last or signum is not None:
                     rows = metrics.host_rows(par, pending)
                     pending.clear()
@@ -471,10 +375,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
                     bar.set_postfix(
                         loss=f"{summary['loss']:.3f}", ex_s=f"{summary['examples_per_s']:.0f}"
                     )
-                    say(
-                        f"step {step} | loss {summary['loss']:.3f} | acc "
-                        f"{summary['accuracy']:.3f} | lr {summary['learning_rate']:.1e} | "
-                        f"{summary['examples_per_s']:.0f} ex/s"
+                    acc = f" | acc {summary['accuracy']:.3f}" if task.train_accuracy else ""
+                    processes.say(
+                        f"step {step} | loss {summary['loss']:.3f}{acc} | lr "
+                        f"{summary['learning_rate']:.1e} | {summary['examples_per_s']:.0f} ex/s"
                     )
                     window_start, window_examples = time.perf_counter(), 0
                 if step % config.eval_every == 0 or last:
@@ -485,7 +389,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
                     ckpts.save("latest", step, host_state(), meta)
                 if signum is not None:
                     ckpts.wait()
-                    raise Stopped(signum, step)
+                    raise processes.Stopped(signum, step)
             ckpts.wait()
             if config.export_dir:
                 best_state, _ = ckpts.restore("best", None, restore_target(par, host_state()))
@@ -495,7 +399,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
                 export = functools.partial(
                     save_pretrained, model, params, workdir / config.export_dir, tokenizer=tokenizer
                 )
-                out = on_process_0("exported", "to export the best checkpoint", export)
+                out = processes.on_process_0("exported", "to export the best checkpoint", export)
                 if out is not None:
                     log.info("exported the best checkpoint as a Hugging Face folder: %s", out)
         finally:
@@ -504,6 +408,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
             finally:
                 ckpts.close()
                 writer.close()
-    if is_primary():
+    if processes.is_primary():
         metrics.plot_metrics(workdir, task.selection)
     return val_metrics

@@ -1,4 +1,4 @@
-"""Metrics on the host: classification metrics of a split, per-step training metrics, and where
+"""Metrics on the host: a split's evaluation, per-step training metrics, and where
 they are written (workdir/metrics.jsonl, TensorBoard, metrics.png).
 
 Mirrors the Flax examples' split of work: the compiled steps return per-example or per-step
@@ -23,37 +23,6 @@ from jaxformer.training.parallel import Parallelism
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, bad setup); the last good checkpoint is kept."""
-
-
-def classification_metrics(
-    logits: np.ndarray, labels: np.ndarray, loss: np.ndarray, num_labels: int
-) -> dict:
-    """Accuracy, mean loss, per-class precision/recall/F1 (positive class = 1 for two labels).
-
-    logits: (n, labels), labels: (n,), loss: (n,) per-example cross-entropy from `eval_step`."""
-    preds = logits.argmax(-1)
-    confusion = np.zeros((num_labels, num_labels), np.int64)  # [true, predicted]
-    np.add.at(confusion, (labels, preds), 1)
-    tp = np.diag(confusion).astype(np.float64)
-    precision = np.divide(tp, confusion.sum(0), out=np.zeros_like(tp), where=confusion.sum(0) > 0)
-    recall = np.divide(tp, confusion.sum(1), out=np.zeros_like(tp), where=confusion.sum(1) > 0)
-    f1 = np.divide(
-        2 * precision * recall,
-        precision + recall,
-        out=np.zeros_like(tp),
-        where=(precision + recall) > 0,
-    )
-    pos = 1 if num_labels == 2 else slice(None)
-    n = len(labels)
-    return {
-        "examples": int(n),
-        "accuracy": float((preds == labels).mean()) if n else float("nan"),
-        "loss": float(np.mean(loss, dtype=np.float64)) if n else float("nan"),
-        "precision": np.mean(precision[pos]).item(),
-        "recall": np.mean(recall[pos]).item(),
-        "f1": np.mean(f1[pos]).item(),
-        "confusion_matrix": confusion.tolist(),
-    }
 
 
 def evaluate_batches(

@@ -44,7 +44,7 @@ def train_step(
     batch: dict,
     rng: jax.Array,
     *,
-    loss_terms=classification.Classification.loss_terms,
+    loss_terms=classification.single_label_terms,
     accum_steps: int = 1,
     axis_name: str | None = None,
 ) -> tuple[TrainState, dict]:
@@ -94,7 +94,7 @@ def train_step(
 
 
 def eval_step(
-    state: TrainState, batch: dict, *, eval_outputs=classification.Classification.eval_outputs
+    state: TrainState, batch: dict, *, eval_outputs=classification.single_label_outputs
 ) -> dict[str, jax.Array]:
     """The task's deterministic per-example outputs of a batch (classification: "logits" (b,
     labels), "loss" (b,), "labels"), with the batch's "weights" and "index", padding rows

@@ -1,7 +1,7 @@
 """`mask_tokens`, BERT's masked-LM corruption: its statistics over a large random batch (the
 selected share and the 80/10/10 split), what is never selected, the labels, determinism per
 (seed, step), at least one target a row, whole-word masking against words found by hand; and
-`Tokenizer.word_start_table` for WordPiece (MiniLM's), byte-level BPE and SentencePiece
+`word_start_table` for WordPiece (MiniLM's), byte-level BPE and SentencePiece
 Unigram vocabularies, checked token by token against the markers."""
 
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import jaxformer
-from jaxformer.data.masking import MaskingError, mask_tokens
+from jaxformer.data.masking import MaskingError, mask_tokens, word_start_table
 
 VOCAB = 1000
 PAD, CLS, SEP, UNK, MASK = 0, 1, 2, 3, 4
@@ -154,7 +154,7 @@ def test_whole_words_of_a_wordpiece_text(minilm_dir):
         mask_id=tok.tokenizer.token_to_id("[MASK]"),
         vocab_size=tok.vocab_size,
         special_ids=special,
-        word_starts=tok.word_start_table(),
+        word_starts=word_start_table(tok),
     )
     pieces = np.vectorize(tok.tokenizer.id_to_token)(ids)
     words = hand_words(~np.char.startswith(pieces, "##"), (mask == 1) & ~np.isin(ids, special))
@@ -178,12 +178,12 @@ def test_bad_inputs_give_one_clear_error(rng):
         corrupt(np.where(mask == 1, ids + VOCAB, ids), mask)
 
 
-# --- Tokenizer.word_start_table ---
+# --- word_start_table ---
 
 
 def test_word_start_table_of_wordpiece(minilm_dir):
     tok = jaxformer.load_tokenizer(minilm_dir)
-    table = tok.word_start_table()
+    table = word_start_table(tok)
     assert table.shape == (tok.vocab_size,) == (30522,) and table.dtype == bool
     vocab = tok.tokenizer.get_vocab()
     for token, i in vocab.items():
@@ -223,7 +223,7 @@ def test_word_start_table_of_bpe_and_sentencepiece(kind):
             decoders.Metaspace(),
             trainers.UnigramTrainer(vocab_size=120, special_tokens=specials, unk_token="<unk>"),
         )
-    table = tok.word_start_table()
+    table = word_start_table(tok)
     vocab = tok.tokenizer.get_vocab()
     assert table.shape == (tok.vocab_size,) == (len(vocab),)
     for token, i in vocab.items():

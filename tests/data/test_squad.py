@@ -12,6 +12,7 @@ from test_tokenizer_families import save_folder
 
 import jaxformer
 from jaxformer.data import squad
+from jaxformer.data.qa_windows import encode_windows
 from jaxformer.data.squad import QAExample, SquadError
 
 CONTEXT = "Paris is the capital of France. The Seine flows through it."
@@ -290,8 +291,8 @@ def test_features_strip_the_question_and_label_bpe_offsets(tmp_path):
     context = "the actors were superb, the plot dull"
     spaced = QAExample("s", "   who was superb?", context, (("the actors", 0),), False)
     plain = spaced._replace(question="who was superb?")
-    [with_spaces] = tok.encode_windows([spaced.question], [context], 64, 8)
-    [without] = tok.encode_windows([plain.question], [context], 64, 8)
+    [with_spaces] = encode_windows(tok, [spaced.question], [context], 64, 8)
+    [without] = encode_windows(tok, [plain.question], [context], 64, 8)
     assert len(with_spaces.ids) > len(without.ids)
     features = squad.make_features(tok, [spaced], 64, 8)
     assert features.input_ids[0].tolist() == without.ids.tolist()

@@ -37,8 +37,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def experiment_configs():
     """The configs/ package (experiment files are scripts' arguments, not part of jaxformer)."""
-    names = ("tiny", "imdb_minilm", "imdb_bert_base", "imdb_scratch", "imdb_mlm")
-    names += ("conll_ner", "conll_ner_cpu", "squad", "squad_cpu")
+    names = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
     sys.path.insert(0, str(REPO))
     try:
         modules = {name: importlib.import_module(f"configs.{name}") for name in names}

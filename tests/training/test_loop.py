@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxformer import tasks
-from jaxformer.training import evaluate, loop
+from jaxformer.training import evaluate, loop, processes
 from jaxformer.training.parallel import Parallelism
 
 
@@ -62,7 +62,7 @@ def test_sigterm_saves_a_checkpoint_then_stops(tmp_path, make_config, monkeypatc
         return put_batch(self, batch)
 
     monkeypatch.setattr(Parallelism, "put_batch", sigterm_at_three)
-    with pytest.raises(loop.Stopped, match="SIGTERM at step 3 .*resume"):
+    with pytest.raises(processes.Stopped, match="SIGTERM at step 3 .*resume"):
         loop.train_and_evaluate(config, tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["3"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxformer.tasks.classification import Classification
-from jaxformer.training import metrics
+from jaxformer.training import metrics, scores
 from jaxformer.training.parallel import Parallelism
 
 
@@ -16,7 +16,7 @@ def test_classification_metrics_by_hand():
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
     labels = np.array([0, 0, 1, 1])  # predicted 0, 1, 1, 0
     loss = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
-    m = metrics.classification_metrics(logits, labels, loss, num_labels=2)
+    m = scores.single_label(logits, labels, loss, label_names=("0", "1"))
     assert m["examples"] == 4
     assert m["accuracy"] == 0.5
     assert m["loss"] == pytest.approx(0.25)
@@ -25,7 +25,7 @@ def test_classification_metrics_by_hand():
 
 
 def test_classification_metrics_of_no_examples_are_nan():
-    m = metrics.classification_metrics(np.zeros((0, 2)), np.zeros(0, int), np.zeros(0), 2)
+    m = scores.single_label(np.zeros((0, 2)), np.zeros(0, int), np.zeros(0), ("0", "1"))
     assert m["examples"] == 0 and math.isnan(m["accuracy"]) and math.isnan(m["loss"])
 
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxformer.training import cli, loop, parallel
+from jaxformer.training import cli, parallel, processes
 
 STEPS = 24
 FIELDS = dict(
@@ -299,14 +299,14 @@ def test_train_says_which_flag_is_missing(tmp_path, run_script, one_error_line):
 
 def test_several_processes_train_only_under_jit(monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 2)
-    loop.check_processes(parallel.Parallelism("jit"))
+    processes.check_processes(parallel.Parallelism("jit"))
     for kind in ("pmap", "single"):
         with pytest.raises(ValueError, match=f"parallelism='{kind}'.*2 processes.*=jit"):
-            loop.check_processes(parallel.Parallelism(kind))
+            processes.check_processes(parallel.Parallelism(kind))
 
 
 def test_one_process_needs_no_agreement():
     calls = []
-    assert loop.on_process_0("data", "to build", lambda: calls.append(1) or "built") == "built"
+    assert processes.on_process_0("data", "to build", lambda: calls.append(1) or "built") == "built"
     assert calls == [1]
-    assert loop.agreed_signal(None) is None and loop.agreed_signal(15) == 15
+    assert processes.agreed_signal(None) is None and processes.agreed_signal(15) == 15
