@@ -24,7 +24,9 @@ attention: "auto"      "cpu" on CPU, "cudnn" on GPU, "splash" on TPU, "xla" else
            A window (keys within |t - s| <= window // 2, `layers.sliding_window_mask`) is a
            mask for "reference", "xla" and "scan", a static local mask for "splash", a mask
            for "cudnn" (whose own window is one-sided); "cpu" runs "scan".
-matmul:    "auto"      "mkl" for float32 on CPU with the MKL kernel built, "xla" otherwise;
+matmul:    "auto"      for float32 on CPU with the MKL kernel built, "mkl" or "xla", whichever
+                       is faster on this CPU (`kernels.autotune`, measured once per machine);
+                       "xla" otherwise;
            "reference" `layers.dense` / `layers.feed_forward`, autodiff gradients;
            "xla"       XLA's dots, the feed-forward block's hand-written gradient
                        (`kernels.feed_forward`);
@@ -177,10 +179,11 @@ def matmul_program(implementation: str, *arrays: Array) -> str:
         return implementation
     float32 = all(a.dtype == jnp.float32 for a in arrays)
     if float32 and jax.default_backend() == "cpu":
-        from jaxformer.kernels import cpu
+        from jaxformer.kernels import autotune, cpu
 
         if cpu.mkl_available():
-            return "mkl"
+            # "auto": MKL where it is the faster on this machine (measured once, cached).
+            return "mkl" if implementation == "mkl" else autotune.fastest_gemm()
     if implementation == "mkl":
         _say_once("matmul='mkl' runs 'xla' (MKL takes float32 on CPU, with the mkl extra)")
     return "xla"
