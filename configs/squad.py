@@ -6,8 +6,8 @@ Run:   python train.py --config configs/squad.py --workdir runs/squad
            --context "The book was written by Jane Austen in 1813."
 The data comes from tfds' squad (downloaded); offline, give SQuAD-format JSON files:
        --config.data.train_file=train-v1.1.json --config.data.validation_file=dev-v1.1.json
-SQuAD v2.0: --config.data.version_2=True (unanswerable questions; the null-score threshold
-is --config.data.null_threshold).
+SQuAD v2.0: --config.qa.version_2=True (unanswerable questions; the null-score threshold
+is --config.qa.null_threshold).
 Recipe (transformers' run_qa.py for bert-base-uncased): 2 epochs, batch 12, AdamW at 3e-5,
 windows of 384 tokens with a stride of 128, answers of at most 30 tokens from the 20 best starts
 and ends. Published figures for this recipe are about 81 exact match / 88.5 F1 on the dev set;
@@ -25,7 +25,7 @@ def get_config():
     c.data.max_length = 384
     c.data.truncation = "head"
     c.data.buckets = (128, 256, 384)
-    c.data.doc_stride = 128
+    c.qa.doc_stride = 128
     c.data.validation_fraction = 0.0
     c.optimizer.learning_rate = 3e-5
     c.optimizer.warmup_fraction = 0.0

@@ -14,7 +14,7 @@ def get_config():
     c.model.checkpoint = "sentence-transformers/all-MiniLM-L6-v2"
     c.data.max_length = 256
     c.data.buckets = (128, 192, 256)
-    c.data.doc_stride = 64
+    c.qa.doc_stride = 64
     c.optimizer.learning_rate = 1e-4
     c.optimizer.warmup_fraction = 0.1
     c.batch_size = 16

@@ -119,7 +119,7 @@ def main(argv):
             tokenizer,
             model,
             params,
-            scheme=config.data.tag_scheme,
+            scheme=config.ner.tag_scheme,
             xla_cpu_dots=config.xla_cpu_dots,
         )
         for text, entities in zip(inputs, found, strict=True):

@@ -2,11 +2,12 @@
 head+tail truncation, on Hugging Face `tokenizers`.
 
 Mirrors transformers' fast tokenizers (a checkpoint's files are read by
-`jaxformer.hf.tokenizer_files.load_tokenizer`). Special tokens are placed by tokenizer.json's post_processor (the
-family's template, e.g. [CLS] A [SEP] B [SEP] or <s> A </s></s> B </s>), else by the template of
-config.json's model_type. Long texts keep their head (the first tokens that fit) or head and tail
-(the first 128 and the last that fit; Sun et al. 2019, "How to Fine-Tune BERT for Text
-Classification?"); text pairs share the room as transformers' "longest_first" shares it.
+`jaxformer.hf.tokenizer_files.load_tokenizer`). Special tokens are placed by tokenizer.json's
+post_processor (the family's template, e.g. [CLS] A [SEP] B [SEP] or <s> A </s></s> B </s>),
+else by the template of config.json's model_type. Long texts keep their head (the first tokens
+that fit) or head and tail (the first 128 and the last that fit; Sun et al. 2019, "How to
+Fine-Tune BERT for Text Classification?"); text pairs share the room as transformers'
+"longest_first" shares it.
 """
 
 from __future__ import annotations

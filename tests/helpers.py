@@ -268,3 +268,14 @@ def gathered_disentangled_bias(q, k, pos_q, pos_k, relative):
         p2c = jnp.einsum("bshd,rhd->bhsr", k, pos_q).astype(jnp.float32)  # (b, h, s, 2P)
         bias = bias + jnp.swapaxes(jnp.take_along_axis(p2c, index, axis=-1), -1, -2)
     return bias
+
+
+def set_fields(config, changes: dict):
+    """Sets dotted fields of an experiment config (`{"optimizer.accum_steps": 4}`); returns it."""
+    for key, value in changes.items():
+        target = config
+        *path, last = key.split(".")
+        for p in path:
+            target = target[p]
+        target[last] = value
+    return config

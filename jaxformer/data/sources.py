@@ -95,13 +95,18 @@ class Table:
         source, number = self.origins[i]
         return f"{source} row {number}"
 
-    def column(self, name: str, *, purpose: str) -> list:
+    def column(self, name: str, *, purpose: str | None = None) -> list:
         """The values of column `name`, which the config field `purpose` (e.g. "label_column")
-        named; DataError if there is no such column."""
+        named, or which the format requires (`purpose` None); DataError if there is none."""
         if name not in self.columns:
+            fix = (
+                f"set --config.data.{purpose}=<one of them>"
+                if purpose
+                else f"name the column {name!r} in the file"
+            )
+            what = f" (the {purpose})" if purpose else ""
             raise DataError(
-                f"{self.name}: no column {name!r} (the {purpose}); its columns are "
-                f"{self.column_names}; set --config.data.{purpose}=<one of them>"
+                f"{self.name}: no column {name!r}{what}; its columns are {self.column_names}; {fix}"
             )
         return self.columns[name]
 

@@ -154,10 +154,10 @@ def examples_from_table(table) -> list[QAExample]:
     """The questions of a table's rows (`jaxformer.data.sources.Table`, e.g. JSON Lines) in
     Hugging Face datasets' squad shape: `id`, `question`, `context` and `answers` =
     {"text": [...], "answer_start": [...]} (no answers: SQuAD v2.0's unanswerable question)."""
-    ids = table.column("id", purpose="id column")
-    questions = table.column("question", purpose="question column")
-    contexts = table.column("context", purpose="context column")
-    answer_cells = table.column("answers", purpose="answers column")
+    ids = table.column("id")
+    questions = table.column("question")
+    contexts = table.column("context")
+    answer_cells = table.column("answers")
     examples, seen = [], {}
     for i, (qid, question, context, cell) in enumerate(
         zip(ids, questions, contexts, answer_cells, strict=True)

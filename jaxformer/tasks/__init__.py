@@ -70,6 +70,11 @@ class Task:
     token_outputs: ClassVar[tuple[str, ...]] = ()
     splits_available: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
     train_accuracy: ClassVar[bool] = True  # whether a training step's "accuracy" means one
+    section: ClassVar[str | None] = None  # the task's own section of the experiment config
+
+    @staticmethod
+    def settings(c: ml_collections.ConfigDict) -> None:
+        """Sets the fields of the task's `section` with their defaults (and a comment each)."""
 
     def __init__(self, config: ml_collections.ConfigDict, tokenizer, data=None):
         """`data`: the splits' rows given in Python ({split: a pandas DataFrame, a
@@ -227,6 +232,17 @@ def task_class(name: str) -> type[Task]:
         raise ValueError(f"task={name!r}; choose one of {tuple(TASKS)} (--config.task)")
     module, cls = TASKS[name]
     return getattr(importlib.import_module(f"jaxformer.tasks.{module}"), cls)
+
+
+def config_sections() -> dict[str, ml_collections.ConfigDict]:
+    """{section: its fields with their defaults} of every task that has settings of its own."""
+    sections = {}
+    for name in TASKS:
+        cls = task_class(name)
+        if cls.section is not None:
+            sections[cls.section] = ml_collections.ConfigDict()
+            cls.settings(sections[cls.section])
+    return sections
 
 
 def make(config: ml_collections.ConfigDict, tokenizer, data=None) -> Task:

@@ -31,6 +31,15 @@ def special_ids(tokenizer) -> list[int]:
 
 class MaskedLM(Task):
     head = "masked_lm"
+    section = "mlm"
+
+    @staticmethod
+    def settings(c):
+        # The share of real tokens chosen (80% masked, 10% random, 10% kept), and whether a
+        # word's sub-tokens are chosen together.
+        c.mask_prob = 0.15
+        c.whole_word_mask = False
+
     selection = "perplexity"
     higher_is_better = False
 
@@ -61,7 +70,7 @@ class MaskedLM(Task):
         return out
 
     def transform(self):
-        tok, d = self.tokenizer, self.config.data
+        tok, m = self.tokenizer, self.config.mlm
         mask_token = tok.special_tokens.get("mask_token")
         mask_id = tok.tokenizer.token_to_id(mask_token) if mask_token else None
         if mask_id is None:
@@ -74,8 +83,8 @@ class MaskedLM(Task):
             mask_id=mask_id,
             vocab_size=tok.vocab_size,
             special_ids=special_ids(tok),
-            mask_prob=d.mask_prob,
-            word_starts=masking.word_start_table(tok) if d.whole_word_mask else None,
+            mask_prob=m.mask_prob,
+            word_starts=masking.word_start_table(tok) if m.whole_word_mask else None,
         )
 
     @staticmethod

@@ -1,6 +1,6 @@
 """Named-entity recognition on CoNLL-2003-format files as token classification (transformers'
 run_ner.py): a sentence's words are tokenized, each word's label sits on its first sub-token (or
-on all of them with data.label_all_subtokens), and the loss is the cross-entropy at labelled
+on all of them with ner.label_all_subtokens), and the loss is the cross-entropy at labelled
 tokens. A split is scored by entity-level precision, recall and F1 over the words' predicted
 tags (seqeval's, which are conlleval's), and token accuracy.
 """
@@ -22,6 +22,15 @@ TABLE_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 class TokenClassification(Task):
     head = "token_classification"
+    section = "ner"
+
+    @staticmethod
+    def settings(c):
+        # The label on each word's first sub-token (transformers' run_ner); True: on every
+        # sub-token. The tag scheme of entity-level scores (IOB1, IOB2 or IOBES).
+        c.label_all_subtokens = False
+        c.tag_scheme = "IOB2"
+
     selection = "f1"
     token_outputs = ("predictions",)
 
@@ -68,7 +77,7 @@ class TokenClassification(Task):
                 self.sentences(name),
                 labels,
                 max_length=self.config.data.max_length,
-                label_all_subtokens=self.config.data.label_all_subtokens,
+                label_all_subtokens=self.config.ner.label_all_subtokens,
             )
             self._features[name] = features
             out[name] = batching.from_sequences(
@@ -116,7 +125,7 @@ class TokenClassification(Task):
         scores = seqeval.entity_scores(
             [list(s.tags) for s in sentences[: len(predicted)]],
             predicted,
-            scheme=self.config.data.tag_scheme,
+            scheme=self.config.ner.tag_scheme,
         )
         tokens = float(np.sum(outputs.get("tokens", 0.0), dtype=np.float64))
         loss = float(np.sum(outputs.get("loss_sum", 0.0), dtype=np.float64))

@@ -1,6 +1,6 @@
 """Extractive question answering on SQuAD v1.1 / v2.0 (transformers' run_qa.py): a question and
 its context are one pair input; a context longer than data.max_length is cut into windows that
-overlap by data.doc_stride tokens, each labelled with its answer's first and last token (the
+overlap by qa.doc_stride tokens, each labelled with its answer's first and last token (the
 [CLS] token where the answer lies outside the window, or there is none). The loss is the mean
 of the start and end cross-entropies over the window's real tokens. A split is scored by
 decoding each question's best span over all its windows back to context text and comparing it
@@ -21,6 +21,19 @@ NEG = -1e9  # a padding position's logit: never a start or an end
 
 class QuestionAnswering(Task):
     head = "question_answering"
+    section = "qa"
+
+    @staticmethod
+    def settings(c):
+        # Windows of data.max_length tokens over a long context, overlapping by doc_stride
+        # tokens; answers of at most max_answer_length tokens, from the n_best starts and ends;
+        # SQuAD v2.0's "no answer" when its score beats the best span's by null_threshold.
+        c.doc_stride = 128
+        c.max_answer_length = 30
+        c.n_best = 20
+        c.version_2 = False
+        c.null_threshold = 0.0
+
     selection = "f1"
     token_outputs = ("start_logits", "end_logits")
     splits_available = ("train", "validation")
@@ -39,9 +52,9 @@ class QuestionAnswering(Task):
     def examples(self, split: str) -> list[squad.QAExample]:
         """The questions of a split: its rows given in Python, data.<split>_file (SQuAD JSON, or
         JSON Lines / Parquet in Hugging Face's squad shape), else tfds' squad (v2.0 with
-        data.version_2)."""
+        qa.version_2)."""
         if split not in self._examples:
-            d = self.config.data
+            d, qa = self.config.data, self.config.qa
             path = d[f"{split}_file"]
             if self.data is not None and self.data.get(split) is not None:
                 found = squad.examples_from_table(self.data[split])
@@ -50,7 +63,7 @@ class QuestionAnswering(Task):
             elif path:
                 found = squad.read_squad(path)
             else:
-                found = squad.load_squad_tfds(split, "2.0" if d.version_2 else "1.1", d.data_dir)
+                found = squad.load_squad_tfds(split, "2.0" if qa.version_2 else "1.1", d.data_dir)
             limit = d[f"{split}_limit"]
             self._examples[split] = found[:limit] if limit and limit > 0 else found
         return self._examples[split]
@@ -60,7 +73,7 @@ class QuestionAnswering(Task):
         d = self.config.data
         for name in names:
             features = squad.make_features(
-                self.tokenizer, self.examples(name), d.max_length, d.doc_stride
+                self.tokenizer, self.examples(name), d.max_length, self.config.qa.doc_stride
             )
             self._features[name] = features
             out[name] = batching.from_sequences(
@@ -104,16 +117,16 @@ class QuestionAnswering(Task):
 
     def predictions(self, split: str, outputs: dict) -> dict[str, str]:
         """Each question's answer text (SQuAD v2.0: "" for no answer) from the windows' logits."""
-        d = self.config.data
+        qa = self.config.qa
         return squad.decode(
             outputs["start_logits"],
             outputs["end_logits"],
             self._features[split],
             self.examples(split),
-            n_best=d.n_best,
-            max_answer_length=d.max_answer_length,
-            version_2=d.version_2,
-            null_threshold=d.null_threshold,
+            n_best=qa.n_best,
+            max_answer_length=qa.max_answer_length,
+            version_2=qa.version_2,
+            null_threshold=qa.null_threshold,
         )
 
     def metrics(self, split, outputs):

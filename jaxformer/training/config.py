@@ -13,6 +13,8 @@ from typing import Any
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from jaxformer import tasks
+
 # Sections that hold any subset of BertConfig's fields: a saved value replaces the default whole.
 OPEN_SECTIONS = ("model.arch", "model.overrides")
 
@@ -105,28 +107,17 @@ def get_config() -> ml_collections.ConfigDict:
     # Set by training on rows given in Python (`train_and_evaluate(..., data=...)`): evaluation
     # then needs the rows in Python too, not IMDB's or files'.
     c.data.in_memory = False
-    # token_classification: the label on each word's first sub-token (transformers' run_ner);
-    # True: on every sub-token. The tag scheme of entity-level scores (IOB1, IOB2 or IOBES).
-    c.data.label_all_subtokens = False
-    c.data.tag_scheme = "IOB2"
     c.data.token_column = 0  # CoNLL columns: the word, and the tag (-1: the last)
     c.data.tag_column = -1
     # JSON Lines for token_classification: the columns of a row's words and of their tags (names,
     # or ids into label_names), as Hugging Face datasets' conll2003 has them.
     c.data.tokens_column = "tokens"
     c.data.tags_column = "ner_tags"
-    # question_answering: windows of max_length tokens over a long context, overlapping by
-    # doc_stride tokens; answers of at most max_answer_length tokens, from the n_best starts and
-    # ends; SQuAD v2.0's "no answer" when its score beats the best span's by null_threshold.
-    c.data.doc_stride = 128
-    c.data.max_answer_length = 30
-    c.data.n_best = 20
-    c.data.version_2 = False
-    c.data.null_threshold = 0.0
-    # masked_lm: the share of real tokens chosen (80% masked, 10% random, 10% kept), and whether
-    # a word's sub-tokens are chosen together.
-    c.data.mask_prob = 0.15
-    c.data.whole_word_mask = False
+    # Each task's own settings, declared by the task (jaxformer/tasks: `settings`): ner
+    # (label_all_subtokens, tag_scheme), qa (doc_stride, max_answer_length, n_best, version_2,
+    # null_threshold), mlm (mask_prob, whole_word_mask).
+    for name, section in tasks.config_sections().items():
+        c[name] = section
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 5e-5  # peak, after linear warmup; then linear decay to 0
@@ -173,8 +164,35 @@ def from_dict(values: dict[str, Any], source: str) -> ml_collections.ConfigDict:
     A key that `get_config()` does not have is an error naming it and `source` (the file), so a
     misspelt or retired field is never silently ignored."""
     config = get_config()
-    _merge(config, values, source, prefix="")
+    _merge(config, _sections_of_saved(values), source, prefix="")
     return config
+
+
+# Task settings that configs saved by earlier versions keep in `data`: data.<field> -> section.
+SAVED_IN_DATA = {
+    "label_all_subtokens": "ner",
+    "tag_scheme": "ner",
+    "doc_stride": "qa",
+    "max_answer_length": "qa",
+    "n_best": "qa",
+    "version_2": "qa",
+    "null_threshold": "qa",
+    "mask_prob": "mlm",
+    "whole_word_mask": "mlm",
+}
+
+
+def _sections_of_saved(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with task settings it keeps in `data` moved to their task's section, so a
+    workdir trained before still evaluates and resumes."""
+    data = values.get("data")
+    if not isinstance(data, dict) or not set(data) & set(SAVED_IN_DATA):
+        return values
+    values = dict(values, data={k: v for k, v in data.items() if k not in SAVED_IN_DATA})
+    for field, section in SAVED_IN_DATA.items():
+        if field in data:
+            values[section] = {**values.get(section, {}), field: data[field]}
+    return values
 
 
 def _merge(config: ml_collections.ConfigDict, values: dict, source: str, prefix: str) -> None:

@@ -309,7 +309,7 @@ def predict_answers(
         squad.QAExample(str(i), q, c, answers=(), is_impossible=False)
         for i, (q, c) in enumerate(zip(questions, contexts, strict=True))
     ]
-    features = squad.make_features(tokenizer, examples, d.max_length, d.doc_stride)
+    features = squad.make_features(tokenizer, examples, d.max_length, config.qa.doc_stride)
     apply = parallel.jit(
         lambda p, ids, mask, types: tuple(model.apply({"params": p}, ids, mask, types)),
         config.xla_cpu_dots,
@@ -328,9 +328,9 @@ def predict_answers(
         np.concatenate(ends),
         features,
         examples,
-        n_best=d.n_best,
-        max_answer_length=d.max_answer_length,
-        version_2=d.version_2,
-        null_threshold=d.null_threshold,
+        n_best=config.qa.n_best,
+        max_answer_length=config.qa.max_answer_length,
+        version_2=config.qa.version_2,
+        null_threshold=config.qa.null_threshold,
     )
     return [answers[e.id] for e in examples]

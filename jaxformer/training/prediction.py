@@ -30,15 +30,10 @@ def output_columns(config, tokenizer, model, params, table: sources.Table) -> di
     """The prediction columns of a table's rows (see the module docstring)."""
     d = config.data
     if config.task == "classification":
-        texts = table.column(d.text_column, purpose="text_column")
+        texts = _texts(table, d.text_column, "text_column")
         pairs = (
-            table.column(d.text_pair_column, purpose="text_pair_column")
-            if (d.text_pair_column)
-            else None
+            _texts(table, d.text_pair_column, "text_pair_column") if d.text_pair_column else None
         )
-        _check_texts(table, texts, d.text_column)
-        if pairs is not None:
-            _check_texts(table, pairs, d.text_pair_column)
         scores = evaluate.predict(
             texts,
             tokenizer,
@@ -51,23 +46,20 @@ def output_columns(config, tokenizer, model, params, table: sources.Table) -> di
         )
         return classification_columns(scores, model.config, d.label_separator)
     if config.task == "token_classification":
-        texts = table.column(d.text_column, purpose="text_column")
-        _check_texts(table, texts, d.text_column)
+        texts = _texts(table, d.text_column, "text_column")
         found = evaluate.predict_entities(
             texts,
             tokenizer,
             model,
             params,
-            scheme=d.tag_scheme,
+            scheme=config.ner.tag_scheme,
             batch_size=config.eval_batch_size,
             xla_cpu_dots=config.xla_cpu_dots,
         )
         return {"entities": [json.dumps([e._asdict() for e in row]) for row in found]}
     if config.task == "question_answering":
-        questions = table.column("question", purpose="question column")
-        contexts = table.column("context", purpose="context column")
-        _check_texts(table, questions, "question")
-        _check_texts(table, contexts, "context")
+        questions = _texts(table, "question")
+        contexts = _texts(table, "context")
         answers = evaluate.predict_answers(questions, contexts, tokenizer, model, params, config)
         return {"answer": [a.text for a in answers], "score": [float(a.score) for a in answers]}
     raise ValueError(
@@ -99,10 +91,13 @@ def classification_columns(scores: np.ndarray, arch, separator: str | None) -> d
     }
 
 
-def _check_texts(table: sources.Table, texts: list, column: str) -> None:
+def _texts(table: sources.Table, column: str, purpose: str | None = None) -> list[str]:
+    """A column of texts to predict; DataError naming the first empty one's row."""
+    texts = table.column(column, purpose=purpose)
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise sources.DataError(f"{table.where(i)}: column {column!r} is empty")
+    return texts
 
 
 def write_table(path: str | os.PathLike, columns: dict[str, list]) -> Path:

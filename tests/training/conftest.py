@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from helpers import set_fields
 
 from jaxformer.testing import write_fake_imdb_archive
 
@@ -55,13 +56,7 @@ def make_config(archive, cache, experiment_configs):
         c = experiment_configs.tiny.get_config()
         c.data.archive = str(archive)
         c.data.cache_dir = str(cache)
-        for key, value in changes.items():
-            target = c
-            *path, last = key.split(".")
-            for p in path:
-                target = target[p]
-            target[last] = value
-        return c
+        return set_fields(c, changes)
 
     return make
 

@@ -50,3 +50,12 @@ def test_every_experiment_file_round_trips_through_a_saved_config(tmp_path, expe
         text = (workdir / "config.json").read_text()
         back = base.from_dict(json.loads(text), source=name)
         assert back.to_json_best_effort(indent=2, sort_keys=True) == text, name
+
+
+def test_a_config_saved_with_task_settings_in_data_loads_them_into_their_sections():
+    saved = {"task": "question_answering", "data": {"doc_stride": 16, "max_length": 64}}
+    saved["mlm"] = {"mask_prob": 0.2}
+    config = base.from_dict(saved | {"data": saved["data"] | {"tag_scheme": "IOBES"}}, "old")
+    assert (config.qa.doc_stride, config.data.max_length) == (16, 64)
+    assert (config.ner.tag_scheme, config.mlm.mask_prob) == ("IOBES", 0.2)
+    assert "doc_stride" not in config.data

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+from helpers import set_fields
 
 from jaxformer.testing import fake_pair_rows, fake_text_rows
 from jaxformer.training import evaluate, loop
@@ -46,13 +47,7 @@ def file_config(experiment_configs, cache, **changes):
     c.num_epochs, c.log_every, c.eval_every, c.checkpoint_every = 8.0, 10, 60, 60
     c.optimizer.learning_rate = 5e-3
     c.export_dir = "hf"
-    for key, value in changes.items():
-        target = c
-        *path, last = key.split(".")
-        for p in path:
-            target = target[p]
-        target[last] = value
-    return c
+    return set_fields(c, changes)
 
 
 # Each case: (problem type, rows, train file(s) written as, extra config)

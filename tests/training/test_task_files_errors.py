@@ -27,21 +27,12 @@ def good_rows(n=40, offset=0) -> list[tuple]:
 
 
 @pytest.fixture
-def files_config(experiment_configs, cache):
+def files_config(make_config):
     def make(train, validation=None, **changes):
-        c = experiment_configs.tiny.get_config()
-        c.data.cache_dir = str(cache)
-        c.label_names = None
-        c.num_train_steps, c.eval_every, c.checkpoint_every = 2, 2, 2
-        c.data.train_file = str(train)
-        c.data.validation_file = str(validation) if validation else None
-        for key, value in changes.items():
-            *path, last = key.split(".")
-            target = c
-            for p in path:
-                target = target[p]
-            target[last] = value
-        return c
+        files = {"data.train_file": str(train)}
+        files["data.validation_file"] = str(validation) if validation else None
+        steps = dict(num_train_steps=2, eval_every=2, checkpoint_every=2)
+        return make_config(**steps, **files, **changes)
 
     return make
 

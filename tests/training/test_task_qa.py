@@ -25,7 +25,7 @@ def qa_workdir(tmp_path_factory, squad_files, cache, experiment_configs):
     config = experiment_configs.tiny.get_config()
     config.data.cache_dir = str(cache)
     config.task, config.label_names = "question_answering", None
-    config.data.doc_stride, config.data.version_2 = 16, True
+    config.qa.doc_stride, config.qa.version_2 = 16, True
     config.num_epochs, config.log_every, config.eval_every = 4.0, 5, 20
     config.export_dir = "hf"
     for key, value in squad_files.items():
@@ -87,7 +87,7 @@ def test_a_stopped_run_resumes_with_one_metrics_row_per_step(
     tmp_path, squad_files, train_args, run_script, read_metrics
 ):
     workdir = tmp_path / "run"
-    args = dict(task="question_answering", **squad_files, **{"data.doc_stride": 16})
+    args = dict(task="question_answering", **squad_files, **{"qa.doc_stride": 16})
     for steps in (4, 8):  # the second run resumes at step 4
         r = run_script(*train_args(workdir, num_train_steps=steps, checkpoint_every=4, **args))
         assert r.returncode == 0, r.stderr

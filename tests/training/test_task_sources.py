@@ -20,19 +20,10 @@ from jaxformer.training import evaluate, loop
 
 
 @pytest.fixture
-def tiny(experiment_configs, cache):
+def tiny(make_config):
     def make(**changes):
-        c = experiment_configs.tiny.get_config()
-        c.data.cache_dir = str(cache)
-        c.label_names = None
-        c.num_train_steps, c.eval_every, c.checkpoint_every, c.log_every = 4, 4, 4, 2
-        for key, value in changes.items():
-            *path, last = key.split(".")
-            target = c
-            for p in path:
-                target = target[p]
-            target[last] = value
-        return c
+        steps = dict(num_train_steps=4, eval_every=4, checkpoint_every=4, log_every=2)
+        return make_config(**(steps | changes))
 
     return make
 
@@ -128,7 +119,7 @@ def test_ner_and_qa_from_json_lines(tmp_path, tiny):
             answers = {"text": [t for t, _ in q.answers], "answer_start": [a for _, a in q.answers]}
             row = {"id": q.id, "question": q.question, "context": q.context, "answers": answers}
             f.write(json.dumps(row) + "\n")
-    config = tiny(task="question_answering", **{"data.version_2": True, "data.doc_stride": 16})
+    config = tiny(task="question_answering", **{"qa.version_2": True, "qa.doc_stride": 16})
     config.data.train_file = config.data.validation_file = str(tmp_path / "squad.jsonl")
     task = tasks.make(config, loop.build_tokenizer(config))
     assert task.examples("train") == questions

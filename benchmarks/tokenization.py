@@ -1,6 +1,6 @@
 """Tokenization speed on IMDB's training reviews: what building the token cache costs.
 
-  python benchmarks/tokenize.py --archive=../shared/data/aclImdb_v1.tar.gz
+  python benchmarks/tokenization.py --archive=../shared/data/aclImdb_v1.tar.gz
 
 Reads the 22,500 training reviews (tfds' train split less the 10% held out, as the main job
 does), then tokenizes them with `jaxformer.data.token_cache.tokenize` (the `tokenizers` batch
