@@ -4,9 +4,10 @@ MKL's GEMMs are faster than XLA's dots on some x86 CPUs and slower on others (on
 EPYC the dense layer below takes about 28 ms with MKL and 15 ms with XLA's oneDNN dots,
 docs/benchmarks.md). Which library "auto" runs is therefore measured, not assumed from the
 vendor: `fastest_gemm` times a float32 dense layer of a BERT layer's training step (tokens x
-384 -> 1536, forward and gradient) with each, interleaved, and keeps the faster. The result is kept per (CPU model,
-its feature flags, core count, jaxlib, MKL) in `cache_dir()/autotune/`, so the measurement
-(about a second) happens once per machine; deleting the file measures again.
+384 -> 1536, forward and gradient) with each, interleaved, and keeps the faster. The result is
+kept per (CPU model, its feature flags, core count, jaxlib, MKL) in `cache_dir()/autotune/`,
+so the measurement (about a second) happens once per machine; deleting the file measures
+again.
 """
 
 from __future__ import annotations
