@@ -305,18 +305,25 @@ def from_pretrained(
       changes them.
     num_labels: the classifier's width, for classification and token_classification; None takes
       the checkpoint's config (id2label), else 2. A width other than id2label's drops its names.
+      The other tasks have no such classifier: a num_labels for them is logged as unused.
     rng: for a fresh head or pooler when the checkpoint has none (default key 0).
     config_overrides: BertConfig fields, e.g. dtype="bfloat16", attention="reference",
       label_names=("neg", "pos") (which also sets num_labels).
     """
     if task not in TASKS:
         raise ValueError(f"task={task!r}; choose one of {tuple(TASKS)}")
-    if num_labels is not None:
-        if task not in LABELLED and not (task == "question_answering" and num_labels == 2):
-            raise ValueError(
-                f"num_labels={num_labels} does not apply to task={task!r}; it is the width of "
-                f"the classifier of {LABELLED} (question_answering's is 2)"
+    if num_labels is not None and task not in LABELLED:
+        # As transformers' from_pretrained takes it for any head: code that loops over tasks
+        # passes one num_labels.
+        if not (task == "question_answering" and num_labels == 2):
+            log.info(
+                "num_labels=%s is unused: task=%r has no classifier of labels (those of %s "
+                "have; question_answering's outputs are a start and an end)",
+                num_labels,
+                task,
+                LABELLED,
             )
+    elif num_labels is not None:
         config_overrides["num_labels"] = num_labels
     if task == "question_answering":  # transformers' qa_outputs has num_labels = 2 outputs
         config_overrides.setdefault("num_labels", 2)
