@@ -32,6 +32,8 @@ matmul:    "auto"      for float32 on CPU with the MKL kernel built, "mkl" or "x
                        (`kernels.feed_forward`);
            "mkl"       MKL's sgemm (`kernels.cpu`) forward and backward; float32 on CPU only,
                        elsewhere "xla".
+relative:  DeBERTa's relative-position scores: "reference" attention `layers.relative_scores`
+           (a gather), every other program `kernels.relative` (a relative shift).
 dropout:   always `kernels.dropout` (16 random bits per element; exact Threefry words).
 residual:  on CPU `kernels.barrier` at each pre-LN layer's input (its gradient written out
            there, not recomputed in every later fusion); elsewhere the identity.
@@ -46,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer import layers
-from jaxformer.kernels import barrier, cudnn, fused, scan
+from jaxformer.kernels import barrier, cudnn, fused, relative, scan
 from jaxformer.kernels import dropout as dropout_lib
 from jaxformer.kernels import feed_forward as feed_forward_lib
 
@@ -167,6 +169,13 @@ def attention(
         return fused.attention(q, k, v, mask, bias)
     drop = functools.partial(dropout, rate=dropout_rate, rng=dropout_rng) if use_dropout else None
     return layers.attention(q, k, v, mask, bias, dropout=drop)
+
+
+def relative_scores(implementation: str = "auto"):
+    """The function that computes `layers.relative_scores` for the attention `implementation`:
+    the gather itself for "reference", the relative shift (`kernels.relative`) otherwise."""
+    _check("attention", implementation, ATTENTION)
+    return layers.relative_scores if implementation == "reference" else relative.relative_scores
 
 
 # ----------------------------------------------------------------------------- GEMMs

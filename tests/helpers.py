@@ -249,11 +249,13 @@ def save_folder(
     return folder
 
 
-def gathered_disentangled_bias(q, k, pos_q, pos_k, relative):
+def gathered_disentangled_bias(q, k, pos_q, pos_k, relative, scores=None):
     """DeBERTa's bias as transformers' disentangled_att_bias forms it, differentiable: the
     (b, h, t, 2P) products of q with every Kr row and of k with every Qr row, then one gather
     per (t, s) at clip(delta_ts + P) and clip(-delta_st + P), the second transposed.
-    q: (b, t, h, d); k: (b, s, h, d); pos_q, pos_k: (2P, h, d) or None -> float32 (b, h, t, s)."""
+    q: (b, t, h, d); k: (b, s, h, d); pos_q, pos_k: (2P, h, d) or None -> float32 (b, h, t, s).
+    `scores` (the program the model would pass) is not used: this is the gather form."""
+    del scores
     b, t, h, _ = q.shape
     s = k.shape[1]
     bias = jnp.zeros((b, h, t, s), jnp.float32)

@@ -1,6 +1,7 @@
 """DeBERTa's relative-position equations in jaxformer.layers against NumPy written from the
 equations, loop by loop, and the log buckets against transformers' own function."""
 
+import functools
 import math
 
 import jax
@@ -10,6 +11,7 @@ import pytest
 from helpers import gathered_disentangled_bias, key_padding_mask, np_attention
 
 from jaxformer import dispatch, layers
+from jaxformer.kernels import relative as relative_kernel
 
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 
@@ -96,8 +98,9 @@ def test_disentangled_attention_bias_matches_the_equation(terms, rng):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("scores", [layers.relative_scores, relative_kernel.relative_scores])
 @pytest.mark.parametrize("n, m", [(1, 1), (1, 6), (6, 1), (4, 7), (7, 4), (9, 9)])
-def test_relative_scores_match_the_equation(n, m, rng):
+def test_relative_scores_match_the_equation(n, m, scores, rng):
     """x_i . table[index_ij] by hand, for an index constant along the diagonals: clipped and
     bucketed offsets, queries and keys of different lengths."""
     b, h, d, rows = 2, 3, 4, 8
@@ -105,7 +108,7 @@ def test_relative_scores_match_the_equation(n, m, rng):
     table = rng.normal(size=(rows, h, d)).astype(np.float32)
     offset = np.arange(n)[:, None] - np.arange(m)[None, :]  # (n, m): i - j
     index = np.clip(np.sign(offset) * (np.abs(offset) // 2) + rows // 2, 0, rows - 1)
-    got = layers.relative_scores(jnp.asarray(x), jnp.asarray(table), jnp.asarray(index))
+    got = scores(jnp.asarray(x), jnp.asarray(table), jnp.asarray(index))
     want = np.zeros((b, h, n, m))
     for i in range(n):
         for j in range(m):
@@ -131,7 +134,10 @@ def test_disentangled_attention_bias_gradient_matches_the_gather_form(
     def loss(bias_fn):
         return lambda *args: jnp.sum(jnp.tanh(bias_fn(*args, relative)) * weights)
 
-    got = jax.grad(loss(layers.disentangled_attention_bias), argnums=(0, 1, 2, 3))
+    shifted = functools.partial(
+        layers.disentangled_attention_bias, scores=relative_kernel.relative_scores
+    )
+    got = jax.grad(loss(shifted), argnums=(0, 1, 2, 3))
     want = jax.grad(loss(gathered_disentangled_bias), argnums=(0, 1, 2, 3))
     for g, w in zip(got(q, k, pos_q, pos_k), want(q, k, pos_q, pos_k), strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)

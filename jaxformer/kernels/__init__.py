@@ -9,6 +9,8 @@ replaces and chosen by `jaxformer.dispatch`:
   feed_forward.py  the feed-forward block with a hand-written gradient (XLA or MKL GEMMs)
   dropout.py       dropout with 16 random bits per element from an unrolled Threefry
   barrier.py       the identity, its gradient written out (XLA:CPU, pre-LN residual streams)
+  relative.py      DeBERTa's relative-position scores by a relative shift, not a gather
+  autotune.py      the "auto" choices measured once per machine (MKL or XLA GEMMs)
 
 docs/design.md says why each exists, what it buys and how to turn it off.
 """

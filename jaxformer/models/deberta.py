@@ -116,7 +116,8 @@ class DisentangledSelfAttention(nn.Module):
             if "p2c" in c.pos_att_type:
                 w, b = (w_q, b_q) if c.share_att_key else projection("pq")
                 pos_q = dispatch.dense(rel, w, b, 1, c.matmul)  # (2P, h, d)
-            bias = layers.disentangled_attention_bias(q, k, pos_q, pos_k, relative)
+            scores = dispatch.relative_scores(c.attention)
+            bias = layers.disentangled_attention_bias(q, k, pos_q, pos_k, relative, scores)
             bias = bias / math.sqrt(d * scale_factor)  # (b, h, t, s) float32
         dropout = train and c.attention_probs_dropout_prob > 0
         o = dispatch.attention(
