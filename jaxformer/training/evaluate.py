@@ -204,6 +204,17 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
+# The prediction programs compiled in this process, kept until it exits: XLA:CPU aborts when a
+# oneDNN program is destroyed while its last run, whose outputs are already ready, still holds
+# its object pool (object_pool.h: "Check failed: available_.size() == num_created_").
+_PROGRAMS: list = []
+
+
+def _kept(program):
+    _PROGRAMS.append(program)
+    return program
+
+
 def predict(
     texts: list[str],
     tokenizer,
@@ -223,9 +234,11 @@ def predict(
         "multi_label_classification": jax.nn.sigmoid,
         "regression": lambda x: x,
     }.get(model.config.problem_type, jax.nn.softmax)
-    apply = parallel.jit(
-        lambda p, ids, mask, types: activation(model.apply({"params": p}, ids, mask, types)),
-        xla_cpu_dots,
+    apply = _kept(
+        parallel.jit(
+            lambda p, ids, mask, types: activation(model.apply({"params": p}, ids, mask, types)),
+            xla_cpu_dots,
+        )
     )
     probs = []
     starts = range(0, len(texts), batch_size)
@@ -269,8 +282,10 @@ def predict_entities(
             "for named entities by jaxformer"
         )
     outside = names.index("O") if "O" in names else 0
-    apply = parallel.jit(
-        lambda p, ids, mask: model.apply({"params": p}, ids, mask).argmax(-1), xla_cpu_dots
+    apply = _kept(
+        parallel.jit(
+            lambda p, ids, mask: model.apply({"params": p}, ids, mask).argmax(-1), xla_cpu_dots
+        )
     )
     found = []
     for i in range(0, len(texts), batch_size):
@@ -310,9 +325,11 @@ def predict_answers(
         for i, (q, c) in enumerate(zip(questions, contexts, strict=True))
     ]
     features = squad.make_features(tokenizer, examples, d.max_length, config.qa.doc_stride)
-    apply = parallel.jit(
-        lambda p, ids, mask, types: tuple(model.apply({"params": p}, ids, mask, types)),
-        config.xla_cpu_dots,
+    apply = _kept(
+        parallel.jit(
+            lambda p, ids, mask, types: tuple(model.apply({"params": p}, ids, mask, types)),
+            config.xla_cpu_dots,
+        )
     )
     starts, ends = [], []
     for i in range(0, len(features.input_ids), config.eval_batch_size):
