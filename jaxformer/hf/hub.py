@@ -65,7 +65,7 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
         ) from e
 
 
-def _read_json_object(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
     """A JSON file that must hold an object."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -84,7 +84,7 @@ def load_config(folder: Path, **overrides: Any) -> BertConfig:
     path = folder / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no config.json; a checkpoint folder needs one")
-    hf = _read_json_object(path)
+    hf = read_json_object(path)
     try:
         config = BertConfig.from_hf(hf, source=str(path))
     except ValueError as e:
@@ -119,7 +119,7 @@ def _shard_path(folder: Path, index: Path, name: Any) -> Path:
 
 def _read_sharded(folder: Path, index: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The tensors of a sharded checkpoint, each from the shard its index names."""
-    weight_map = _read_json_object(index).get("weight_map")
+    weight_map = read_json_object(index).get("weight_map")
     if not isinstance(weight_map, dict):
         raise CheckpointError(
             f"{index} has no weight_map object (tensor name -> shard file); download or save "

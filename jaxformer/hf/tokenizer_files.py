@@ -6,7 +6,6 @@ them (`do_lower_case` of a BertTokenizer winning over tokenizer.json's normalize
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from jaxformer.hf import CheckpointError
-from jaxformer.hf.hub import resolve_checkpoint
+from jaxformer.hf.hub import read_json_object, resolve_checkpoint
 from jaxformer.tokenizer import (
     BERT_CLASSES,
     FAMILY_SPECIAL_TOKENS,
@@ -30,17 +29,7 @@ NEEDED_TOKENS = ("cls_token", "sep_token", "pad_token")
 
 def _read_json(path: Path) -> dict:
     """A JSON object from `path`; {} if there is no such file."""
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); download or save it again") from e
-    if not isinstance(value, dict):
-        raise CheckpointError(
-            f"{path} holds a JSON {type(value).__name__}, not an object; download or save it again"
-        )
-    return value
+    return read_json_object(path) if path.is_file() else {}
 
 
 # tokenizer_config.json fields we read -> the types they may have.
