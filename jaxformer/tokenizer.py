@@ -1,5 +1,5 @@
-"""Encoder tokenization (BERT, RoBERTa, XLM-R, ALBERT, DeBERTa-v2, ModernBERT) with head or
-head+tail truncation, on Hugging Face `tokenizers`.
+"""Encoder tokenization for every family jaxformer holds, with head or head+tail truncation, on
+Hugging Face `tokenizers`.
 
 Mirrors transformers' fast tokenizers (a checkpoint's files are read by
 `jaxformer.hf.tokenizer_files.load_tokenizer`). Special tokens are placed by tokenizer.json's
@@ -23,6 +23,7 @@ import numpy as np
 import tokenizers
 from tokenizers import models, processors
 
+from jaxformer import families
 from jaxformer.data.batching import pad_ids
 
 TRUNCATIONS = ("head", "head_tail")
@@ -30,35 +31,15 @@ PADDINGS = ("longest", "max_length")
 HEAD_TOKENS = 128  # head_tail keeps this many leading content tokens
 # transformers' classes that rebuild the normalizer from do_lower_case.
 BERT_CLASSES = ("BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer")
-SPECIAL_TOKENS = {
-    "unk_token": "[UNK]",
-    "sep_token": "[SEP]",
-    "pad_token": "[PAD]",
-    "cls_token": "[CLS]",
-    "mask_token": "[MASK]",
-}
-ROBERTA_SPECIAL_TOKENS = {
-    "unk_token": "<unk>",
-    "sep_token": "</s>",
-    "pad_token": "<pad>",
-    "cls_token": "<s>",
-    "mask_token": "<mask>",
-}
-# config.json's model_type -> the special tokens of transformers' tokenizer class for it, used
-# where neither the tokenizer files nor tokenizer.json's post_processor name one.
-FAMILY_SPECIAL_TOKENS = {
-    "bert": SPECIAL_TOKENS,
-    "distilbert": SPECIAL_TOKENS,
-    "electra": SPECIAL_TOKENS,
-    "modernbert": SPECIAL_TOKENS,
-    "deberta-v2": SPECIAL_TOKENS,  # DebertaV2Tokenizer's defaults
-    "albert": SPECIAL_TOKENS | {"pad_token": "<pad>", "unk_token": "<unk>"},
-    "roberta": ROBERTA_SPECIAL_TOKENS,
-    "xlm-roberta": ROBERTA_SPECIAL_TOKENS,
-}
-# Families whose pairs are <s> A </s></s> B </s> with all-zero token types; the others' are
-# [CLS] A [SEP] B [SEP] with type 1 for B and its [SEP].
-ROBERTA_TEMPLATE_TYPES = ("roberta", "xlm-roberta")
+SPECIAL_TOKENS = families.BERT_SPECIAL_TOKENS  # where no family names them
+
+
+def family_special_tokens(model_type: str | None) -> dict[str, str] | None:
+    """The special tokens of the transformers tokenizer class of config.json's `model_type`, used
+    where neither the tokenizer files nor tokenizer.json's post_processor name one; None for a
+    model_type jaxformer does not hold."""
+    family = families.FAMILIES.get(model_type)
+    return None if family is None else family.special_tokens
 
 
 class Piece(NamedTuple):
@@ -117,7 +98,8 @@ class Template(NamedTuple):
 def _family_processor(model_type: str | None, cls: tuple[str, int], sep: tuple[str, int]):
     """The post-processor of model_type's transformers tokenizer class, for tokenizers that
     have none."""
-    if model_type in ROBERTA_TEMPLATE_TYPES:
+    family = families.FAMILIES.get(model_type)
+    if family is not None and family.pair_template == "roberta":
         return processors.RobertaProcessing(sep, cls)
     return processors.BertProcessing(sep, cls)
 
@@ -187,7 +169,7 @@ class Tokenizer:
         # Some tokenizer.json files carry their own truncation/padding (MiniLM's: 128); we do ours.
         tokenizer.no_truncation()
         tokenizer.no_padding()
-        defaults = FAMILY_SPECIAL_TOKENS.get(model_type, SPECIAL_TOKENS)
+        defaults = family_special_tokens(model_type) or SPECIAL_TOKENS
         self.special_tokens = {**defaults, **(special_tokens or {})}
         self.max_length, self.truncation = max_length, truncation
         self.pad_id, self.cls_id, self.sep_id = (

@@ -2,7 +2,7 @@
 `save_pretrained`.
 
 One conversion for every family (`jaxformer.families`, chosen by config.json's model_type): the
-family's table (`jaxformer.hf.names.<family>`), HF tensor name -> our parameter path, plus a few
+family's table (its `Names`), HF tensor name -> our parameter path, plus a few
 named transforms between torch's `nn.Linear` layout `(out, in)` and ours. Every converted tensor
 is checked against `param_shapes(model)`, and missing or unused tensors are reported: a silently
 wrong load is the worst bug. Reading the files is `jaxformer.hf.hub`'s. An embedding model holds
@@ -29,13 +29,14 @@ import safetensors.numpy
 from flax import traverse_util
 
 from jaxformer import families
-from jaxformer.families import TASKS, task_of
+from jaxformer.families import HEADS, task_of
 from jaxformer.hf import CheckpointError
+from jaxformer.hf.config import spelling
 from jaxformer.hf.hub import load_config, read_weights, resolve_checkpoint
 from jaxformer.hf.names import Names, Transform
 from jaxformer.hf.sentence import SentenceConfig, read_sentence_config, write_sentence_config
 from jaxformer.models import param_shapes
-from jaxformer.models.config import BertConfig, spelling
+from jaxformer.models.config import BertConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ LABELLED = ("classification", "token_classification")
 # Buffers, not parameters: skipped without a word.
 IGNORED = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
 
-__all__ = ["TASKS", "from_pretrained", "save_pretrained", "conversion_table", "task_of"]
+__all__ = ["HEADS", "from_pretrained", "save_pretrained", "conversion_table", "task_of"]
 
 
 def _names(model: nn.Module) -> Names:
@@ -293,7 +294,7 @@ def from_pretrained(
     model_type: bert, roberta, xlm-roberta, distilbert, electra, albert, deberta-v2,
     modernbert): `(model, params)`.
 
-    task: the head, one of TASKS: "classification" (BertForSequenceClassification), "base"
+    task: the head, one of HEADS: "classification" (BertForSequenceClassification), "base"
       (BertModel), "token_classification", "question_answering", "multiple_choice",
       "masked_lm" (BertFor<Task>; the family's classes for the others), and for ELECTRA
       "pretraining" (ElectraForPreTraining's discriminator). A checkpoint without the
@@ -310,8 +311,8 @@ def from_pretrained(
     config_overrides: BertConfig fields, e.g. dtype="bfloat16", attention="reference",
       label_names=("neg", "pos") (which also sets num_labels).
     """
-    if task not in TASKS:
-        raise ValueError(f"task={task!r}; choose one of {tuple(TASKS)}")
+    if task not in HEADS:
+        raise ValueError(f"task={task!r}; choose one of {HEADS}")
     if num_labels is not None and task not in LABELLED:
         # As transformers' from_pretrained takes it for any head: code that loops over tasks
         # passes one num_labels.

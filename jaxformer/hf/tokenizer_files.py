@@ -16,10 +16,10 @@ from jaxformer.hf import CheckpointError
 from jaxformer.hf.hub import read_json_object, resolve_checkpoint
 from jaxformer.tokenizer import (
     BERT_CLASSES,
-    FAMILY_SPECIAL_TOKENS,
     SPECIAL_TOKENS,
     Tokenizer,
     check_length,
+    family_special_tokens,
     lowercases,
     pieces,
 )
@@ -80,8 +80,8 @@ def _special_tokens(
     tokenizer_config.json (each a string or an AddedToken object {"content": string, ...}), else
     tokenizer.json (`_tokenizer_json_tokens`), else the defaults of config.json's model_type,
     else BERT's."""
-    if model_type in FAMILY_SPECIAL_TOKENS:
-        defaults = FAMILY_SPECIAL_TOKENS[model_type]
+    if family_special_tokens(model_type) is not None:
+        defaults = family_special_tokens(model_type)
         default_origin = f"the default for config.json's model_type {model_type!r}"
     else:
         defaults = SPECIAL_TOKENS

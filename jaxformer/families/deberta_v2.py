@@ -1,7 +1,11 @@
-"""DeBERTa-v2's (and v3's) tensor names: transformers/models/deberta_v2/modeling_deberta_v2.py
+"""DeBERTa-v2 and v3 (He et al. 2021, 2023): transformers/models/deberta_v2; disentangled attention
+over relative positions (jaxformer/models/deberta.py). Its tensor names: modeling_deberta_v2.py
 (DebertaV2Model, the DebertaV2For<Task> heads, the legacy MLM head `cls.predictions`). Which
 tables a model has depends on its config: `absent` names the ones it lacks."""
 
+from jaxformer.families import Family, register, with_embedding
+from jaxformer.families.bert import MASKED_LM
+from jaxformer.hf.config import BERT_FIELDS, HfSpelling
 from jaxformer.hf.names import (
     IDENTITY,
     SPLIT_HEADS_BIAS,
@@ -12,7 +16,7 @@ from jaxformer.hf.names import (
     dense,
     layer_norm,
 )
-from jaxformer.hf.names.bert import MASKED_LM
+from jaxformer.models import deberta
 from jaxformer.models.config import BertConfig
 
 POSITIONS = "embeddings.position_embeddings.weight"
@@ -79,7 +83,7 @@ LAYER = {  # under `encoder.layer.{i}.` in HF, `layer_{i}/` in ours
 }
 CLASSIFIER = dense("classifier", "classifier")
 POOLED_CLASSIFIER = dense("pooler.dense", "pooler") | CLASSIFIER  # ContextPooler, then W
-DEBERTA = Names(
+NAMES = Names(
     prefix="deberta",
     embeddings=EMBEDDINGS,
     layers="encoder.layer.{i}.",
@@ -113,3 +117,40 @@ DEBERTA = Names(
     },
     absent=absent,
 )
+# transformers/models/deberta_v2/configuration_deberta_v2.py (DeBERTa-v2 and v3); the fields that
+# DebertaV2Config reads with getattr (position_buckets, share_att_key, norm_rel_ebd,
+# embedding_size, cls_dropout) are config.json keys all the same.
+DEBERTA_FIELDS = (
+    "relative_attention",
+    "max_relative_positions",
+    "position_buckets",
+    "pos_att_type",
+    "share_att_key",
+    "norm_rel_ebd",
+    "position_biased_input",
+    "pooler_dropout",
+    "pooler_hidden_act",
+    "embedding_size",
+)
+SPELLING = HfSpelling(
+    "DeBERTa-v2",
+    {f: f for f in BERT_FIELDS if f != "position_embedding_type"}
+    | {f: f for f in DEBERTA_FIELDS}
+    | {"classifier_dropout": "cls_dropout"},
+    defaults={"layer_norm_eps": 1e-7, "type_vocab_size": 0},
+    minimums={"type_vocab_size": 0},
+    # conv_kernel_size > 0: deberta-v2-xlarge's ConvLayer after the first layer; legacy=false:
+    # the MLM head under lm_predictions, decoding hidden states without the embedding width.
+    requires={"conv_kernel_size": 0, "legacy": True},
+)
+MODELS = with_embedding(
+    {
+        "classification": deberta.DebertaForSequenceClassification,
+        "base": deberta.DebertaModel,
+        "token_classification": deberta.DebertaForTokenClassification,
+        "question_answering": deberta.DebertaForQuestionAnswering,
+        "multiple_choice": deberta.DebertaForMultipleChoice,
+        "masked_lm": deberta.DebertaForMaskedLM,
+    }
+)
+register("deberta-v2", Family(SPELLING, NAMES, MODELS, order=70, own_embeddings=True))

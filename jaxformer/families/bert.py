@@ -1,6 +1,9 @@
-"""BERT's tensor names: transformers/models/bert/modeling_bert.py (BertModel, the BertFor<Task>
-heads, BertForPreTraining, sentence-transformers BERT folders)."""
+"""BERT (Devlin et al. 2019): transformers/models/bert (BertModel, the BertFor<Task> heads,
+BertForPreTraining's tensors, sentence-transformers BERT folders). Its modules are
+jaxformer/models/bert.py and heads.py; most families build on its tables."""
 
+from jaxformer.families import Family, register, with_embedding
+from jaxformer.hf.config import BERT_FIELDS, HfSpelling
 from jaxformer.hf.names import (
     IDENTITY,
     SPLIT_HEADS_BIAS,
@@ -11,6 +14,7 @@ from jaxformer.hf.names import (
     dense,
     layer_norm,
 )
+from jaxformer.models import bert, heads
 
 EMBEDDINGS = {
     "embeddings.word_embeddings.weight": ("embeddings/token/embedding", IDENTITY),
@@ -41,7 +45,7 @@ MASKED_LM = {  # the decoder's weight is the word embeddings: `tied`
     **layer_norm("cls.predictions.transform.LayerNorm", "mlm/layer_norm"),
     "cls.predictions.bias": ("mlm/bias", IDENTITY),
 }
-BERT = Names(
+NAMES = Names(
     prefix="bert",
     embeddings=EMBEDDINGS,
     layers="encoder.layer.{i}.",
@@ -74,3 +78,16 @@ BERT = Names(
         "masked_lm": "BertForMaskedLM",
     },
 )
+
+SPELLING = HfSpelling("BERT", {f: f for f in BERT_FIELDS})
+MODELS = with_embedding(
+    {
+        "classification": heads.BertForSequenceClassification,
+        "base": bert.BertModel,
+        "token_classification": heads.BertForTokenClassification,
+        "question_answering": heads.BertForQuestionAnswering,
+        "multiple_choice": heads.BertForMultipleChoice,
+        "masked_lm": heads.BertForMaskedLM,
+    }
+)
+register("bert", Family(SPELLING, NAMES, MODELS, order=10))

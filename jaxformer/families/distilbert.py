@@ -1,9 +1,12 @@
-"""DistilBERT's tensor names: transformers/models/distilbert/modeling_distilbert.py. With
-sinusoidal_pos_embds, the position table is the config's, computed, not learned."""
+"""DistilBERT (Sanh et al. 2019): transformers/models/distilbert. BERT's layers under its own
+names (jaxformer/models/distilbert.py), no token types; with sinusoidal_pos_embds the position
+table is the config's, computed, not learned."""
 
 import numpy as np
 
 from jaxformer import layers
+from jaxformer.families import Family, register, with_embedding
+from jaxformer.hf.config import HfSpelling
 from jaxformer.hf.names import (
     IDENTITY,
     SPLIT_HEADS_BIAS,
@@ -14,6 +17,7 @@ from jaxformer.hf.names import (
     dense,
     layer_norm,
 )
+from jaxformer.models import distilbert
 from jaxformer.models.config import BertConfig
 
 POSITIONS = "embeddings.position_embeddings.weight"
@@ -27,7 +31,7 @@ def sinusoidal_table(c: BertConfig) -> dict[str, np.ndarray]:
 
 
 CLASSIFIER = dense("pre_classifier", "pre_classifier") | dense("classifier", "classifier")
-DISTILBERT = Names(
+NAMES = Names(
     prefix="distilbert",
     embeddings={
         "embeddings.word_embeddings.weight": ("embeddings/token/embedding", IDENTITY),
@@ -81,3 +85,37 @@ DISTILBERT = Names(
     },
     computed=sinusoidal_table,
 )
+# transformers/models/distilbert/configuration_distilbert.py.
+SPELLING = HfSpelling(
+    "DistilBERT",
+    {
+        "vocab_size": "vocab_size",
+        "hidden_size": "dim",
+        "num_hidden_layers": "n_layers",
+        "num_attention_heads": "n_heads",
+        "intermediate_size": "hidden_dim",
+        "hidden_act": "activation",
+        "hidden_dropout_prob": "dropout",
+        "attention_probs_dropout_prob": "attention_dropout",
+        "classifier_dropout": "seq_classif_dropout",
+        "qa_dropout": "qa_dropout",
+        "max_position_embeddings": "max_position_embeddings",
+        "initializer_range": "initializer_range",
+        "pad_token_id": "pad_token_id",
+    },
+    defaults={"classifier_dropout": 0.2, "qa_dropout": 0.1},
+    fixed={"layer_norm_eps": 1e-12, "type_vocab_size": 0},  # no token types
+    positions=("absolute", "sinusoidal"),
+    sinusoidal_flag="sinusoidal_pos_embds",
+)
+MODELS = with_embedding(
+    {
+        "classification": distilbert.DistilBertForSequenceClassification,
+        "base": distilbert.DistilBertModel,
+        "token_classification": distilbert.DistilBertForTokenClassification,
+        "question_answering": distilbert.DistilBertForQuestionAnswering,
+        "multiple_choice": distilbert.DistilBertForMultipleChoice,
+        "masked_lm": distilbert.DistilBertForMaskedLM,
+    }
+)
+register("distilbert", Family(SPELLING, NAMES, MODELS, order=30))

@@ -1,7 +1,12 @@
-"""ALBERT's tensor names: transformers/models/albert/modeling_albert.py. The layers are stored
-once per group: `encoder.albert_layer_groups.{g}.albert_layers.{j}.`, ours `group_{g}_layer_{j}/`;
-the embeddings' projection is `encoder.embedding_hidden_mapping_in`."""
+"""ALBERT (Lan et al. 2020): transformers/models/albert. Factorized embeddings and layers
+shared in groups (jaxformer/models/albert.py): stored once per group,
+`encoder.albert_layer_groups.{g}.albert_layers.{j}.`, ours `group_{g}_layer_{j}/`; the
+embeddings' projection is `encoder.embedding_hidden_mapping_in`."""
 
+from jaxformer.families import BERT_SPECIAL_TOKENS, Family, register, with_embedding
+from jaxformer.families.bert import EMBEDDINGS
+from jaxformer.families.bert import NAMES as BERT
+from jaxformer.hf.config import BERT_FIELDS, HfSpelling
 from jaxformer.hf.names import (
     IDENTITY,
     SPLIT_HEADS_BIAS,
@@ -12,7 +17,7 @@ from jaxformer.hf.names import (
     dense,
     layer_norm,
 )
-from jaxformer.hf.names.bert import BERT, EMBEDDINGS
+from jaxformer.models import albert
 from jaxformer.models.config import BertConfig
 
 LAYERS = "encoder.albert_layer_groups.{g}.albert_layers.{j}."
@@ -27,7 +32,7 @@ def group_scopes(c: BertConfig) -> dict[str, str]:
 
 
 CLASSIFIER = dense("classifier", "classifier")
-ALBERT = Names(
+NAMES = Names(
     prefix="albert",
     embeddings=EMBEDDINGS | dense("encoder.embedding_hidden_mapping_in", "embeddings/project"),
     layers=LAYERS,
@@ -67,4 +72,43 @@ ALBERT = Names(
         "predictions.decoder.bias": "predictions.bias",
     },
     architectures={t: name.replace("Bert", "Albert") for t, name in BERT.architectures.items()},
+)
+# transformers/models/albert/configuration_albert.py: factorized embeddings, layers shared in
+# num_hidden_groups groups of inner_group_num layers.
+SPELLING = HfSpelling(
+    "ALBERT",
+    {f: f for f in BERT_FIELDS if f != "position_embedding_type"}
+    | {
+        "classifier_dropout": "classifier_dropout_prob",
+        "embedding_size": "embedding_size",
+        "num_hidden_groups": "num_hidden_groups",
+        "inner_group_num": "inner_group_num",
+    },
+    defaults={
+        "embedding_size": 128,
+        "hidden_act": "gelu_new",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "classifier_dropout": 0.1,
+    },
+)
+MODELS = with_embedding(
+    {
+        "classification": albert.AlbertForSequenceClassification,
+        "base": albert.AlbertModel,
+        "token_classification": albert.AlbertForTokenClassification,
+        "question_answering": albert.AlbertForQuestionAnswering,
+        "multiple_choice": albert.AlbertForMultipleChoice,
+        "masked_lm": albert.AlbertForMaskedLM,
+    }
+)
+register(
+    "albert",
+    Family(
+        SPELLING,
+        NAMES,
+        MODELS,
+        50,
+        BERT_SPECIAL_TOKENS | {"pad_token": "<pad>", "unk_token": "<unk>"},
+    ),
 )

@@ -1,11 +1,8 @@
-"""Each family's Hugging Face tensor names: a table from the name in a transformers state dict to
-our parameter path, with the named transform between torch's layout and ours.
+"""Hugging Face tensor names: a family's `Names` is a table from the name in a transformers state
+dict to our parameter path, with the named transform between torch's layout and ours.
 
-One module per family (`bert.py`, `roberta.py`, `distilbert.py`, `electra.py`, `albert.py`,
-`modernbert.py`)
-holds its `Names`;
-`jaxformer.families` registers it by config.json's model_type and `jaxformer.hf.convert` reads
-it. The transforms here are shared: `to_jax(w, c)` and its inverse `to_hf(w, c)`.
+Each family's file in `jaxformer.families` holds its `Names`; `jaxformer.hf.convert` reads it.
+The transforms here are shared: `to_jax(w, c)` and its inverse `to_hf(w, c)`.
 """
 
 from __future__ import annotations
