@@ -1,6 +1,10 @@
 """Which program runs each equation: the one place that chooses between `jaxformer.layers` (the
 reference) and the fast paths of `jaxformer.kernels`, by backend, dtype and arguments.
 
+The backend is `jax.default_backend()`, or inside `target_platform(p)` the platform p: a
+program exported with `jax.export.export(..., platforms=[p])` from a machine without p holds
+the programs p would run ("auto"'s choice there, no CPU kernel).
+
 The models call these functions with the choices of their config (`BertConfig.attention`,
 `BertConfig.matmul`). No math here: every branch calls a function that is tested against the
 reference. When a requested fast path cannot take the arguments, the fallback is logged once.
@@ -57,8 +61,11 @@ Array = jax.Array
 
 ATTENTION = ("auto", "reference", "xla", "scan", "cpu", "cudnn", "splash")
 FUSED = ("xla", "cudnn", "splash")  # no dropout
-AUTO = {"cpu": "cpu", "gpu": "cudnn", "tpu": "splash"}  # by jax.default_backend()
+AUTO = {"cpu": "cpu", "gpu": "cudnn", "tpu": "splash"}  # by backend()
 MATMUL = ("auto", "reference", "xla", "mkl")
+PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "rocm": "gpu", "gpu": "gpu", "tpu": "tpu"}
+# Part of jax.jit's cache key: a function traced for one platform is traced again for another.
+_TARGET = jax.make_user_context(default_value=None)
 
 
 @functools.cache
@@ -69,6 +76,18 @@ def _say_once(message: str) -> None:
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {allowed}")
+
+
+def target_platform(platform: str):
+    """A context in which the programs are chosen for `platform` (jax.export's names "cpu",
+    "cuda", "rocm", "tpu", or "gpu") instead of this process's backend."""
+    _check("platform", platform, tuple(PLATFORMS))
+    return _TARGET(PLATFORMS[platform])
+
+
+def backend() -> str:
+    """The backend the programs are chosen for: `target_platform`'s, else jax's default."""
+    return _TARGET.value or jax.default_backend()
 
 
 # ----------------------------------------------------------------------------- attention
@@ -87,8 +106,8 @@ def attention_program(
     """The program that runs `implementation` on these arguments: "reference", "xla", "scan",
     "cpu", "cudnn" or "splash"."""
     _check("attention", implementation, ATTENTION)
-    backend = jax.default_backend()
-    chosen = AUTO.get(backend, "xla") if implementation == "auto" else implementation
+    platform = backend()
+    chosen = AUTO.get(platform, "xla") if implementation == "auto" else implementation
     if chosen in FUSED and dropout:
         _say_once(f"attention={implementation!r} with dropout runs 'reference' (no fused dropout)")
         return "reference"
@@ -105,13 +124,13 @@ def attention_program(
             chosen = "scan"
     elif chosen == "cudnn":
         why = None
-        if backend != "gpu":
+        if platform != "gpu":
             why = "needs a GPU"
         elif not cudnn.supports(q, k, v, mask, bias, window, limit := cudnn.max_head_dim()):
             why = f"needs bf16/fp16, head_dim 8k <= {limit}, no bias, even lengths with a mask"
         chosen = _fused_or_xla(implementation, "cudnn", why)
     elif chosen == "splash":
-        why = "needs a TPU" if backend != "tpu" else None
+        why = "needs a TPU" if platform != "tpu" else None
         if why is None:
             from jaxformer.kernels import splash  # Pallas TPU code: imported on TPU only
 
@@ -187,7 +206,7 @@ def matmul_program(implementation: str, *arrays: Array) -> str:
     if implementation not in ("auto", "mkl"):
         return implementation
     float32 = all(a.dtype == jnp.float32 for a in arrays)
-    if float32 and jax.default_backend() == "cpu":
+    if float32 and backend() == "cpu":
         from jaxformer.kernels import autotune, cpu
 
         if cpu.mkl_available():
@@ -231,4 +250,4 @@ def dropout(x: Array, rate: float, rng: Array) -> Array:
 def residual(x: Array) -> Array:
     """x, a pre-LN layer's input (its residual stream); on CPU its gradient is written out here
     (`kernels.barrier.gradient_barrier`)."""
-    return barrier.gradient_barrier(x) if jax.default_backend() == "cpu" else x
+    return barrier.gradient_barrier(x) if backend() == "cpu" else x
