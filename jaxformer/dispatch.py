@@ -132,7 +132,7 @@ def attention_program(
     elif chosen == "splash":
         why = "needs a TPU" if platform != "tpu" else None
         if why is None:
-            from jaxformer.kernels import splash  # Pallas TPU code: imported on TPU only
+            from jaxformer.kernels import splash  # Pallas TPU code: imported for TPU only
 
             if not splash.supports(q, k, v, mask, bias, window):
                 why = "needs lengths and head_dim multiples of 128, no bias, a key mask"

@@ -1,6 +1,7 @@
 """Attention in Pallas's splash attention kernel for TPU
 (`jax.experimental.pallas.ops.tpu.splash_attention`: flash attention that skips the blocks its
-static mask zeroes). The dispatcher imports this module on TPU only.
+static mask zeroes). The dispatcher imports this module for TPU only
+(on one, or tracing for one: `dispatch.target_platform`).
 
 Padding goes in through splash's segment ids (a query attends the keys of its own segment): all
 queries are in segment 0, attended keys too, padded keys in segment 1. A sliding window is
