@@ -216,6 +216,7 @@ FAMILIES = {
     "distilbert": (wordpiece, BERT_SPECIAL, "BertTokenizer", bert_processing),
     "roberta": (byte_level_bpe, ROBERTA_SPECIAL, "RobertaTokenizer", roberta_processing),
     "xlm-roberta": (unigram, ROBERTA_SPECIAL, "XLMRobertaTokenizer", xlm_roberta_template),
+    "camembert": (unigram, ROBERTA_SPECIAL, "CamembertTokenizer", xlm_roberta_template),
     "albert": (albert_unigram, ALBERT_SPECIAL, "AlbertTokenizer", bert_template),
     "deberta-v2": (deberta_unigram, BERT_SPECIAL, "DebertaV2Tokenizer", bert_template),
 }

@@ -40,6 +40,7 @@ FAMILIES = {
     "bert": BERT_SHAPES,
     "roberta": BERT_SHAPES | dict(pad_token_id=1, type_vocab_size=1),
     "xlm-roberta": BERT_SHAPES | dict(pad_token_id=1, type_vocab_size=1),
+    "camembert": BERT_SHAPES | dict(pad_token_id=1, type_vocab_size=1),
     "distilbert": dict(dim=WIDTH, n_layers=LAYERS, n_heads=1, hidden_dim=FFN),
     "electra": BERT_SHAPES | dict(embedding_size=32),
     "albert": BERT_SHAPES | dict(embedding_size=32, num_hidden_groups=1, inner_group_num=2),
