@@ -42,15 +42,12 @@ def gelu_tanh(x: Array) -> Array:
     return jax.nn.gelu(x, approximate=True)
 
 
-# Hugging Face's `hidden_act` names.
+# The activations by name (Hugging Face's names for them are jaxformer.hf.config's).
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "gelu": gelu,
-    "gelu_new": gelu_tanh,
-    "gelu_pytorch_tanh": gelu_tanh,
-    "gelu_fast": gelu_tanh,
+    "gelu_tanh": gelu_tanh,
     "relu": jax.nn.relu,  # the original Transformer's
     "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
 }
 
 

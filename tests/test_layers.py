@@ -9,6 +9,7 @@ import pytest
 from helpers import key_padding_mask, mask_and_bias, np_attention, qkv
 
 from jaxformer import layers
+from jaxformer.hf import config as hf_config
 
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 
@@ -57,10 +58,15 @@ def test_layer_norm_keeps_bfloat16_with_float32_statistics():
 
 def test_activation_table_names_the_right_formulas():
     z = np.linspace(-6, 6, 97)
-    assert set(layers.ACTIVATIONS) == set(HF_NAMES)
+    assert set(layers.ACTIVATIONS) == set(NP_ACTIVATIONS)
+    assert set(hf_config.HF_ACTIVATIONS) == set(HF_NAMES)
+    assert set(hf_config.WRITTEN_ACTIVATIONS) == set(layers.ACTIVATIONS)
     for name, formula in HF_NAMES.items():
-        got = np.asarray(layers.ACTIVATIONS[name](jnp.asarray(z, jnp.float32)))
+        ours = layers.ACTIVATIONS[hf_config.HF_ACTIVATIONS[name]]
+        got = np.asarray(ours(jnp.asarray(z, jnp.float32)))
         np.testing.assert_allclose(got, NP_ACTIVATIONS[formula](z), atol=1e-5, err_msg=name)
+    for ours, written in hf_config.WRITTEN_ACTIVATIONS.items():
+        assert HF_NAMES[written] == ours  # config.json gets a name transformers reads as ours
     # exact and tanh GELU differ by more than the tolerance above: the table cannot mix them up
     assert np.abs(NP_ACTIVATIONS["gelu"](z) - NP_ACTIVATIONS["gelu_tanh"](z)).max() > 1e-4
 
@@ -84,12 +90,12 @@ def test_dense_matches_numpy(contract, rng):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_new", "silu"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "silu"])
 def test_feed_forward_matches_numpy(activation, rng):
     x = rng.normal(size=(2, 3, 8))
     w1, b1 = rng.normal(size=(8, 16)), rng.normal(size=16)
     w2, b2 = rng.normal(size=(16, 8)), rng.normal(size=8)
-    expected = NP_ACTIVATIONS[HF_NAMES[activation]](x @ w1 + b1) @ w2 + b2
+    expected = NP_ACTIVATIONS[activation](x @ w1 + b1) @ w2 + b2
     got = layers.feed_forward(*f32(x, w1, b1, w2, b2), activation)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4)
 

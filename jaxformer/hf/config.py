@@ -77,6 +77,19 @@ class HfSpelling(NamedTuple):
     write: Callable[[BertConfig], dict[str, Any]] | None = None
 
 
+# transformers' activation names (ACT2FN) -> ours (jaxformer.layers.ACTIVATIONS), and ours ->
+# the name config.json gets.
+HF_ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
+WRITTEN_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+ACTIVATION_FIELDS = ("hidden_act", "classifier_activation", "pooler_hidden_act")
 # BERT's fields, as configuration_bert.py spells them; most families spell many the same.
 BERT_FIELDS = (
     "vocab_size",
@@ -176,7 +189,16 @@ def from_hf(hf: dict[str, Any], source: str = "config.json", **overrides: Any) -
         _check_hf_fields(kwargs | overrides, f"{source} with overrides {sorted(overrides)}", sp)
     kwargs |= sp.fixed | {"model_type": model_type}
     kwargs.update(overrides)
-    return BertConfig(**kwargs)
+    return BertConfig(**activations_as_ours(kwargs))
+
+
+def activations_as_ours(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` (BertConfig's) with each activation spelled as jaxformer.layers names it."""
+    return fields | {
+        name: HF_ACTIVATIONS.get(fields[name], fields[name])
+        for name in ACTIVATION_FIELDS
+        if name in fields
+    }
 
 
 def hf_mismatch(c: BertConfig) -> str | None:
@@ -209,6 +231,11 @@ def to_hf(c: BertConfig, architecture: str) -> dict[str, Any]:
     if mismatch is not None:
         raise ValueError(mismatch)
     hf = {key: getattr(c, ours) for ours, key in sp.fields.items()}
+    hf |= {
+        sp.fields[f]: WRITTEN_ACTIVATIONS[getattr(c, f)]
+        for f in ACTIVATION_FIELDS
+        if f in sp.fields
+    }
     if "embedding_size" in sp.fields:  # absent means the family's default width
         if c.embedding_size is None and sp.defaults.get("embedding_size") is None:
             hf.pop(sp.fields["embedding_size"], None)  # hidden_size (DeBERTa's reading)
@@ -292,8 +319,8 @@ def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling) -> Non
             raise bad(name, "true or false")
     if values.get("classifier_pooling", "cls") not in POOLINGS:
         raise bad("classifier_pooling", f"one of {POOLINGS}")
-    allowed = tuple(layers.ACTIVATIONS)
-    for name in ("hidden_act", "classifier_activation", "pooler_hidden_act"):
+    allowed = (*HF_ACTIVATIONS, *layers.ACTIVATIONS.keys() - HF_ACTIVATIONS.keys())
+    for name in ACTIVATION_FIELDS:
         if not (isinstance(act := values.get(name, "gelu"), str) and act in allowed):
             raise bad(name, f"one of {allowed}")
     for name in ("relative_attention", "share_att_key", "position_biased_input"):

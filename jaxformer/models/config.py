@@ -56,7 +56,7 @@ class BertConfig:
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
     intermediate_size: int = 3072
-    hidden_act: str = "gelu"  # "gelu" is exact (erf) GELU; "gelu_new" is the tanh approximation
+    hidden_act: str = "gelu"  # of layers.ACTIVATIONS: "gelu" is exact (erf); "gelu_tanh" is not
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     classifier_dropout: float | None = None  # None: use hidden_dropout_prob, as HF does

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from jaxformer import families, tasks
 from jaxformer.data import conll, ner_words, squad
+from jaxformer.hf import config as hf_config
 from jaxformer.hf.convert import from_pretrained
 from jaxformer.hf.tokenizer_files import load_tokenizer
 from jaxformer.models import init_params, max_input_length
@@ -84,7 +85,9 @@ def load_trained(
     workdir = Path(workdir)
     if config is None:
         config = load_workdir_config(workdir)
-    arch = BertConfig(**json.loads((workdir / "model_config.json").read_text()))
+    # Its activations may be spelled as Hugging Face spells them ("gelu_new"): read as ours.
+    fields = json.loads((workdir / "model_config.json").read_text())
+    arch = BertConfig(**hf_config.activations_as_ours(fields))
     model = families.model_class(arch.model_type, head_of(config))(arch)
     length = _max_length(config, model)
     tokenizer = load_tokenizer(

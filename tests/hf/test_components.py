@@ -17,6 +17,7 @@ from flax import traverse_util
 
 from jaxformer import dispatch, layers
 from jaxformer.hf import convert
+from jaxformer.hf.config import HF_ACTIVATIONS
 from jaxformer.kernels import cpu
 from jaxformer.models import bert
 from jaxformer.models.config import BertConfig
@@ -254,7 +255,7 @@ def test_feed_forward_block(hidden_act, matmul):
 
     def ours_with(activation):
         config = our_config(hf_config(activation), matmul=matmul)
-        assert config.hidden_act == activation
+        assert config.hidden_act == HF_ACTIVATIONS[activation]
         ours = FeedForwardBlock(config)
         parts = {
             f"{LAYER_PREFIX[0]}intermediate.": intermediate,

@@ -36,7 +36,7 @@ def test_deberta_config_spelling_both_ways():
     c = BertConfig.from_hf(hf)
     assert c.pos_att_type == ("p2c", "c2p") and c.share_att_key and not c.position_biased_input
     assert (c.relative_span, c.relative_max_position) == (4, 8)
-    assert (c.classifier_dropout, c.pooler_dropout, c.pooler_hidden_act) == (0.3, 0.2, "gelu_new")
+    assert (c.classifier_dropout, c.pooler_dropout, c.pooler_hidden_act) == (0.3, 0.2, "gelu_tanh")
     assert (c.layer_norm_eps, c.type_vocab_size, c.embedding_width) == (1e-7, 0, 12)
     back = c.to_hf("DebertaV2Model")
     assert {k: back[k] for k in hf} == hf | {"pos_att_type": ("p2c", "c2p")}

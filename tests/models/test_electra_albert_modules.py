@@ -68,7 +68,7 @@ def test_albert_config_spelling_and_defaults_are_transformers():
     c = BertConfig.from_hf(hf)
     assert (c.num_hidden_groups, c.inner_group_num, c.classifier_dropout) == (2, 3, 0.3)
     # AlbertConfig's defaults where config.json is silent.
-    assert (c.embedding_size, c.hidden_act) == (128, "gelu_new")
+    assert (c.embedding_size, c.hidden_act) == (128, "gelu_tanh")
     assert c.hidden_dropout_prob == c.attention_probs_dropout_prob == 0.0
     back = c.to_hf("AlbertModel")
     assert {k: back[k] for k in hf} == hf

@@ -55,7 +55,7 @@ def test_distilbert_config_spelling_both_ways():
     c = BertConfig.from_hf(hf)
     assert (c.hidden_size, c.num_hidden_layers, c.intermediate_size) == (12, 1, 20)
     assert (c.hidden_act, c.hidden_dropout_prob, c.attention_probs_dropout_prob) == (
-        "gelu_new",
+        "gelu_tanh",
         0.15,
         0.05,
     )

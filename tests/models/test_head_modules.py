@@ -27,7 +27,7 @@ TINY = BertConfig(
     intermediate_size=32,
     max_position_embeddings=32,
     num_labels=3,
-    hidden_act="gelu_new",
+    hidden_act="gelu_tanh",
     layer_norm_eps=1e-5,
 )
 

@@ -68,7 +68,7 @@ def test_config_spelling_both_ways():
     )
     c = BertConfig.from_hf(hf)
     assert (c.hidden_act, c.hidden_dropout_prob, c.attention_probs_dropout_prob) == (
-        "gelu_new",
+        "gelu_tanh",
         0.1,
         0.2,
     )
