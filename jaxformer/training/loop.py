@@ -5,6 +5,8 @@ Mirrors the Flax examples' train.py (wmt, lm1b): an importable loop around pure 
 (steps.py) compiled where they are called (parallel.py), Optax AdamW (optim.py), Orbax
 checkpoints that resume exactly because the data order is a function of the step
 (checkpoints.py), one log line per log step and metrics copied to the host only then (metrics.py).
+The loop trains a step, then calls the `(every, fn)` hooks due there (hooks.py): the log line,
+validation, the latest checkpoint.
 
 Several processes (one per host, `train.py --multihost`) run the same loop in lockstep over one
 jit Mesh (processes.py: process 0 builds the data cache and writes the workdir's files; a stop
@@ -32,7 +34,7 @@ from jaxformer.hf.convert import from_pretrained, save_pretrained
 from jaxformer.hf.tokenizer_files import load_tokenizer
 from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
-from jaxformer.training import checkpoints, metrics, optim, processes, steps
+from jaxformer.training import checkpoints, hooks, metrics, optim, processes, steps
 from jaxformer.training.parallel import Parallelism
 
 log = logging.getLogger("jaxformer")
@@ -336,6 +338,41 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
             ckpts.save("best", step, host_state(), dict(meta, step=step))
 
     window_start, window_examples = time.perf_counter(), 0
+
+    def log_train(info: hooks.StepInfo):
+        """One metrics row, progress-bar postfix and console line for the steps since the last."""
+        nonlocal window_start, window_examples
+        rows = metrics.host_rows(par, pending)
+        pending.clear()
+        metrics.check_finite(info.step, rows)
+        elapsed = time.perf_counter() - window_start
+        summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        summary.update(
+            learning_rate=float(schedule(info.step - 1)),
+            epoch=(info.step - 1) // steps_per_epoch,
+            examples_per_s=window_examples * jax.process_count() / elapsed,
+        )
+        writer.write(info.step, "train", summary)
+        bar.set_postfix(loss=f"{summary['loss']:.3f}", ex_s=f"{summary['examples_per_s']:.0f}")
+        acc = f" | acc {summary['accuracy']:.3f}" if task.train_accuracy else ""
+        processes.say(
+            f"step {info.step} | loss {summary['loss']:.3f}{acc} | lr "
+            f"{summary['learning_rate']:.1e} | {summary['examples_per_s']:.0f} ex/s"
+        )
+        window_start, window_examples = time.perf_counter(), 0
+
+    def save_latest(info: hooks.StepInfo):
+        check_pending(info.step)
+        meta["step"] = info.step
+        ckpts.save("latest", info.step, host_state(), meta)
+
+    # In this order where several are due at one step: the train line before the validation
+    # line, and the latest checkpoint records the best step that this step's validation chose.
+    train_hooks = (
+        hooks.Hook(config.log_every, log_train, at_stop=True),
+        hooks.Hook(config.eval_every, lambda info: validate(info.step)),
+        hooks.Hook(config.checkpoint_every, save_latest, at_stop=True),
+    )
     with (
         processes.StopRequest() as stop,
         tqdm(
@@ -347,49 +384,22 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
             disable=not processes.is_primary(),
         ) as bar,
     ):
-        step = start
         try:
             for step in range(start + 1, num_steps + 1):
-                epoch, index = divmod(step - 1, steps_per_epoch)
-                batch = train_batches.batch(epoch, index)
+                batch = train_batches.batch(*divmod(step - 1, steps_per_epoch))
                 state, step_metrics = train_fn(state, par.put_batch(batch), dropout_rng)
                 pending.append(step_metrics)
                 if len(pending) > 1:  # at most two steps in flight: honest progress and ETA
                     jax.block_until_ready(pending[-2]["loss"])
                 window_examples += int(batch["weights"].sum())
                 bar.update(1)
-                last = step == num_steps
-                signum = processes.agreed_signal(stop.signal)
-                if step % config.log_every == 0 or last or signum is not None:
-                    rows = metrics.host_rows(par, pending)
-                    pending.clear()
-                    metrics.check_finite(step, rows)
-                    elapsed = time.perf_counter() - window_start
-                    summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-                    summary.update(
-                        learning_rate=float(schedule(step - 1)),
-                        epoch=epoch,
-                        examples_per_s=window_examples * jax.process_count() / elapsed,
-                    )
-                    writer.write(step, "train", summary)
-                    bar.set_postfix(
-                        loss=f"{summary['loss']:.3f}", ex_s=f"{summary['examples_per_s']:.0f}"
-                    )
-                    acc = f" | acc {summary['accuracy']:.3f}" if task.train_accuracy else ""
-                    processes.say(
-                        f"step {step} | loss {summary['loss']:.3f}{acc} | lr "
-                        f"{summary['learning_rate']:.1e} | {summary['examples_per_s']:.0f} ex/s"
-                    )
-                    window_start, window_examples = time.perf_counter(), 0
-                if step % config.eval_every == 0 or last:
-                    validate(step)
-                if step % config.checkpoint_every == 0 or last or signum is not None:
-                    check_pending(step)
-                    meta["step"] = step
-                    ckpts.save("latest", step, host_state(), meta)
-                if signum is not None:
+                info = hooks.StepInfo(
+                    step, last=step == num_steps, signum=processes.agreed_signal(stop.signal)
+                )
+                hooks.run_hooks(train_hooks, info)
+                if info.stopping:
                     ckpts.wait()
-                    raise processes.Stopped(signum, step)
+                    raise processes.Stopped(info.signum, step)
             ckpts.wait()
             if config.export_dir:
                 best_state, _ = ckpts.restore("best", None, restore_target(par, host_state()))
