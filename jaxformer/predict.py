@@ -13,12 +13,12 @@ With --input_file (CSV, TSV, JSON Lines, Parquet, text), each row is written to 
 (any of those formats but text) with its prediction beside it (jaxformer.training.prediction).
 """
 
-import json
 import os
 import sys
 
 from absl import app, flags
 
+from jaxformer import tasks
 from jaxformer.training import cli, evaluate, prediction
 
 FLAGS = flags.FLAGS
@@ -69,22 +69,6 @@ def read_inputs(argv) -> list[str]:
     return texts
 
 
-def questions_and_contexts(lines: list[str]) -> tuple[list[str], list[str]]:
-    questions, contexts = list(FLAGS.question), list(FLAGS.context)
-    for i, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-            questions.append(record["question"])
-            contexts.append(record["context"])
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(
-                f"input line {i} is not a JSON object with a question and a context: {line[:80]!r}"
-            ) from None
-    if len(questions) != len(contexts):
-        raise app.UsageError(f"{len(questions)} --question but {len(contexts)} --context")
-    return questions, contexts
-
-
 def main(argv):
     if bool(FLAGS.input_file) != bool(FLAGS.output_file):
         raise app.UsageError("--input_file and --output_file go together")
@@ -104,37 +88,9 @@ def main(argv):
         )
         print(f"wrote the predictions to {out}")
         return
-    if config.task == "classification":
-        probs = evaluate.predict(inputs, tokenizer, model, params, xla_cpu_dots=config.xla_cpu_dots)
-        columns = prediction.classification_columns(
-            probs, model.config, config.data.label_separator
-        )
-        for i, text in enumerate(inputs):
-            fields = [columns[k][i] for k in ("prediction", "probability") if k in columns]
-            shown = "\t".join(f"{v:.3f}" if isinstance(v, float) else v for v in fields)
-            print(f"{shown}\t{text[:80]}")
-    elif config.task == "token_classification":
-        found = evaluate.predict_entities(
-            inputs,
-            tokenizer,
-            model,
-            params,
-            scheme=config.ner.tag_scheme,
-            xla_cpu_dots=config.xla_cpu_dots,
-        )
-        for text, entities in zip(inputs, found, strict=True):
-            spans = "  ".join(f"{e.type}[{e.start}:{e.end}]={e.text!r}" for e in entities)
-            print(f"{text[:80]}\t{spans or '-'}")
-    elif config.task == "question_answering":
-        questions, contexts = questions_and_contexts(inputs)
-        answers = evaluate.predict_answers(questions, contexts, tokenizer, model, params, config)
-        for question, answer in zip(questions, answers, strict=True):
-            print(f"{answer.text or '(no answer)'}\t{answer.score:.2f}\t{question[:80]}")
-    else:
-        raise ValueError(
-            f"predict runs classification, token_classification and question_answering "
-            f"models; this one is a {config.task} model (evaluate it with eval.py)"
-        )
+    task = tasks.make(config, tokenizer)
+    for line in task.prediction_lines(model, params, inputs, FLAGS.question, FLAGS.context):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,15 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
 
 
+def column_texts(table: sources.Table, column: str, purpose: str | None = None) -> list[str]:
+    """A column of texts to predict; DataError naming the first empty one's row."""
+    texts = table.column(column, purpose=purpose)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise sources.DataError(f"{table.where(i)}: column {column!r} is empty")
+    return texts
+
+
 class Task:
     """What the loop needs of a task. The loss and the evaluation outputs run inside the
     compiled steps (static methods of arrays); the rest runs on the host."""
@@ -209,6 +218,27 @@ class Task:
         if best is None:
             return True
         return score > best if self.higher_is_better else score < best
+
+    # Predictions on new inputs (jaxformer.predict, jaxformer.training.prediction): the tasks
+    # that predict override both.
+
+    def prediction_columns(self, model, params, table: sources.Table) -> dict[str, list]:
+        """The prediction columns of a table's rows, written to a file beside them."""
+        raise ValueError(self._predicts_not())
+
+    def prediction_lines(
+        self, model, params, inputs: list[str], questions=(), contexts=()
+    ) -> list[str]:
+        """One console line per input of `python -m jaxformer.predict`: the inputs are its
+        texts (arguments, --file lines, standard input); `questions` and `contexts` its
+        --question and --context pairs."""
+        raise ValueError(self._predicts_not())
+
+    def _predicts_not(self) -> str:
+        return (
+            "predict runs classification, token_classification and question_answering models; "
+            f"this one is a {self.config.task} model (evaluate it with eval.py)"
+        )
 
     def check_split_name(self, split: str) -> None:
         if split not in self.splits_available:

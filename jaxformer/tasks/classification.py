@@ -17,6 +17,7 @@ split without its own rows is carved from train (validation) with `validation_fr
 from __future__ import annotations
 
 import functools
+import json
 import logging
 
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ import optax
 from jaxformer.data import classification as examples_lib
 from jaxformer.data import sources
 from jaxformer.data.classification import MULTI, PROBLEM_TYPES, REGRESSION, SINGLE
-from jaxformer.tasks import Task, cross_entropy, imdb_splits
+from jaxformer.tasks import Task, column_texts, cross_entropy, imdb_splits
 from jaxformer.training import scores
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,68 @@ class Classification(Task):
                 f"{m['exact_match']:.4f} | loss {m['loss']:.4f}"
             )
         return f"accuracy {m['accuracy']:.4f} | macro F1 {m['macro_f1']:.4f} | loss {m['loss']:.4f}"
+
+    # ------------------------------------------------------------------------ predictions
+
+    def prediction_columns(self, model, params, table):
+        from jaxformer.training import evaluate  # which imports the tasks
+
+        d = self.config.data
+        texts = column_texts(table, d.text_column, "text_column")
+        pairs = (
+            column_texts(table, d.text_pair_column, "text_pair_column")
+            if d.text_pair_column
+            else None
+        )
+        probs = evaluate.predict(
+            texts,
+            self.tokenizer,
+            model,
+            params,
+            batch_size=self.config.eval_batch_size,
+            xla_cpu_dots=self.config.xla_cpu_dots,
+            pairs=pairs,
+            progress=True,
+        )
+        return score_columns(probs, model.config, d.label_separator)
+
+    def prediction_lines(self, model, params, inputs, questions=(), contexts=()):
+        from jaxformer.training import evaluate  # which imports the tasks
+
+        probs = evaluate.predict(
+            inputs, self.tokenizer, model, params, xla_cpu_dots=self.config.xla_cpu_dots
+        )
+        columns = score_columns(probs, model.config, self.config.data.label_separator)
+        lines = []
+        for i, text in enumerate(inputs):
+            fields = [columns[k][i] for k in ("prediction", "probability") if k in columns]
+            shown = "\t".join(f"{v:.3f}" if isinstance(v, float) else v for v in fields)
+            lines.append(f"{shown}\t{text[:80]}")
+        return lines
+
+
+def score_columns(scores: np.ndarray, arch, separator: str | None) -> dict[str, list]:
+    """Columns of (n, labels) scores as `evaluate.predict` gives them, by the model's
+    problem_type (its config `arch`, not the data's: a model predicts as it was trained): a
+    single label (name, probability), the labels over 0.5 (joined by `separator`, else "|")
+    with every label's probability as JSON, or the value."""
+    names = arch.label_names or tuple(f"LABEL_{i}" for i in range(scores.shape[-1]))
+    if arch.problem_type == "regression":
+        return {"prediction": [float(v) for v in scores[:, 0]]}
+    if arch.problem_type == "multi_label_classification":
+        chosen = [[names[j] for j in np.flatnonzero(row > 0.5)] for row in scores]
+        return {
+            "prediction": [(separator or "|").join(row) for row in chosen],
+            "probabilities": [
+                json.dumps({n: round(float(p), 6) for n, p in zip(names, row, strict=True)})
+                for row in scores
+            ],
+        }
+    best = scores.argmax(-1)
+    return {
+        "prediction": [names[j] for j in best],
+        "probability": [float(scores[i, j]) for i, j in enumerate(best)],
+    }
 
 
 def _eval_outputs(loss_terms, logits, batch):

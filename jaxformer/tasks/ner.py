@@ -7,13 +7,14 @@ tags (seqeval's, which are conlleval's), and token accuracy.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from jaxformer.data import batching, conll, sources
-from jaxformer.tasks import Task, cross_entropy
+from jaxformer.tasks import Task, column_texts, cross_entropy
 from jaxformer.training import seqeval
 
 # Files read as tables of a words column and a tags column; any other file is CoNLL columns.
@@ -142,3 +143,31 @@ class TokenClassification(Task):
             f"entity F1 {m['f1']:.4f} (precision {m['precision']:.4f}, recall "
             f"{m['recall']:.4f}) | token accuracy {m['token_accuracy']:.4f} | loss {m['loss']:.4f}"
         )
+
+    # ------------------------------------------------------------------------ predictions
+
+    def _entities(self, model, params, texts, **kwargs):
+        from jaxformer.training import evaluate  # which imports the tasks
+
+        return evaluate.predict_entities(
+            texts,
+            self.tokenizer,
+            model,
+            params,
+            scheme=self.config.ner.tag_scheme,
+            xla_cpu_dots=self.config.xla_cpu_dots,
+            **kwargs,
+        )
+
+    def prediction_columns(self, model, params, table):
+        texts = column_texts(table, self.config.data.text_column, "text_column")
+        found = self._entities(model, params, texts, batch_size=self.config.eval_batch_size)
+        return {"entities": [json.dumps([e._asdict() for e in row]) for row in found]}
+
+    def prediction_lines(self, model, params, inputs, questions=(), contexts=()):
+        found = self._entities(model, params, inputs)
+        lines = []
+        for text, entities in zip(inputs, found, strict=True):
+            spans = "  ".join(f"{e.type}[{e.start}:{e.end}]={e.text!r}" for e in entities)
+            lines.append(f"{text[:80]}\t{spans or '-'}")
+        return lines

@@ -9,11 +9,13 @@ with the gold answers as the official SQuAD script does (exact match and F1, in 
 
 from __future__ import annotations
 
+import json
+
 import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.data import batching, sources, squad
-from jaxformer.tasks import Task, cross_entropy
+from jaxformer.tasks import Task, column_texts, cross_entropy
 from jaxformer.training import squad_eval
 
 NEG = -1e9  # a padding position's logit: never a start or an end
@@ -139,3 +141,41 @@ class QuestionAnswering(Task):
 
     def summary(self, m):
         return f"exact match {m['exact_match']:.2f} | F1 {m['f1']:.2f} | loss {m['loss']:.4f}"
+
+    # ------------------------------------------------------------------------ predictions
+
+    def _answers(self, model, params, questions, contexts):
+        from jaxformer.training import evaluate  # which imports the tasks
+
+        return evaluate.predict_answers(
+            questions, contexts, self.tokenizer, model, params, self.config
+        )
+
+    def prediction_columns(self, model, params, table):
+        answers = self._answers(
+            model, params, column_texts(table, "question"), column_texts(table, "context")
+        )
+        return {"answer": [a.text for a in answers], "score": [float(a.score) for a in answers]}
+
+    def prediction_lines(self, model, params, inputs, questions=(), contexts=()):
+        """`inputs` are JSON lines {"question": ..., "context": ...}, after the given pairs."""
+        questions, contexts = list(questions), list(contexts)
+        for i, line in enumerate(inputs, 1):
+            try:
+                record = json.loads(line)
+                questions.append(record["question"])
+                contexts.append(record["context"])
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(
+                    f"input line {i} is not a JSON object with a question and a context: "
+                    f"{line[:80]!r}"
+                ) from None
+        if len(questions) != len(contexts):
+            from absl import app  # the counts are of predict's flags: a usage error
+
+            raise app.UsageError(f"{len(questions)} --question but {len(contexts)} --context")
+        answers = self._answers(model, params, questions, contexts)
+        return [
+            f"{answer.text or '(no answer)'}\t{answer.score:.2f}\t{question[:80]}"
+            for question, answer in zip(questions, answers, strict=True)
+        ]

@@ -6,8 +6,9 @@ to a file of any of the formats the training data may have (CSV, TSV, JSON Lines
     token_classification   entities: [{"type", "start", "end", "text"}] of the text column
     question_answering     answer and score, of a row's `question` and `context`
 
-The columns read are the ones training named (data.text_column, text_pair_column). The output is
-written to a temporary file beside it and renamed, so an interrupted run leaves no half-file.
+Each task computes its own columns (`Task.prediction_columns`, jaxformer.tasks). The columns read
+are the ones training named (data.text_column, text_pair_column). The output is written to a
+temporary file beside it and renamed, so an interrupted run leaves no half-file.
 """
 
 from __future__ import annotations
@@ -17,87 +18,12 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
+from jaxformer import tasks
 from jaxformer.data import sources
-from jaxformer.training import evaluate
 
 FORMATS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-
-
-def output_columns(config, tokenizer, model, params, table: sources.Table) -> dict[str, list]:
-    """The prediction columns of a table's rows (see the module docstring)."""
-    d = config.data
-    if config.task == "classification":
-        texts = _texts(table, d.text_column, "text_column")
-        pairs = (
-            _texts(table, d.text_pair_column, "text_pair_column") if d.text_pair_column else None
-        )
-        scores = evaluate.predict(
-            texts,
-            tokenizer,
-            model,
-            params,
-            batch_size=config.eval_batch_size,
-            xla_cpu_dots=config.xla_cpu_dots,
-            pairs=pairs,
-            progress=True,
-        )
-        return classification_columns(scores, model.config, d.label_separator)
-    if config.task == "token_classification":
-        texts = _texts(table, d.text_column, "text_column")
-        found = evaluate.predict_entities(
-            texts,
-            tokenizer,
-            model,
-            params,
-            scheme=config.ner.tag_scheme,
-            batch_size=config.eval_batch_size,
-            xla_cpu_dots=config.xla_cpu_dots,
-        )
-        return {"entities": [json.dumps([e._asdict() for e in row]) for row in found]}
-    if config.task == "question_answering":
-        questions = _texts(table, "question")
-        contexts = _texts(table, "context")
-        answers = evaluate.predict_answers(questions, contexts, tokenizer, model, params, config)
-        return {"answer": [a.text for a in answers], "score": [float(a.score) for a in answers]}
-    raise ValueError(
-        f"predict runs classification, token_classification and question_answering models; "
-        f"this one is a {config.task} model (evaluate it with eval.py)"
-    )
-
-
-def classification_columns(scores: np.ndarray, arch, separator: str | None) -> dict[str, list]:
-    """Columns of (n, labels) scores as `evaluate.predict` gives them, by the model's
-    problem_type: a single label (name, probability), the labels over 0.5 (joined by
-    `separator`, else "|") with every label's probability as JSON, or the value."""
-    names = arch.label_names or tuple(f"LABEL_{i}" for i in range(scores.shape[-1]))
-    if arch.problem_type == "regression":
-        return {"prediction": [float(v) for v in scores[:, 0]]}
-    if arch.problem_type == "multi_label_classification":
-        chosen = [[names[j] for j in np.flatnonzero(row > 0.5)] for row in scores]
-        return {
-            "prediction": [(separator or "|").join(row) for row in chosen],
-            "probabilities": [
-                json.dumps({n: round(float(p), 6) for n, p in zip(names, row, strict=True)})
-                for row in scores
-            ],
-        }
-    best = scores.argmax(-1)
-    return {
-        "prediction": [names[j] for j in best],
-        "probability": [float(scores[i, j]) for i, j in enumerate(best)],
-    }
-
-
-def _texts(table: sources.Table, column: str, purpose: str | None = None) -> list[str]:
-    """A column of texts to predict; DataError naming the first empty one's row."""
-    texts = table.column(column, purpose=purpose)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            raise sources.DataError(f"{table.where(i)}: column {column!r} is empty")
-    return texts
 
 
 def write_table(path: str | os.PathLike, columns: dict[str, list]) -> Path:
@@ -143,7 +69,7 @@ def predict_file(config, tokenizer, model, params, input_file: str, output_file:
     """Reads `input_file`'s rows, predicts each, writes them with the predictions to
     `output_file`; the output's path."""
     table = sources.read_files(input_file, text_file_column=config.data.text_column)
-    predicted = output_columns(config, tokenizer, model, params, table)
+    predicted = tasks.make(config, tokenizer).prediction_columns(model, params, table)
     clash = sorted(set(predicted) & set(table.columns))
     if clash:
         raise sources.DataError(
