@@ -13,6 +13,7 @@ shared workdir), Orbax coordinates the saves and process 0 alone moves or delete
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import time
@@ -49,6 +50,21 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether `e`, or an exception it was raised from, says the disk is full: an OSError of
+    ENOSPC from Python's writes, or tensorstore's RESOURCE_EXHAUSTED (the status its writes
+    give for ENOSPC), whose errors carry no errno."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if "RESOURCE_EXHAUSTED" in str(e) or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 @jax.jit
@@ -130,9 +146,15 @@ class Checkpoints:
                 pass  # the same failure, already in hand
         removed = self.remove_temporary()
         kept = sorted(self.latest.all_steps())
+        cause = first_line(e)
+        if disk_full(e):
+            try:  # measured after the unfinished save was removed
+                free = f"{shutil.disk_usage(self.root).free} bytes free"
+            except OSError:
+                free = "free space unknown"
+            cause = f"no space left on device: {free} in {self.root}; {cause}"
         raise TrainingError(
-            f"could not save the {which} checkpoint of step {step} in {self.root} "
-            f"({first_line(e)}); "
+            f"could not save the {which} checkpoint of step {step} in {self.root} ({cause}); "
             + (f"removed the unfinished {', '.join(removed)}; " if removed else "")
             + f"the earlier checkpoints are intact (steps {kept or 'none'}). Free disk space "
             "and rerun the same command to resume"

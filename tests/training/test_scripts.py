@@ -4,6 +4,7 @@ one `error:` line (no traceback) and the conventional exit status."""
 
 import json
 import logging
+import re
 import shutil
 import signal
 import socket
@@ -248,3 +249,44 @@ def test_predict_reads_bytes_that_are_not_utf8(trained_workdir, run_script):
     assert r.returncode == 0, r.stderr.decode()
     lines = r.stdout.decode().splitlines()
     assert [line.split("\t")[2] for line in lines] == ["superb \ufffd", "\ufffd boring"]
+
+
+FULL_DISK = """
+import errno, sys
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from jaxformer.training import checkpoints, cli
+
+def full_disk(self, step, *args, **kwargs):
+    if step == 8:
+        if sys.argv[2] == "oserror":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        # tensorstore's error of a write that ran out of disk: a status text, no errno
+        raise ValueError('RESOURCE_EXHAUSTED: Error writing "params.w/0" in OCDBT database')
+    return save(self, step, *args, **kwargs)
+
+save = ocp.CheckpointManager.save
+ocp.CheckpointManager.save = full_disk
+
+def main(argv):
+    ckpts = checkpoints.Checkpoints(argv[1])
+    try:
+        for step in (4, 8):
+            ckpts.save("latest", step, {"w": jnp.ones(1000)}, {"step": step})
+            ckpts.wait()
+    finally:
+        ckpts.close()
+
+cli.run(main)
+"""
+
+
+@pytest.mark.parametrize("raised", ["oserror", "tensorstore"])
+def test_a_save_on_a_full_disk_says_no_space_left(tmp_path, run_script, one_error_line, raised):
+    r = run_script("-c", FULL_DISK, str(tmp_path), raised)
+    assert r.returncode == 1
+    line = one_error_line(
+        r.stderr, "could not save", "step 8", "no space left on device", str(tmp_path)
+    )
+    assert re.search(r"\d+ bytes free", line), line
+    assert "intact (steps [4])" in line
