@@ -14,8 +14,11 @@ shared workdir), Orbax coordinates the saves and process 0 alone moves or delete
 from __future__ import annotations
 
 import errno
+import gc
 import logging
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,30 @@ def disk_full(e: BaseException) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+def collect_abandoned_io() -> None:
+    """Orbax stops a restore or a save at its first failed read or write and closes the event
+    loop it ran them on, with the others still pending. Their coroutines, once collected,
+    report that same failure and the closed loop on stderr, at exit, after the error line that
+    reported it: from here on those reports are dropped (collected now where they are done)."""
+    if getattr(sys.unraisablehook, "drops_orbax_reports", False):
+        gc.collect()
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable, previous=previous, sep=os.sep):
+        code = getattr(unraisable.object, "cr_code", None)
+        orbax = code is not None and f"{sep}orbax{sep}" in code.co_filename
+        closed = isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(
+            unraisable.exc_value
+        )
+        if not (orbax or closed):
+            previous(unraisable)
+
+    hook.drops_orbax_reports = True
+    sys.unraisablehook = hook
+    gc.collect()
 
 
 @jax.jit
@@ -144,6 +171,7 @@ class Checkpoints:
                 mngr.wait_until_finished()
             except Exception:
                 pass  # the same failure, already in hand
+        collect_abandoned_io()
         removed = self.remove_temporary()
         kept = sorted(self.latest.all_steps())
         cause = first_line(e)
@@ -213,11 +241,14 @@ class Checkpoints:
                 ),
             )
         except Exception as e:  # tensorstore raises bare Exceptions for missing/short files
-            raise DamagedCheckpointError(
-                f"checkpoint {Path(mngr.directory) / str(step)} is damaged and does not "
-                f"restore ({first_line(e)})"
-            ) from e
-        return restored.state, restored.meta
+            reason = first_line(e)
+        else:
+            return restored.state, restored.meta
+        collect_abandoned_io()  # the failure's traceback, which holds them, is gone now
+        raise DamagedCheckpointError(
+            f"checkpoint {Path(mngr.directory) / str(step)} is damaged and does not restore "
+            f"({reason})"
+        )
 
     def restore_newest_good(self, which: str, abstract_state) -> tuple[Any, dict] | None:
         """(state, meta) of the newest step of `which` that restores, or None if there is no

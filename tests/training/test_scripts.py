@@ -4,6 +4,7 @@ one `error:` line (no traceback) and the conventional exit status."""
 
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -290,3 +291,19 @@ def test_a_save_on_a_full_disk_says_no_space_left(tmp_path, run_script, one_erro
     )
     assert re.search(r"\d+ bytes free", line), line
     assert "intact (steps [4])" in line
+    assert "Event loop is closed" not in r.stderr
+
+
+def test_eval_of_a_damaged_checkpoint_prints_its_error_line_and_nothing_more(
+    tmp_path, trained_workdir, run_script, one_error_line
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_workdir, workdir)
+    for p in (workdir / "best").rglob("*"):  # every array's file cut short: reads fail at once
+        if p.is_file() and p.stat().st_size > 1000:
+            os.truncate(p, p.stat().st_size // 2)
+    r = run_script("eval.py", "--workdir", str(workdir))
+    assert r.returncode == 1
+    one_error_line(r.stderr, f"{workdir}/best/4 is damaged")
+    assert "Event loop is closed" not in r.stderr and "Exception ignored" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: "), r.stderr
