@@ -110,12 +110,13 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Q = x W_q, K = x W_k, V = x W_v per head; softmax(Q K^T / sqrt(d)) V; heads joined by W_o."""
+    """Q = x W_q, K = x W_k, V = x W_v per head; softmax(Q K^T / sqrt(d) + bias) V; heads joined
+    by W_o. bias: float broadcastable to (b, h, t, s), or None."""
 
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, train: bool) -> Array:
+    def __call__(self, x: Array, mask: Array, train: bool, bias: Array | None = None) -> Array:
         c = self.config
         m, h, d = c.hidden_size, c.num_attention_heads, c.head_dim
 
@@ -138,6 +139,7 @@ class SelfAttention(nn.Module):
             k,
             v,
             mask,
+            bias,
             dropout_rate=c.attention_probs_dropout_prob if dropout else 0.0,
             dropout_rng=self.make_rng("dropout") if dropout else None,
             implementation=c.attention,
@@ -167,14 +169,14 @@ class EncoderLayer(nn.Module):
     """Post-LN (BERT): x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x))).
     Pre-LN: x = x + Drop(Attn(LN(x))); x = x + Drop(FFN(LN(x))).
     Without `attention_output_dropout` (DistilBERT), Attn(x) is added undropped; without
-    `mlp_output_dropout` (ALBERT), FFN(x) is."""
+    `mlp_output_dropout` (ALBERT), FFN(x) is. Attn's scores get `bias` added where given."""
 
     config: BertConfig
     attention_output_dropout: bool = True
     mlp_output_dropout: bool = True
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, train: bool) -> Array:
+    def __call__(self, x: Array, mask: Array, train: bool, bias: Array | None = None) -> Array:
         c = self.config
 
         def drop(y):
@@ -192,9 +194,9 @@ class EncoderLayer(nn.Module):
         )
         mlp, mlp_norm = FeedForward(c, name="mlp"), LayerNorm(c, name="mlp_norm")
         if c.pre_layer_norm:
-            x = x + drop_attention(attention(attention_norm(x), mask, train))
+            x = x + drop_attention(attention(attention_norm(x), mask, train, bias))
             return x + drop_mlp(mlp(mlp_norm(x)))
-        x = attention_norm(x + drop_attention(attention(x, mask, train)))
+        x = attention_norm(x + drop_attention(attention(x, mask, train, bias)))
         return mlp_norm(x + drop_mlp(mlp(x)))
 
 
@@ -221,7 +223,7 @@ class BertOutput(NamedTuple):
 class BertModel(nn.Module):
     """The encoder: embeddings, layers, pooler. A family that differs in a piece subclasses it and
     overrides that piece: `positions` (default position ids), `max_length`, `layer_options`,
-    `layer_scopes` (which parameters each layer uses), `projects_embeddings`."""
+    `layer_scopes` (which parameters each layer uses), `projects_embeddings`, `attention_bias`."""
 
     config: BertConfig
     add_pooling_layer: bool = True
@@ -241,6 +243,12 @@ class BertModel(nn.Module):
         """Each layer's parameter scope, in the order the layers run; layers that share a scope
         share its parameters (one module called again). BERT's: layer_0 ... layer_{L-1}."""
         return [f"layer_{i}" for i in range(self.config.num_hidden_layers)]
+
+    def attention_bias(self, length: int) -> Array | None:
+        """The additive bias of every layer's attention scores, computed once for a `length`
+        token input and shared by the layers: float broadcastable to (b, h, t, s). BERT's: none.
+        Called inside `__call__`, so it may hold parameters of its own."""
+        return None
 
     def projects_embeddings(self) -> bool:
         """Whether a Dense maps the embeddings to hidden_size: where their widths differ."""
@@ -284,12 +292,13 @@ class BertModel(nn.Module):
         x = embeddings(input_ids, token_type_ids, position_ids, train)  # (b, t, m)
         self.sow("intermediates", "hidden_states", x)
         mask = layers.padding_mask(attention_mask)  # (b, 1, 1, s)
+        bias = self.attention_bias(input_ids.shape[1])
         layer_cls = nn.remat(EncoderLayer, static_argnums=(3,)) if c.remat else EncoderLayer
         layers_by_scope = {}
         for scope in self.layer_scopes():
             if scope not in layers_by_scope:
                 layers_by_scope[scope] = layer_cls(c, **self.layer_options, name=scope)
-            x = layers_by_scope[scope](x, mask, train)
+            x = layers_by_scope[scope](x, mask, train, bias)
             self.sow("intermediates", "hidden_states", x)
         if c.pre_layer_norm:
             x = LayerNorm(c, name="final_norm")(x)
