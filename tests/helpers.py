@@ -106,6 +106,7 @@ BERT_SPECIAL = dict(
     unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]"
 )
 ALBERT_SPECIAL = BERT_SPECIAL | dict(pad_token="<pad>", unk_token="<unk>")
+MPNET_SPECIAL = ROBERTA_SPECIAL | dict(unk_token="[UNK]")
 
 
 def byte_level_bpe(special):
@@ -181,6 +182,18 @@ def wordpiece(special):
     return tok
 
 
+def mpnet_wordpiece(special):
+    """BERT's WordPiece with MPNet's special tokens, <s> <pad> </s> first as its vocab has them."""
+    tok = Tokenizer(models.WordPiece(unk_token=special["unk_token"]))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    order = ("cls_token", "pad_token", "sep_token", "unk_token", "mask_token")
+    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=[special[k] for k in order])
+    tok.train_from_iterator(CORPUS, trainer)
+    return tok
+
+
 def bert_template(tok, special):
     cls, sep = special["cls_token"], special["sep_token"]
     return processors.TemplateProcessing(
@@ -219,6 +232,7 @@ FAMILIES = {
     "camembert": (unigram, ROBERTA_SPECIAL, "CamembertTokenizer", xlm_roberta_template),
     "albert": (albert_unigram, ALBERT_SPECIAL, "AlbertTokenizer", bert_template),
     "deberta-v2": (deberta_unigram, BERT_SPECIAL, "DebertaV2Tokenizer", bert_template),
+    "mpnet": (mpnet_wordpiece, MPNET_SPECIAL, "MPNetTokenizer", roberta_processing),
 }
 
 

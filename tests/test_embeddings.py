@@ -83,6 +83,7 @@ FAMILY_CONFIGS = {
         ),
         ("max", False, "pooling_mode"),
     ),
+    "mpnet": (SHAPES | dict(pad_token_id=1), ("mean", True, "legacy")),  # all-mpnet-base-v2's
 }
 LENGTHS = (11, 6, 3, 1)  # a padded batch of uneven lengths
 NORMALIZE = "sentence_transformers.models.Normalize"

@@ -3,8 +3,8 @@ the loop's compiled train step (`Parallelism.compile_train` of `steps.train_step
 task's loss, gradients) of one small random model per family, exported with `jax.export` for
 CUDA and for TPU under `dispatch.target_platform`, with XLA's attention and with the program
 "auto" picks there: cuDNN's on CUDA (bfloat16; float32 runs XLA's), Pallas's splash on TPU
-(DeBERTa's relative-position bias keeps both on XLA's). The exported module must hold the
-expected kernel's custom calls and no other (no CPU kernel, no MKL GEMM).
+(DeBERTa's and MPNet's relative-position biases keep both on XLA's). The exported module must
+hold the expected kernel's custom calls and no other (no CPU kernel, no MKL GEMM).
 
 cuDNN: jax reads the installed cuDNN's version while tracing, and a CPU jaxlib has none
 ("RuntimeError: cuDNN is not detected."): `CUDNN_VERSION` stands in for it, so jax's argument
@@ -55,7 +55,10 @@ FAMILIES = {
         share_att_key=True,
         position_biased_input=False,
     ),
+    "mpnet": BERT_SHAPES | dict(pad_token_id=1),
 }
+# Their relative-position bias keeps attention on XLA's program.
+BIASED = ("deberta-v2", "mpnet")
 # (platform, attention, dtype, the kernel expected where attention takes no bias)
 CASES = [
     ("cuda", "xla", "bfloat16", None),
@@ -147,7 +150,7 @@ def test_exports_for_the_accelerator(
         exported = export.export(fn, platforms=[platform], disabled_checks=ALLOW_CUDNN)(*args)
     assert exported.platforms == (platform,) and exported.mlir_module_serialized
     calls = custom_calls(exported.mlir_module())
-    kernel = None if family == "deberta-v2" else kernel  # a bias: XLA's attention
+    kernel = None if family in BIASED else kernel  # a bias: XLA's attention
     if kernel is None:
         assert calls == [], calls
     elif kernel == "splash":
