@@ -81,41 +81,54 @@ class Embeddings(nn.Module):
 
 class DisentangledSelfAttention(nn.Module):
     """softmax((q_t . k_s + bias_ts) / sqrt(d * scale_factor)) V, bias the c2p and p2c terms
-    (`layers.disentangled_attention_bias`); heads joined by W_o."""
+    (`layers.disentangled_attention_bias`); heads joined by W_o. `project` makes q, k, v and the
+    relative tables; a family whose projections differ overrides it (DeBERTa v1's)."""
 
     config: BertConfig
+
+    def param_(self, name: str, shape: tuple[int, ...], init) -> Array:
+        c = self.config
+        return self.param(name, init, shape, c.params_dtype).astype(c.compute_dtype)
+
+    def projection(self, name: str) -> tuple[Array, Array]:
+        """W_name (m, h, d) and b_name (h, d)."""
+        c = self.config
+        m, h, d = c.hidden_size, c.num_attention_heads, c.head_dim
+        w = self.param_(f"w_{name}", (m, h, d), _init(c))
+        return w, self.param_(f"b_{name}", (h, d), nn.initializers.zeros)
+
+    def project(self, x: Array, rel: Array | None):
+        """q, k, v (b, t, h, d) and the c2p, p2c tables pos_k, pos_q (2P, h, d) of the relative
+        embeddings `rel` (None for a term the config leaves out): W x + b each."""
+        c = self.config
+        (w_q, b_q), (w_k, b_k), (w_v, b_v) = map(self.projection, "qkv")
+        q = dispatch.dense(x, w_q, b_q, 1, c.matmul)  # (b, t, h, d)
+        k = dispatch.dense(x, w_k, b_k, 1, c.matmul)  # (b, s, h, d); s = t
+        v = dispatch.dense(x, w_v, b_v, 1, c.matmul)  # (b, s, h, d)
+        pos_q = pos_k = None
+        if rel is not None and "c2p" in c.pos_att_type:
+            w, b = (w_k, b_k) if c.share_att_key else self.projection("pk")
+            pos_k = dispatch.dense(rel, w, b, 1, c.matmul)  # (2P, h, d)
+        if rel is not None and "p2c" in c.pos_att_type:
+            w, b = (w_q, b_q) if c.share_att_key else self.projection("pq")
+            pos_q = dispatch.dense(rel, w, b, 1, c.matmul)  # (2P, h, d)
+        return q, k, v, pos_q, pos_k
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, rel: Array | None, relative, train: bool):
         c = self.config
         m, h, d = c.hidden_size, c.num_attention_heads, c.head_dim
-
-        def param(name, shape, init):
-            return self.param(name, init, shape, c.params_dtype).astype(c.compute_dtype)
-
-        def projection(name):  # -> (W (m, h, d), b (h, d))
-            return param(f"w_{name}", (m, h, d), _init(c)), param(
-                f"b_{name}", (h, d), nn.initializers.zeros
-            )
-
-        (w_q, b_q), (w_k, b_k), (w_v, b_v) = projection("q"), projection("k"), projection("v")
-        w_o = param("w_o", (h, d, m), _init(c))
-        b_o = param("b_o", (m,), nn.initializers.zeros)
-        q = dispatch.dense(x, w_q, b_q, 1, c.matmul)  # (b, t, h, d)
-        k = dispatch.dense(x, w_k, b_k, 1, c.matmul)  # (b, s, h, d); s = t
-        v = dispatch.dense(x, w_v, b_v, 1, c.matmul)  # (b, s, h, d)
+        if c.relative_attention and c.pos_att_type:
+            rel = Dropout(c.hidden_dropout_prob)(rel, train)  # (2P, m)
+        else:
+            rel = None
+        q, k, v, pos_q, pos_k = self.project(x, rel)
+        w_o = self.param_("w_o", (h, d, m), _init(c))
+        b_o = self.param_("b_o", (m,), nn.initializers.zeros)
         # transformers counts the terms even without relative attention.
         scale_factor = 1 + len(c.pos_att_type)
         bias = None
-        if c.relative_attention and c.pos_att_type:
-            rel = Dropout(c.hidden_dropout_prob)(rel, train)  # (2P, m)
-            pos_q = pos_k = None
-            if "c2p" in c.pos_att_type:
-                w, b = (w_k, b_k) if c.share_att_key else projection("pk")
-                pos_k = dispatch.dense(rel, w, b, 1, c.matmul)  # (2P, h, d)
-            if "p2c" in c.pos_att_type:
-                w, b = (w_q, b_q) if c.share_att_key else projection("pq")
-                pos_q = dispatch.dense(rel, w, b, 1, c.matmul)  # (2P, h, d)
+        if rel is not None:
             scores = dispatch.relative_scores(c.attention)
             bias = layers.disentangled_attention_bias(q, k, pos_q, pos_k, relative, scores)
             bias = bias / math.sqrt(d * scale_factor)  # (b, h, t, s) float32
@@ -134,9 +147,11 @@ class DisentangledSelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Post-LN, as BERT's: x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x)))."""
+    """Post-LN, as BERT's: x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x))); Attn is
+    `self_attention`."""
 
     config: BertConfig
+    self_attention: ClassVar[type[nn.Module]] = DisentangledSelfAttention
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, rel, relative, train: bool) -> Array:
@@ -145,7 +160,7 @@ class EncoderLayer(nn.Module):
         def drop(y):
             return Dropout(c.hidden_dropout_prob)(y, train)
 
-        attention = DisentangledSelfAttention(c, name="attention")
+        attention = self.self_attention(c, name="attention")
         x = LayerNorm(c, name="attention_norm")(x + drop(attention(x, mask, rel, relative, train)))
         return LayerNorm(c, name="mlp_norm")(x + drop(FeedForward(c, name="mlp")(x)))
 
@@ -156,6 +171,7 @@ class DebertaModel(nn.Module):
 
     config: BertConfig
     add_pooling_layer: bool = False
+    layer: ClassVar[type[nn.Module]] = EncoderLayer
 
     @property
     def max_length(self) -> int:
@@ -222,7 +238,7 @@ class DebertaModel(nn.Module):
             else:
                 rel = norm(rel)
         mask = layers.padding_mask(attention_mask)  # (b, 1, 1, s)
-        layer_cls = nn.remat(EncoderLayer, static_argnums=(5,)) if c.remat else EncoderLayer
+        layer_cls = nn.remat(self.layer, static_argnums=(5,)) if c.remat else self.layer
         for i in range(c.num_hidden_layers):
             x = layer_cls(c, name=f"layer_{i}")(x, mask, rel, relative, train)
             self.sow("intermediates", "hidden_states", x)
