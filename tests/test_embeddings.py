@@ -56,6 +56,16 @@ FAMILY_CONFIGS = {
     ),
     "electra": (SHAPES | dict(embedding_size=24), ("max", True, "pooling_mode")),
     "albert": (SHAPES | dict(embedding_size=16), ("cls", True, "pooling_mode")),
+    "deberta": (
+        SHAPES
+        | dict(
+            relative_attention=True,
+            max_relative_positions=4,
+            pos_att_type="c2p|p2c",
+            position_biased_input=False,
+        ),
+        ("mean_sqrt_len_tokens", True, "pooling_mode"),
+    ),
     "deberta-v2": (
         SHAPES
         | dict(

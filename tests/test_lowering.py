@@ -46,6 +46,8 @@ FAMILIES = {
     "albert": BERT_SHAPES | dict(embedding_size=32, num_hidden_groups=1, inner_group_num=2),
     # layer 0 global, layer 1 a window of 64 < LENGTH (splash's LocalMask, cuDNN's mask)
     "modernbert": BERT_SHAPES | dict(global_attn_every_n_layers=2, local_attention=64),
+    "deberta": BERT_SHAPES
+    | dict(relative_attention=True, max_relative_positions=32, pos_att_type="c2p|p2c"),
     "deberta-v2": BERT_SHAPES
     | dict(
         relative_attention=True,
@@ -58,7 +60,7 @@ FAMILIES = {
     "mpnet": BERT_SHAPES | dict(pad_token_id=1),
 }
 # Their relative-position bias keeps attention on XLA's program.
-BIASED = ("deberta-v2", "mpnet")
+BIASED = ("deberta", "deberta-v2", "mpnet")
 # (platform, attention, dtype, the kernel expected where attention takes no bias)
 CASES = [
     ("cuda", "xla", "bfloat16", None),
