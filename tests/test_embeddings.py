@@ -50,6 +50,7 @@ FAMILY_CONFIGS = {
     "bert": (SHAPES, ("mean", True, "legacy")),
     "roberta": (ROBERTA, ("cls", False, "legacy")),
     "xlm-roberta": (ROBERTA, ("mean_sqrt_len_tokens", False, "pooling_mode")),
+    "camembert": (ROBERTA, ("mean", True, "pooling_mode")),
     "distilbert": (
         dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, hidden_dim=48),
         ("max", False, "legacy"),

@@ -19,7 +19,7 @@ import flax.linen as nn
 from jaxformer.hf.config import HfSpelling
 from jaxformer.hf.names import Names
 from jaxformer.models import sentence
-from jaxformer.models.config import FAMILY_FIELDS, BertConfig
+from jaxformer.models.config import FAMILY_FIELDS, GROUPS, BertConfig, Biases
 
 # The heads a family's modules serve, in the order the docs list them; each family's
 # transformers class for each is in its Names.architectures.
@@ -124,11 +124,24 @@ def check_config(c: BertConfig) -> None:
                 f"{bert_value!r}); the families with one are "
                 f"{[t for t, f in FAMILIES.items() if name in f.spelling.fields]}"
             )
+    for name, group in GROUPS.items():
+        value = getattr(c, name)
+        default = Biases() if group is Biases else None
+        if value != default and not _has_group(sp, name):
+            raise ValueError(
+                f"{name}={value!r}: {sp.name} has no {group.__name__} (leave it {default!r}); "
+                f"the families with one are "
+                f"{[t for t, f in FAMILIES.items() if _has_group(f.spelling, name)]}"
+            )
     if c.scale_embedding and FAMILIES[c.model_type].own_embeddings:
         raise ValueError(
             f"scale_embedding=True: {sp.name}'s embeddings have no scale; the families "
             f"with one are {[t for t, f in FAMILIES.items() if not f.own_embeddings]}"
         )
+
+
+def _has_group(sp: HfSpelling, group: str) -> bool:
+    return any(field.startswith(f"{group}.") for field in sp.fields)
 
 
 def _register_all() -> None:

@@ -18,16 +18,17 @@ from jaxformer.hf.names import (
     layer_norm,
 )
 from jaxformer.models import albert
-from jaxformer.models.config import BertConfig
+from jaxformer.models.config import BertConfig, LayerSharing
 
 LAYERS = "encoder.albert_layer_groups.{g}.albert_layers.{j}."
 
 
 def group_scopes(c: BertConfig) -> dict[str, str]:
+    sharing = c.sharing or LayerSharing()
     return {
         LAYERS.format(g=g, j=j): f"group_{g}_layer_{j}"
-        for g in range(c.num_hidden_groups)
-        for j in range(c.inner_group_num)
+        for g in range(sharing.num_hidden_groups)
+        for j in range(sharing.inner_group_num)
     }
 
 
@@ -81,10 +82,12 @@ SPELLING = HfSpelling(
     | {
         "classifier_dropout": "classifier_dropout_prob",
         "embedding_size": "embedding_size",
-        "num_hidden_groups": "num_hidden_groups",
-        "inner_group_num": "inner_group_num",
+        "sharing.num_hidden_groups": "num_hidden_groups",
+        "sharing.inner_group_num": "inner_group_num",
     },
     defaults={
+        "sharing.num_hidden_groups": 1,
+        "sharing.inner_group_num": 1,
         "embedding_size": 128,
         "hidden_act": "gelu_new",
         "hidden_dropout_prob": 0.0,

@@ -11,5 +11,5 @@ NAMES = ROBERTA_NAMES._replace(
 )
 register(
     "camembert",
-    ROBERTA._replace(spelling=SPELLING._replace(name="CamemBERT"), names=NAMES, order=22),
+    ROBERTA._replace(spelling=SPELLING._replace(name="CamemBERT"), names=NAMES, order=90),
 )

@@ -36,11 +36,11 @@ def absent(c: BertConfig) -> frozenset[str]:
         names.add(v2.TOKEN_TYPES)
     if c.embedding_width == c.hidden_size:
         names.add(v2.EMBED_PROJ)
-    if not c.relative_attention:
-        names |= {v2.REL_EMBEDDINGS, *POS_KEY, *POS_QUERY}
-    if "c2p" not in c.pos_att_type:
+    if c.relative is None:
+        return frozenset(names | {v2.REL_EMBEDDINGS, *POS_KEY, *POS_QUERY})
+    if "c2p" not in c.relative.pos_att_type:
         names |= set(POS_KEY)
-    if "p2c" not in c.pos_att_type:
+    if "p2c" not in c.relative.pos_att_type:
         names |= set(POS_QUERY)
     return frozenset(names)
 
@@ -77,19 +77,18 @@ NAMES = Names(
 # transformers/models/deberta/configuration_deberta.py; modeling_deberta.py reads embedding_size
 # and cls_dropout with getattr, config.json keys all the same. DebertaConfig has no
 # position_buckets, share_att_key or norm_rel_ebd: they keep DeBERTa-v2's "off" values.
-DEBERTA_FIELDS = tuple(
-    f for f in v2.DEBERTA_FIELDS if f not in ("position_buckets", "share_att_key", "norm_rel_ebd")
-)
+RELATIVE_FIELDS = ("max_relative_positions", "pos_att_type")
 SPELLING = HfSpelling(
     "DeBERTa",
-    {f: f for f in v2.SPELLING.fields if f not in v2.DEBERTA_FIELDS and f != "classifier_dropout"}
-    | {f: f for f in DEBERTA_FIELDS}
-    | {"classifier_dropout": "cls_dropout"},
+    {f: k for f, k in v2.SPELLING.fields.items() if not f.startswith("relative.")}
+    | {f"relative.{f}": f for f in RELATIVE_FIELDS},
     defaults={"layer_norm_eps": 1e-7, "type_vocab_size": 0},
     minimums={"type_vocab_size": 0},
     # talking_head=true: heads mixed before and after the softmax, which jaxformer has not;
     # legacy=false: the MLM head under lm_predictions, decoding at the hidden width.
     requires={"talking_head": False, "legacy": True},
+    switches={"relative": "relative_attention"},
+    read=v2.read_relative,
 )
 MODELS = with_embedding(
     {

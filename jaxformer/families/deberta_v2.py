@@ -3,6 +3,8 @@ over relative positions (jaxformer/models/deberta.py). Its tensor names: modelin
 (DebertaV2Model, the DebertaV2For<Task> heads, the legacy MLM head `cls.predictions`). Which
 tables a model has depends on its config: `absent` names the ones it lacks."""
 
+from typing import Any
+
 from jaxformer.families import Family, register, with_embedding
 from jaxformer.families.bert import MASKED_LM
 from jaxformer.hf.config import BERT_FIELDS, HfSpelling
@@ -37,13 +39,14 @@ def absent(c: BertConfig) -> frozenset[str]:
         names.add(TOKEN_TYPES)
     if c.embedding_width == c.hidden_size:
         names.add(EMBED_PROJ)
-    if not c.relative_attention:
-        names |= {REL_EMBEDDINGS, *POS_KEY, *POS_QUERY}
-    if "layer_norm" not in c.norm_rel_ebd:
+    r = c.relative
+    if r is None:
+        return frozenset(names | {REL_EMBEDDINGS, *REL_NORM, *POS_KEY, *POS_QUERY})
+    if "layer_norm" not in r.norm_rel_ebd:
         names |= set(REL_NORM)
-    if c.share_att_key or "c2p" not in c.pos_att_type:
+    if r.share_att_key or "c2p" not in r.pos_att_type:
         names |= set(POS_KEY)
-    if c.share_att_key or "p2c" not in c.pos_att_type:
+    if r.share_att_key or "p2c" not in r.pos_att_type:
         names |= set(POS_QUERY)
     return frozenset(names)
 
@@ -120,28 +123,45 @@ NAMES = Names(
 # transformers/models/deberta_v2/configuration_deberta_v2.py (DeBERTa-v2 and v3); the fields that
 # DebertaV2Config reads with getattr (position_buckets, share_att_key, norm_rel_ebd,
 # embedding_size, cls_dropout) are config.json keys all the same.
-DEBERTA_FIELDS = (
-    "relative_attention",
+RELATIVE_FIELDS = (
     "max_relative_positions",
     "position_buckets",
     "pos_att_type",
     "share_att_key",
     "norm_rel_ebd",
+)
+DEBERTA_FIELDS = (
     "position_biased_input",
     "pooler_dropout",
     "pooler_hidden_act",
     "embedding_size",
 )
+
+
+def read_relative(hf: dict[str, Any], source: str) -> dict[str, Any]:
+    """Nothing more to read; refuses pos_att_type without relative_attention, with which
+    transformers scales the scores by 1 / sqrt(d (1 + the terms named)) yet adds none of them."""
+    if not hf.get("relative_attention", False) and hf.get("pos_att_type"):
+        raise ValueError(
+            f"{source}: pos_att_type={hf['pos_att_type']!r} with relative_attention=false is not "
+            "supported; jaxformer reads pos_att_type only with relative_attention=true"
+        )
+    return {}
+
+
 SPELLING = HfSpelling(
     "DeBERTa-v2",
     {f: f for f in BERT_FIELDS if f != "position_embedding_type"}
     | {f: f for f in DEBERTA_FIELDS}
+    | {f"relative.{f}": f for f in RELATIVE_FIELDS}
     | {"classifier_dropout": "cls_dropout"},
     defaults={"layer_norm_eps": 1e-7, "type_vocab_size": 0},
     minimums={"type_vocab_size": 0},
     # conv_kernel_size > 0: deberta-v2-xlarge's ConvLayer after the first layer; legacy=false:
     # the MLM head under lm_predictions, decoding hidden states without the embedding width.
     requires={"conv_kernel_size": 0, "legacy": True},
+    switches={"relative": "relative_attention"},
+    read=read_relative,
 )
 MODELS = with_embedding(
     {

@@ -4,13 +4,14 @@ and its heads under `model.`). The attention's fused Wqkv stays fused; which bia
 config's (attention_bias, mlp_bias, norm_bias, classifier_bias, decoder_bias), and the first
 layer has no attn_norm (transformers' nn.Identity)."""
 
+import dataclasses
 from typing import Any
 
 from jaxformer.families import Family, register, with_embedding
 from jaxformer.hf.config import REQUIRED_HF_FIELDS, HfSpelling
 from jaxformer.hf.names import IDENTITY, SPLIT_HEADS_OUT, TRANSPOSE, Names, Transform
 from jaxformer.models import modernbert
-from jaxformer.models.config import BIAS_FLAGS, TOKEN_IDS, BertConfig, layer_type
+from jaxformer.models.config import TOKEN_IDS, BertConfig, Biases, layer_type
 
 # Wqkv weight (3 h d, m) <-> (m, 3, h, d): q, k, v stacked on the output axis.
 SPLIT_QKV = Transform(
@@ -42,14 +43,14 @@ def leaves_out(c: BertConfig, name: str) -> bool:
         return True
     if not name.endswith(".bias"):
         return False
-    owner = name.removesuffix(".bias")
+    owner, b = name.removesuffix(".bias"), c.biases
     if owner.endswith("norm"):
-        return not c.norm_bias
+        return not b.norm
     if ".attn." in owner:
-        return not c.attention_bias
+        return not b.attention
     if ".mlp." in owner:
-        return not c.mlp_bias
-    return {"head.dense": not c.classifier_bias, "decoder": not c.decoder_bias}.get(owner, False)
+        return not b.mlp
+    return {"head.dense": not b.classifier, "decoder": not b.decoder}.get(owner, False)
 
 
 HEAD = dense("head.dense", "head/dense") | norm("head.norm", "head/norm")
@@ -115,13 +116,13 @@ def _read(hf: dict[str, Any], source: str) -> dict[str, Any]:
                 "('full_attention') layer every n from layer 0, the others 'sliding_attention', "
                 "one entry per layer"
             )
-        out["global_attn_every_n_layers"] = n
+        out["local.global_every"] = n
     if hf.get("rope_scaling") is not None:
         raise ValueError(f"{source}: rope_scaling={hf['rope_scaling']!r} is not supported")
     rope = hf.get("rope_parameters") or {}
     for kind, field in (
-        ("full_attention", "global_rope_theta"),
-        ("sliding_attention", "local_rope_theta"),
+        ("full_attention", "rotary.global_theta"),
+        ("sliding_attention", "rotary.local_theta"),
     ):
         params = rope.get(kind) or {}
         other = set(params) - {"rope_type", "rope_theta"}
@@ -139,17 +140,13 @@ def _write(c: BertConfig) -> dict[str, Any]:
     return {
         "layer_types": list(c.layer_types),
         "rope_parameters": {
-            "full_attention": {"rope_type": "default", "rope_theta": c.global_rope_theta},
-            "sliding_attention": {"rope_type": "default", "rope_theta": c.local_rope_theta},
+            "full_attention": {"rope_type": "default", "rope_theta": c.rotary.global_theta},
+            "sliding_attention": {"rope_type": "default", "rope_theta": c.rotary.local_theta},
         },
     }
 
 
 MODERNBERT_FIELDS = (
-    "global_rope_theta",
-    "local_rope_theta",
-    "local_attention",
-    "global_attn_every_n_layers",
     "mlp_dropout",
     "classifier_dropout",
     "max_position_embeddings",
@@ -158,8 +155,8 @@ MODERNBERT_FIELDS = (
     *TOKEN_IDS,
     "classifier_pooling",
     "classifier_activation",
-    *BIAS_FLAGS,
 )
+BIAS_FLAGS = {f"biases.{f.name}": f"{f.name}_bias" for f in dataclasses.fields(Biases)}
 # transformers/models/modernbert/configuration_modernbert.py: pre-LN, rotary, no token types.
 SPELLING = HfSpelling(
     "ModernBERT",
@@ -169,7 +166,12 @@ SPELLING = HfSpelling(
         "hidden_dropout_prob": "embedding_dropout",
         "attention_probs_dropout_prob": "attention_dropout",  # on the weights and the output
         "layer_norm_eps": "norm_eps",
-    },
+        "rotary.global_theta": "global_rope_theta",
+        "rotary.local_theta": "local_rope_theta",
+        "local.window": "local_attention",
+        "local.global_every": "global_attn_every_n_layers",
+    }
+    | BIAS_FLAGS,
     defaults={
         "hidden_dropout_prob": 0.0,
         "attention_probs_dropout_prob": 0.0,
@@ -181,8 +183,8 @@ SPELLING = HfSpelling(
         "eos_token_id": 50282,
         "cls_token_id": 50281,
         "sep_token_id": 50282,
-        "global_attn_every_n_layers": 3,
-        **{flag: flag == "decoder_bias" for flag in BIAS_FLAGS},
+        "local.global_every": 3,
+        **{flag: flag == "biases.decoder" for flag in BIAS_FLAGS},
     },
     fixed={"type_vocab_size": 0, "position_embedding_type": "rotary", "pre_layer_norm": True},
     positions=("rotary",),

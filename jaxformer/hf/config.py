@@ -15,13 +15,14 @@ from typing import Any, NamedTuple
 
 from jaxformer import layers
 from jaxformer.models.config import (
-    BIAS_FLAGS,
     COMPUTE_FIELDS,
+    GROUPS,
     MAX_SIZE,
     POOLINGS,
     PROBLEM_TYPES,
     TOKEN_IDS,
     BertConfig,
+    Biases,
 )
 
 # Fields a config.json must carry (in its family's spelling): everything else has the Hugging
@@ -44,11 +45,12 @@ POSITIVE_INTS = (
     "type_vocab_size",
     "num_labels",
     "embedding_size",
-    "num_hidden_groups",
-    "inner_group_num",
-    "local_attention",
-    "global_attn_every_n_layers",
+    "sharing.num_hidden_groups",
+    "sharing.inner_group_num",
+    "local.window",
+    "local.global_every",
 )
+BIAS_FLAGS = tuple(f"biases.{f.name}" for f in dataclasses.fields(Biases))
 PROBABILITIES = (
     "hidden_dropout_prob",
     "attention_probs_dropout_prob",
@@ -64,7 +66,9 @@ class HfSpelling(NamedTuple):
     """How one family's config.json spells our fields."""
 
     name: str  # the family, in messages: "BERT", "RoBERTa"
-    fields: dict[str, str]  # our field -> its config.json key, read and written
+    # our field -> its config.json key, read and written; "group.field" for a field of one of
+    # BertConfig's GROUPS, which is present where the family spells one of its fields
+    fields: dict[str, str]
     defaults: dict[str, Any] = {}  # our field -> transformers' default, where it is not ours
     fixed: dict[str, Any] = {}  # our field -> the family's constant (not in config.json)
     positions: tuple[str, ...] = ("absolute",)  # position_embedding_type values it has
@@ -72,6 +76,9 @@ class HfSpelling(NamedTuple):
     minimums: dict[str, int] = {}  # our field -> its least value in config.json, where not 1
     # config.json key -> the one value the family's modules implement (refused otherwise).
     requires: dict[str, Any] = {}
+    # group -> the config.json bool that says whether the model has it (DeBERTa's
+    # relative_attention), where the group's fields are spelled either way.
+    switches: dict[str, str] = {}
     # Keys that are not one field each: config.json -> our fields (after `fields`), and back.
     read: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
     write: Callable[[BertConfig], dict[str, Any]] | None = None
@@ -184,12 +191,35 @@ def from_hf(hf: dict[str, Any], source: str = "config.json", **overrides: Any) -
         )
     if sp.read is not None:
         kwargs |= sp.read(hf, source)
+    for group, key in sp.switches.items():
+        if not isinstance(present := hf.get(key, False), bool):
+            raise ValueError(f"{source}: {key}={present!r} is not valid; it must be true or false")
+        if not present:
+            kwargs = {k: v for k, v in kwargs.items() if not k.startswith(f"{group}.")}
     _check_hf_fields(kwargs, source, sp)
     if names & set(overrides):
         _check_hf_fields(kwargs | overrides, f"{source} with overrides {sorted(overrides)}", sp)
     kwargs |= sp.fixed | {"model_type": model_type}
-    kwargs.update(overrides)
+    kwargs = _grouped(kwargs) | overrides
     return BertConfig(**activations_as_ours(kwargs))
+
+
+def _grouped(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` with each "group.field" gathered into its group's config (BertConfig.GROUPS)."""
+    out = {k: v for k, v in fields.items() if "." not in k}
+    for group, cls in GROUPS.items():
+        named = {k.split(".", 1)[1]: v for k, v in fields.items() if k.startswith(f"{group}.")}
+        if named:
+            out[group] = cls(**named)
+    return out
+
+
+def _field(c: BertConfig, name: str) -> Any:
+    """BertConfig's field `name`, a "group.field" read from the group's defaults if absent."""
+    group, _, field = name.rpartition(".")
+    if not group:
+        return getattr(c, name)
+    return getattr(getattr(c, group) or GROUPS[group](), field)
 
 
 def activations_as_ours(fields: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +260,8 @@ def to_hf(c: BertConfig, architecture: str) -> dict[str, Any]:
     mismatch = hf_mismatch(c)
     if mismatch is not None:
         raise ValueError(mismatch)
-    hf = {key: getattr(c, ours) for ours, key in sp.fields.items()}
+    hf = {key: _field(c, ours) for ours, key in sp.fields.items()}
+    hf |= {key: getattr(c, group) is not None for group, key in sp.switches.items()}
     hf |= {
         sp.fields[f]: WRITTEN_ACTIVATIONS[getattr(c, f)]
         for f in ACTIVATION_FIELDS
@@ -311,7 +342,7 @@ def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling) -> Non
         raise bad("layer_norm_eps", "a positive number")
     if not (is_number(std := values.get("initializer_range", 0.0)) and std >= 0):
         raise bad("initializer_range", "a non-negative number")
-    for name in ("global_rope_theta", "local_rope_theta"):
+    for name in ("rotary.global_theta", "rotary.local_theta"):
         if not (is_number(theta := values.get(name, 1.0)) and theta > 0):
             raise bad(name, "a positive number")
     for name in BIAS_FLAGS:
@@ -323,7 +354,7 @@ def _check_hf_fields(values: dict[str, Any], source: str, sp: HfSpelling) -> Non
     for name in ACTIVATION_FIELDS:
         if not (isinstance(act := values.get(name, "gelu"), str) and act in allowed):
             raise bad(name, f"one of {allowed}")
-    for name in ("relative_attention", "share_att_key", "position_biased_input"):
+    for name in ("relative.share_att_key", "position_biased_input"):
         if not isinstance(values.get(name, False), bool):
             raise bad(name, "true or false")
     hidden, heads = values.get("hidden_size", 768), values.get("num_attention_heads", 12)

@@ -19,6 +19,7 @@ import flax.linen as nn
 
 from jaxformer.models import heads
 from jaxformer.models.bert import BertModel
+from jaxformer.models.config import LayerSharing
 
 
 class AlbertModel(BertModel):
@@ -26,11 +27,12 @@ class AlbertModel(BertModel):
 
     def layer_scopes(self) -> list[str]:
         c = self.config
-        per_group = c.num_hidden_layers / c.num_hidden_groups  # a float, as transformers has it
+        sharing = c.sharing or LayerSharing()
+        per_group = c.num_hidden_layers / sharing.num_hidden_groups  # a float, as transformers's
         return [
             f"group_{int(i / per_group)}_layer_{j}"
             for i in range(c.num_hidden_layers)
-            for j in range(c.inner_group_num)
+            for j in range(sharing.inner_group_num)
         ]
 
     def projects_embeddings(self) -> bool:  # embedding_hidden_mapping_in, even at equal widths

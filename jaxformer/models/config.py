@@ -1,10 +1,10 @@
 """Architecture config: the fields of Hugging Face's `BertConfig`, plus compute settings.
 
-Mirrors transformers/models/bert/configuration_bert.py. Fields that only some families have
-(ELECTRA's and ALBERT's embedding_size and layer groups; DeBERTa's relative attention and
-ContextPooler; ModernBERT's rotary positions, local attention, bias flags and pooling) default to
-values that leave the other families as they are; which family has which is its spelling in
-`jaxformer.families`, and reading and writing config.json is `jaxformer.hf.config`'s. Frozen
+Mirrors transformers/models/bert/configuration_bert.py. The mechanisms only some families have
+are small groups, present or absent: DeBERTa's relative attention (`RelativeAttention`),
+ModernBERT's rotary positions, local attention and bias flags (`Rotary`, `LocalAttention`,
+`Biases`), ALBERT's layer sharing (`LayerSharing`). Which family has which is its spelling in
+`jaxformer.families`; reading and writing config.json is `jaxformer.hf.config`'s. Frozen
 (hashable) so Linen modules can hold it as an attribute and `jax.jit` can close over it.
 """
 
@@ -39,8 +39,102 @@ COMPUTE_FIELDS = (
 TOKEN_IDS = ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
 # Fields only some families have (those whose spelling has them): any other family must keep
 # BERT's value.
-FAMILY_FIELDS = {"embedding_size": None, "num_hidden_groups": 1, "inner_group_num": 1}
-FAMILY_FIELDS |= dict.fromkeys(TOKEN_IDS)
+FAMILY_FIELDS = {"embedding_size": None, **dict.fromkeys(TOKEN_IDS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RelativeAttention:
+    """DeBERTa's disentangled attention over relative positions (He et al. 2021, 2023)."""
+
+    max_relative_positions: int = -1  # < 1: max_position_embeddings
+    position_buckets: int = -1  # > 0: log-bucketed relative positions, 2 * buckets embeddings
+    pos_att_type: tuple[str, ...] = ()  # of POS_ATT_TYPES; config.json's list or "p2c|c2p"
+    share_att_key: bool = False  # the relative embeddings projected by W_q, W_k themselves
+    norm_rel_ebd: str = "none"  # "layer_norm": the relative embeddings layer-normed
+
+    def __post_init__(self):
+        pos_att_type = self.pos_att_type
+        if pos_att_type is None:
+            pos_att_type = ()
+        elif isinstance(pos_att_type, str):  # transformers' old spelling, "p2c|c2p"
+            pos_att_type = [x.strip() for x in pos_att_type.lower().split("|")]
+        if not all(isinstance(x, str) and x in POS_ATT_TYPES for x in pos_att_type):
+            raise ValueError(
+                f"pos_att_type={self.pos_att_type!r} is not supported; it must list some of "
+                f"{POS_ATT_TYPES}"
+            )
+        object.__setattr__(self, "pos_att_type", tuple(pos_att_type))
+        norms = [x.strip() for x in str(self.norm_rel_ebd).lower().split("|")]
+        if not (isinstance(self.norm_rel_ebd, str) and set(norms) <= set(REL_EMBEDDING_NORMS)):
+            raise ValueError(
+                f"norm_rel_ebd={self.norm_rel_ebd!r} is not supported; choose from "
+                f"{REL_EMBEDDING_NORMS}"
+            )
+        for name in ("max_relative_positions", "position_buckets"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_SIZE):
+                raise ValueError(f"{name}={v!r} must be an integer")
+
+    def span(self, max_position_embeddings: int) -> int:
+        """P: relative embeddings 2P rows, distances clipped to [-P, P)."""
+        if self.position_buckets > 0:
+            return self.position_buckets
+        return self.max_position(max_position_embeddings)
+
+    def max_position(self, max_position_embeddings: int) -> int:
+        """The largest distance the log buckets reach: max_relative_positions, else
+        max_position_embeddings."""
+        if self.max_relative_positions < 1:
+            return max_position_embeddings
+        return self.max_relative_positions
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotary:
+    """RoPE on q and k (Su et al. 2021) at ModernBERT's thetas."""
+
+    global_theta: float = 160_000.0  # in the global layers
+    local_theta: float = 10_000.0  # and in the sliding-window ones
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalAttention:
+    """ModernBERT's layer pattern: layer i is global iff i % global_every == 0, the others
+    attend within a window of `window` tokens (each query sees keys within half of it)."""
+
+    window: int = 128
+    global_every: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSharing:
+    """ALBERT's parameter sharing: the layers fall into num_hidden_groups consecutive runs, each
+    run applying one group (inner_group_num layers) per layer."""
+
+    num_hidden_groups: int = 1
+    inner_group_num: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Biases:
+    """Which biases the layers have (ModernBERT turns some off): the attention projections',
+    the feed-forward's, the layer norms', the heads' dense transform's, the masked-LM decoder's."""
+
+    attention: bool = True
+    mlp: bool = True
+    norm: bool = True
+    classifier: bool = True
+    decoder: bool = True
+
+
+# BertConfig's fields that are one of the groups above: present (a family's mechanism) or absent.
+GROUPS = {
+    "relative": RelativeAttention,
+    "rotary": Rotary,
+    "local": LocalAttention,
+    "sharing": LayerSharing,
+    "biases": Biases,
+}
 
 
 def layer_type(i: int, every: int) -> str:
@@ -78,17 +172,11 @@ class BertConfig:
     # ELECTRA's and ALBERT's factorized embeddings: tables this wide, then a Dense to hidden_size
     # (ELECTRA's only where the widths differ). None: hidden_size wide, as BERT's.
     embedding_size: int | None = None
-    # ALBERT's parameter sharing: the layers fall into num_hidden_groups consecutive runs, each
-    # run applying one group (inner_group_num layers) per layer.
-    num_hidden_groups: int = 1
-    inner_group_num: int = 1
-    # DeBERTa (He et al. 2021): disentangled attention over relative positions.
-    relative_attention: bool = False
-    max_relative_positions: int = -1  # < 1: max_position_embeddings
-    position_buckets: int = -1  # > 0: log-bucketed relative positions, 2 * buckets embeddings
-    pos_att_type: tuple[str, ...] = ()  # of POS_ATT_TYPES; config.json's list or "p2c|c2p"
-    share_att_key: bool = False  # the relative embeddings projected by W_q, W_k themselves
-    norm_rel_ebd: str = "none"  # "layer_norm": the relative embeddings layer-normed
+    sharing: LayerSharing | None = None  # ALBERT's; None: each layer its own parameters
+    relative: RelativeAttention | None = None  # DeBERTa's; None: no relative positions
+    rotary: Rotary | None = None  # with position_embedding_type "rotary" (ModernBERT)
+    local: LocalAttention | None = None  # ModernBERT's; None: every layer global
+    biases: Biases = Biases()
     position_biased_input: bool = True  # False: no absolute position embeddings (DeBERTa-v3)
     pooler_dropout: float = 0.0  # ContextPooler's dropout before its dense
     pooler_hidden_act: str = "gelu"  # ContextPooler's activation
@@ -98,16 +186,7 @@ class BertConfig:
     # transformers' problem_type of a classifier (its loss): one of PROBLEM_TYPES, or None.
     problem_type: str | None = None
     # ModernBERT's (configuration_modernbert.py); the defaults are the other families' layers.
-    global_rope_theta: float = 160_000.0  # RoPE's theta in the global layers
-    local_rope_theta: float = 10_000.0  # and in the sliding-window ones
-    local_attention: int = 128  # the whole window: each query sees keys within half of it
-    global_attn_every_n_layers: int = 1  # layer i is global iff i % n == 0; 1: all global
     mlp_dropout: float = 0.0  # inside the feed-forward, before its output projection
-    attention_bias: bool = True  # the biases of the attention projections,
-    mlp_bias: bool = True  # of the feed-forward's,
-    norm_bias: bool = True  # of the layer norms,
-    classifier_bias: bool = True  # of the heads' dense transform,
-    decoder_bias: bool = True  # and the masked-LM decoder's
     classifier_pooling: str = "cls"  # the sequence's vector for classification: "cls" or "mean"
     classifier_activation: str = "gelu"  # the heads' dense transform's
     # Not in HF BERT: pre-LN puts layer norm before each sub-layer (x + f(LN(x))); ModernBERT's.
@@ -127,35 +206,27 @@ class BertConfig:
     def __post_init__(self):
         from jaxformer import families  # whose family files import this module
 
+        for name, group in GROUPS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):  # as model_config.json holds it
+                object.__setattr__(self, name, value := group(**value))
+            if not (value is None or isinstance(value, group)):
+                raise ValueError(f"{name}={value!r} must be a {group.__name__} or None")
         families.check_config(self)
-        if self.num_hidden_groups > self.num_hidden_layers:
+        if self.position_embedding_type == "rotary" and self.rotary is None:
+            object.__setattr__(self, "rotary", Rotary())
+        if self.rotary is not None and self.position_embedding_type != "rotary":
             raise ValueError(
-                f"num_hidden_groups ({self.num_hidden_groups}) must be at most num_hidden_layers "
-                f"({self.num_hidden_layers}): each group serves at least one layer"
+                f"rotary={self.rotary!r} needs position_embedding_type='rotary', not "
+                f"{self.position_embedding_type!r}"
             )
-        pos_att_type = self.pos_att_type
-        if pos_att_type is None:
-            pos_att_type = ()
-        elif isinstance(pos_att_type, str):  # transformers' old spelling, "p2c|c2p"
-            pos_att_type = [x.strip() for x in pos_att_type.lower().split("|")]
-        if not all(isinstance(x, str) and x in POS_ATT_TYPES for x in pos_att_type):
+        if self.sharing is not None and self.sharing.num_hidden_groups > self.num_hidden_layers:
             raise ValueError(
-                f"pos_att_type={self.pos_att_type!r} is not supported; it must list some of "
-                f"{POS_ATT_TYPES}"
-            )
-        object.__setattr__(self, "pos_att_type", tuple(pos_att_type))
-        norms = [x.strip() for x in str(self.norm_rel_ebd).lower().split("|")]
-        if not (isinstance(self.norm_rel_ebd, str) and set(norms) <= set(REL_EMBEDDING_NORMS)):
-            raise ValueError(
-                f"norm_rel_ebd={self.norm_rel_ebd!r} is not supported; choose from "
-                f"{REL_EMBEDDING_NORMS}"
+                f"num_hidden_groups ({self.sharing.num_hidden_groups}) must be at most "
+                f"num_hidden_layers ({self.num_hidden_layers}): each group serves one layer or more"
             )
         if not (self.embedding_size is None or _is_size(self.embedding_size)):
             raise ValueError(f"embedding_size={self.embedding_size!r} must be a positive integer")
-        for name in ("max_relative_positions", "position_buckets"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_SIZE):
-                raise ValueError(f"{name}={v!r} must be an integer")
         if not (isinstance(self.type_vocab_size, int) and self.type_vocab_size >= 0):
             raise ValueError(f"type_vocab_size={self.type_vocab_size!r} must be an integer >= 0")
         if self.label_names is not None:
@@ -204,26 +275,9 @@ class BertConfig:
     @property
     def layer_types(self) -> tuple[str, ...]:
         """Each layer's attention, transformers' names: "full_attention" or "sliding_attention"
-        (a window of local_attention tokens)."""
-        every = self.global_attn_every_n_layers
+        (a window of local.window tokens)."""
+        every = 1 if self.local is None else self.local.global_every
         return tuple(layer_type(i, every) for i in range(self.num_hidden_layers))
-
-    @property
-    def relative_span(self) -> int:
-        """DeBERTa's P: relative embeddings 2P rows, distances clipped to [-P, P)."""
-        if self.position_buckets > 0:
-            return self.position_buckets
-        if self.max_relative_positions < 1:
-            return self.max_position_embeddings
-        return self.max_relative_positions
-
-    @property
-    def relative_max_position(self) -> int:
-        """The largest distance DeBERTa's log buckets reach: max_relative_positions, else
-        max_position_embeddings."""
-        if self.max_relative_positions < 1:
-            return self.max_position_embeddings
-        return self.max_relative_positions
 
     @property
     def compute_dtype(self) -> jnp.dtype:

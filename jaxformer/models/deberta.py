@@ -106,11 +106,12 @@ class DisentangledSelfAttention(nn.Module):
         k = dispatch.dense(x, w_k, b_k, 1, c.matmul)  # (b, s, h, d); s = t
         v = dispatch.dense(x, w_v, b_v, 1, c.matmul)  # (b, s, h, d)
         pos_q = pos_k = None
-        if rel is not None and "c2p" in c.pos_att_type:
-            w, b = (w_k, b_k) if c.share_att_key else self.projection("pk")
+        r = c.relative
+        if rel is not None and "c2p" in r.pos_att_type:
+            w, b = (w_k, b_k) if r.share_att_key else self.projection("pk")
             pos_k = dispatch.dense(rel, w, b, 1, c.matmul)  # (2P, h, d)
-        if rel is not None and "p2c" in c.pos_att_type:
-            w, b = (w_q, b_q) if c.share_att_key else self.projection("pq")
+        if rel is not None and "p2c" in r.pos_att_type:
+            w, b = (w_q, b_q) if r.share_att_key else self.projection("pq")
             pos_q = dispatch.dense(rel, w, b, 1, c.matmul)  # (2P, h, d)
         return q, k, v, pos_q, pos_k
 
@@ -118,15 +119,15 @@ class DisentangledSelfAttention(nn.Module):
     def __call__(self, x: Array, mask: Array, rel: Array | None, relative, train: bool):
         c = self.config
         m, h, d = c.hidden_size, c.num_attention_heads, c.head_dim
-        if c.relative_attention and c.pos_att_type:
+        pos_att_type = () if c.relative is None else c.relative.pos_att_type
+        if pos_att_type:
             rel = Dropout(c.hidden_dropout_prob)(rel, train)  # (2P, m)
         else:
             rel = None
         q, k, v, pos_q, pos_k = self.project(x, rel)
         w_o = self.param_("w_o", (h, d, m), _init(c))
         b_o = self.param_("b_o", (m,), nn.initializers.zeros)
-        # transformers counts the terms even without relative attention.
-        scale_factor = 1 + len(c.pos_att_type)
+        scale_factor = 1 + len(pos_att_type)
         bias = None
         if rel is not None:
             scores = dispatch.relative_scores(c.attention)
@@ -220,23 +221,20 @@ class DebertaModel(nn.Module):
         )
         self.sow("intermediates", "hidden_states", x)
         rel = relative = None
-        if c.relative_attention:
+        r = c.relative
+        if r is not None:
             rel = nn.Embed(
-                2 * c.relative_span,
+                2 * r.span(c.max_position_embeddings),
                 c.hidden_size,
                 embedding_init=_init(c),
                 param_dtype=c.params_dtype,
                 name="rel_embeddings",
             ).embedding.astype(c.compute_dtype)  # (2P, m)
             relative = layers.relative_position_buckets(
-                t, t, c.position_buckets, c.relative_max_position
+                t, t, r.position_buckets, r.max_position(c.max_position_embeddings)
             )  # (t, t)
-        if "layer_norm" in c.norm_rel_ebd:
-            norm = LayerNorm(c, name="rel_norm")
-            if rel is None:  # transformers builds the norm whenever asked, used or not
-                norm(jnp.zeros((1, c.hidden_size), c.compute_dtype))
-            else:
-                rel = norm(rel)
+        if r is not None and "layer_norm" in r.norm_rel_ebd:
+            rel = LayerNorm(c, name="rel_norm")(rel)
         mask = layers.padding_mask(attention_mask)  # (b, 1, 1, s)
         layer_cls = nn.remat(self.layer, static_argnums=(5,)) if c.remat else self.layer
         for i in range(c.num_hidden_layers):

@@ -41,10 +41,10 @@ V2_ONLY = {
 def check_config(c: BertConfig) -> None:
     """ValueError unless `c` leaves DeBERTa-v2's own fields off."""
     for name, (off, what) in V2_ONLY.items():
-        if getattr(c, name) != off:
+        if c.relative is not None and getattr(c.relative, name) != off:
             raise ValueError(
-                f"{name}={getattr(c, name)!r}: DeBERTa (model_type 'deberta') has no {what}; "
-                f"leave it {off!r}, or use model_type 'deberta-v2'"
+                f"relative.{name}={getattr(c.relative, name)!r}: DeBERTa (model_type 'deberta') "
+                f"has no {what}; leave it {off!r}, or use model_type 'deberta-v2'"
             )
 
 
@@ -62,10 +62,10 @@ class DisentangledSelfAttention(deberta.DisentangledSelfAttention):
         qkv = dispatch.dense(x, w, b, 1, c.matmul)  # (b, t, h, 3, d)
         q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]  # (b, t, h, d) each
         pos_q = pos_k = None
-        if rel is not None and "c2p" in c.pos_att_type:
+        if rel is not None and "c2p" in c.relative.pos_att_type:
             w_pk = self.param_("w_pk", (m, h, d), _init(c))
             pos_k = dispatch.dense(rel, w_pk, jnp.zeros((h, d), w_pk.dtype), 1, c.matmul)
-        if rel is not None and "p2c" in c.pos_att_type:
+        if rel is not None and "p2c" in c.relative.pos_att_type:
             pos_q = dispatch.dense(rel, *self.projection("pq"), 1, c.matmul)  # (2P, h, d)
         return q, k, v, pos_q, pos_k
 

@@ -1,5 +1,5 @@
 """ModernBERT (Warner et al. 2024): a pre-LN encoder with rotary positions, a global attention
-layer every `global_attn_every_n_layers` and sliding-window attention of `local_attention` tokens
+layer every `local.global_every` and sliding-window attention of `local.window` tokens
 between, a GeGLU feed-forward, and biases only where the config's flags say; its heads pool, then
 transform (dense, activation, norm) before the classifier.
 
@@ -7,8 +7,8 @@ Mirrors transformers/models/modernbert/modeling_modernbert.py on its padded (non
 key padding mask in every layer, and the window as a mask on top of it in the local ones. The
 pieces shared with BERT (layer norm, dropout, the head plumbing) are `bert.py`'s and `heads.py`'s.
 
-Parameter tree (ModernBertModel); a `bias` or `b_*` only with its flag (norm_bias,
-attention_bias, mlp_bias):
+Parameter tree (ModernBertModel); a `bias` or `b_*` only with its flag (`biases.norm`,
+`.attention`, `.mlp`):
   embeddings/token/embedding, embeddings/layer_norm/{scale,bias}
   layer_{i}/attention_norm/{scale,bias} (none in layer 0: the embeddings are normed already)
   layer_{i}/attention/{w_qkv,b_qkv,w_o,b_o}, layer_{i}/mlp_norm/{scale,bias}
@@ -36,7 +36,7 @@ Array = jax.Array
 
 
 def _norm(c: BertConfig, name: str) -> LayerNorm:
-    return LayerNorm(c, use_bias=c.norm_bias, name=name)
+    return LayerNorm(c, use_bias=c.biases.norm, name=name)
 
 
 class Embeddings(nn.Module):
@@ -77,7 +77,7 @@ class RotarySelfAttention(nn.Module):
         zeros = nn.initializers.zeros
         w_qkv, w_o = param("w_qkv", (m, 3, h, d), _init(c)), param("w_o", (h, d, m), _init(c))
         b_qkv, b_o = jnp.zeros((3, h, d), c.compute_dtype), jnp.zeros((m,), c.compute_dtype)
-        if c.attention_bias:
+        if c.biases.attention:
             b_qkv, b_o = param("b_qkv", (3, h, d), zeros), param("b_o", (m,), zeros)
         qkv = dispatch.dense(x, w_qkv, b_qkv, 1, c.matmul)  # (b, t, 3, h, d)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (b, t, h, d) each; s = t
@@ -113,7 +113,7 @@ class GeGLU(nn.Module):
 
         w_in, w_out = param("w_in", (m, 2 * f), _init(c)), param("w_out", (f, m), _init(c))
         b_in = b_out = None
-        if c.mlp_bias:
+        if c.biases.mlp:
             b_in = param("b_in", (2 * f,), nn.initializers.zeros)
             b_out = param("b_out", (m,), nn.initializers.zeros)
         drop = Dropout(c.mlp_dropout)
@@ -124,8 +124,8 @@ class GeGLU(nn.Module):
 
 class ModernBertLayer(nn.Module):
     """Pre-LN: x = x + Attn(LN(x)); x = x + GeGLU(LN(x)). Layer 0 skips the first LN (its input
-    is the normed embeddings); global layers use global_rope_theta, local ones local_rope_theta and
-    the window."""
+    is the normed embeddings); global layers use rotary.global_theta, local ones
+    rotary.local_theta and the window."""
 
     config: BertConfig
     index: int
@@ -134,9 +134,9 @@ class ModernBertLayer(nn.Module):
     def __call__(self, x: Array, positions: Array, mask: Array, train: bool) -> Array:
         c = self.config
         local = c.layer_types[self.index] == "sliding_attention"
-        theta = c.local_rope_theta if local else c.global_rope_theta
+        theta = c.rotary.local_theta if local else c.rotary.global_theta
         attention = RotarySelfAttention(
-            c, theta, c.local_attention if local else None, name="attention"
+            c, theta, c.local.window if local else None, name="attention"
         )
         y = x if self.index == 0 else _norm(c, "attention_norm")(x)
         x = x + attention(y, positions, mask, train)
@@ -189,7 +189,7 @@ class PredictionHead(nn.Module):
         c = self.config
         x = nn.Dense(
             c.hidden_size,
-            use_bias=c.classifier_bias,
+            use_bias=c.biases.classifier,
             dtype=c.compute_dtype,
             param_dtype=c.params_dtype,
             kernel_init=_init(c),
@@ -274,7 +274,7 @@ class TiedDecoder(nn.Module):
     def __call__(self, x: Array, table: Array) -> Array:
         c = self.config
         bias = jnp.zeros((c.vocab_size,), c.params_dtype)
-        if c.decoder_bias:
+        if c.biases.decoder:
             bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,), c.params_dtype)
         return layers.tied_logits(x, table.astype(x.dtype), bias.astype(x.dtype))  # (b, t, v)
 

@@ -47,6 +47,45 @@ def load_workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return base_config.from_dict(json.loads(path.read_text()), source=str(path))
 
 
+# model_config.json's flat spellings of fields that are now in BertConfig's groups: flat name ->
+# (group, its field), and the flat value that meant the group was absent.
+FLAT_GROUP_FIELDS = {
+    "max_relative_positions": ("relative", "max_relative_positions"),
+    "position_buckets": ("relative", "position_buckets"),
+    "pos_att_type": ("relative", "pos_att_type"),
+    "share_att_key": ("relative", "share_att_key"),
+    "norm_rel_ebd": ("relative", "norm_rel_ebd"),
+    "global_rope_theta": ("rotary", "global_theta"),
+    "local_rope_theta": ("rotary", "local_theta"),
+    "local_attention": ("local", "window"),
+    "global_attn_every_n_layers": ("local", "global_every"),
+    "num_hidden_groups": ("sharing", "num_hidden_groups"),
+    "inner_group_num": ("sharing", "inner_group_num"),
+    **{f"{flag}_bias": ("biases", flag) for flag in ("attention", "mlp", "norm", "classifier")},
+    "decoder_bias": ("biases", "decoder"),
+}
+
+
+def read_model_config(path: Path) -> BertConfig:
+    """A run's model_config.json (`dataclasses.asdict` of its BertConfig). Activations spelled
+    as Hugging Face spells them ("gelu_new") and the flat fields of FLAT_GROUP_FIELDS are read
+    into ours."""
+    fields = hf_config.activations_as_ours(json.loads(path.read_text()))
+    groups: dict[str, dict] = {}
+    for flat, (group, field) in FLAT_GROUP_FIELDS.items():
+        if flat in fields:
+            groups.setdefault(group, {})[field] = fields.pop(flat)
+    present = {
+        "relative": fields.pop("relative_attention", False),
+        "rotary": fields.get("position_embedding_type") == "rotary",
+        "local": groups.get("local", {}).get("global_every", 1) != 1,
+        "sharing": fields.get("model_type") == "albert",
+        "biases": True,
+    }
+    fields |= {group: values for group, values in groups.items() if present[group]}
+    return BertConfig(**fields)
+
+
 def _max_length(config: ml_collections.ConfigDict, model) -> int:
     """The config's max length, cut to the positions the model has: longer inputs would look up
     positions past its table."""
@@ -85,9 +124,7 @@ def load_trained(
     workdir = Path(workdir)
     if config is None:
         config = load_workdir_config(workdir)
-    # Its activations may be spelled as Hugging Face spells them ("gelu_new"): read as ours.
-    fields = json.loads((workdir / "model_config.json").read_text())
-    arch = BertConfig(**hf_config.activations_as_ours(fields))
+    arch = read_model_config(workdir / "model_config.json")
     model = families.model_class(arch.model_type, head_of(config))(arch)
     length = _max_length(config, model)
     tokenizer = load_tokenizer(

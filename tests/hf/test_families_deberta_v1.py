@@ -6,6 +6,7 @@ config both ways, the configs jaxformer refuses, the multiple-choice head it has
 tokenizer's defaults against DebertaTokenizer. PyTorch and transformers are the reference, used
 only here (through tests/hf_parity.py)."""
 
+import dataclasses
 import json
 
 import hf_parity
@@ -114,8 +115,9 @@ def test_bfloat16_is_finite_and_close_to_float32(tmp_path):
 def test_config_both_ways(name):
     hf = transformers.DebertaConfig(**CONFIGS[name]).to_dict()
     c = BertConfig.from_hf(hf)
-    assert c.model_type == "deberta" and c.pos_att_type == tuple(hf["pos_att_type"])
-    assert (c.position_buckets, c.share_att_key, c.norm_rel_ebd) == (-1, False, "none")
+    r = c.relative
+    assert c.model_type == "deberta" and r.pos_att_type == tuple(hf["pos_att_type"])
+    assert (r.position_buckets, r.share_att_key, r.norm_rel_ebd) == (-1, False, "none")
     written = json.loads(json.dumps(c.to_hf("DebertaModel")))  # config.json's text
     assert BertConfig.from_hf(written) == c
     back = transformers.DebertaConfig(**written)
@@ -146,9 +148,10 @@ def test_configs_jaxformer_does_not_read_are_refused(change, match, tmp_path):
 )
 @pytest.mark.parametrize("task", ["base", "classification"])
 def test_deberta_v2_fields_are_refused(change, task):
-    c = BertConfig.from_hf({"model_type": "deberta", **CONFIGS["both"]}).replace(**change)
+    c = BertConfig.from_hf({"model_type": "deberta", **CONFIGS["both"]})
+    c = c.replace(relative=dataclasses.replace(c.relative, **change))
     ((name, value),) = change.items()
-    match = rf"^{name}={value!r}: DeBERTa \(model_type 'deberta'\) has no .*'deberta-v2'$"
+    match = rf"^relative\.{name}={value!r}: DeBERTa \(model_type 'deberta'\) has no .*'deberta-v2'$"
     with pytest.raises(ValueError, match=match):
         families.model_class("deberta", task)(c)
 

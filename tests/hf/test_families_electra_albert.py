@@ -70,7 +70,7 @@ def test_every_layer_matches(family, changes, tmp_path):
     model, params = jaxformer.from_pretrained(tmp_path, task="base")
     assert ("project" in params["embeddings"]) == (family != "electra" or not changes)
     c = model.config
-    states = 1 + c.num_hidden_layers * c.inner_group_num
+    states = 1 + c.num_hidden_layers * (c.sharing.inner_group_num if c.sharing else 1)
     label = f"{family} {changes}"
     hf_parity.assert_every_layer_matches(
         model, params, hf_model, hf_parity.random_batch("base"), states, label

@@ -105,7 +105,7 @@ def test_older_config_keys_are_read(tmp_path):
     model, params = jaxformer.from_pretrained(tmp_path, task="base")
     c = model.config
     assert c.layer_types == tuple(hf_model.config.layer_types)
-    assert (c.global_rope_theta, c.local_rope_theta) == (1000.0, 50.0)
+    assert (c.rotary.global_theta, c.rotary.local_theta) == (1000.0, 50.0)
     batch = random_batch("base")
     mine, reference = (
         hf_parity.ours(model, params, batch),

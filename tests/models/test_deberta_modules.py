@@ -34,25 +34,29 @@ V3 = dict(
 def test_deberta_config_spelling_both_ways():
     hf = V3 | dict(cls_dropout=0.3, pooler_dropout=0.2, pooler_hidden_act="gelu_new")
     c = BertConfig.from_hf(hf)
-    assert c.pos_att_type == ("p2c", "c2p") and c.share_att_key and not c.position_biased_input
-    assert (c.relative_span, c.relative_max_position) == (4, 8)
+    r = c.relative
+    assert r.pos_att_type == ("p2c", "c2p") and r.share_att_key and not c.position_biased_input
+    assert (r.span(c.max_position_embeddings), r.max_position(c.max_position_embeddings)) == (4, 8)
     assert (c.classifier_dropout, c.pooler_dropout, c.pooler_hidden_act) == (0.3, 0.2, "gelu_tanh")
     assert (c.layer_norm_eps, c.type_vocab_size, c.embedding_width) == (1e-7, 0, 12)
     back = c.to_hf("DebertaV2Model")
     assert {k: back[k] for k in hf} == hf | {"pos_att_type": ("p2c", "c2p")}
     assert "embedding_size" not in back and "position_embedding_type" not in back
-    assert BertConfig.from_hf(hf | {"pos_att_type": "P2C|c2p"}).pos_att_type == ("p2c", "c2p")
-    assert BertConfig.from_hf(hf | {"pos_att_type": None}).pos_att_type == ()
+    assert BertConfig.from_hf(hf | {"pos_att_type": "P2C|c2p"}).relative.pos_att_type == (
+        "p2c",
+        "c2p",
+    )
+    assert BertConfig.from_hf(hf | {"pos_att_type": None}).relative.pos_att_type == ()
     wide = BertConfig.from_hf(hf | {"embedding_size": 8, "max_relative_positions": -1})
     assert wide.embedding_width == 8 and wide.to_hf("DebertaV2Model")["embedding_size"] == 8
-    assert wide.relative_span == 4 and wide.relative_max_position == 10
+    assert wide.relative.span(10) == 4 and wide.relative.max_position(10) == 10
     unbucketed = BertConfig.from_hf(hf | {"position_buckets": -1, "max_relative_positions": -1})
-    assert unbucketed.relative_span == 10
+    assert unbucketed.relative.span(10) == 10
 
 
 def test_bert_keeps_its_defaults():
     c = BertConfig()
-    assert not c.relative_attention and c.pos_att_type == () and c.position_biased_input
+    assert c.relative is None and c.position_biased_input
     assert c.embedding_width == c.hidden_size
     assert set(c.to_hf("BertModel")).isdisjoint({"relative_attention", "pos_att_type"})
 

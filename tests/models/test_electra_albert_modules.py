@@ -10,7 +10,7 @@ import pytest
 from jaxformer import families
 from jaxformer.models import init_params
 from jaxformer.models.bert import EncoderLayer
-from jaxformer.models.config import BertConfig
+from jaxformer.models.config import BertConfig, LayerSharing
 
 SHAPES = dict(
     vocab_size=30,
@@ -21,7 +21,7 @@ SHAPES = dict(
     max_position_embeddings=10,
 )
 ELECTRA = BertConfig(model_type="electra", embedding_size=8, **SHAPES)
-ALBERT = BertConfig(model_type="albert", embedding_size=8, num_hidden_groups=2, **SHAPES)
+ALBERT = BertConfig(model_type="albert", embedding_size=8, sharing=LayerSharing(2), **SHAPES)
 
 
 def test_electra_config_spelling_both_ways():
@@ -66,7 +66,7 @@ def test_albert_config_spelling_and_defaults_are_transformers():
         classifier_dropout_prob=0.3,
     )
     c = BertConfig.from_hf(hf)
-    assert (c.num_hidden_groups, c.inner_group_num, c.classifier_dropout) == (2, 3, 0.3)
+    assert (c.sharing, c.classifier_dropout) == (LayerSharing(2, 3), 0.3)
     # AlbertConfig's defaults where config.json is silent.
     assert (c.embedding_size, c.hidden_act) == (128, "gelu_tanh")
     assert c.hidden_dropout_prob == c.attention_probs_dropout_prob == 0.0
@@ -82,8 +82,8 @@ def test_albert_config_spelling_and_defaults_are_transformers():
 def test_only_their_families_take_the_new_fields():
     with pytest.raises(ValueError, match=r"embedding_size=8: BERT has no embedding_size.*'albert'"):
         BertConfig(embedding_size=8)
-    with pytest.raises(ValueError, match=r"num_hidden_groups=2: ELECTRA has no.*\['albert'\]"):
-        BertConfig(model_type="electra", num_hidden_groups=2, **SHAPES)
+    with pytest.raises(ValueError, match=r"sharing=.*: ELECTRA has no LayerSharing.*\['albert'\]"):
+        BertConfig(model_type="electra", sharing=LayerSharing(2), **SHAPES)
     assert BertConfig().embedding_width == 768
 
 
@@ -97,7 +97,7 @@ def test_only_their_families_take_the_new_fields():
     ],
 )
 def test_albert_layers_run_their_groups_in_order(layers, groups, inner, want):
-    c = ALBERT.replace(num_hidden_layers=layers, num_hidden_groups=groups, inner_group_num=inner)
+    c = ALBERT.replace(num_hidden_layers=layers, sharing=LayerSharing(groups, inner))
     model = families.model_class("albert", "base")(c)
     scopes = model.layer_scopes()
     assert [int(s.split("_")[1]) for s in scopes] == want
@@ -108,7 +108,7 @@ def test_albert_layers_run_their_groups_in_order(layers, groups, inner, want):
 
 def test_albert_shares_one_copy_of_a_group():
     """Three layers in one group: one layer's parameters, applied three times."""
-    c = ALBERT.replace(num_hidden_groups=1)
+    c = ALBERT.replace(sharing=LayerSharing(1))
     model = families.model_class("albert", "base")(c)
     params = init_params(model, jax.random.key(0))
     assert set(params) == {"embeddings", "group_0_layer_0", "pooler"}

@@ -1,6 +1,8 @@
 """ModernBERT's own pieces, by hand: its config.json spelling both ways, the layer pattern, the
 parameter trees its bias flags and heads build, and what BERT's config keeps."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 
 from jaxformer import families
 from jaxformer.models import init_params
-from jaxformer.models.config import BertConfig
+from jaxformer.models.config import BertConfig, Biases, Rotary
 
 SHAPES = dict(
     vocab_size=30,
@@ -26,9 +28,9 @@ def test_config_defaults_are_transformers():
     c = MODERNBERT
     assert c.pre_layer_norm and c.position_embedding_type == "rotary" and c.type_vocab_size == 0
     assert (c.layer_norm_eps, c.hidden_dropout_prob, c.classifier_dropout) == (1e-5, 0.0, 0.0)
-    assert (c.global_rope_theta, c.local_rope_theta) == (160_000.0, 10_000.0)
-    assert not (c.attention_bias or c.mlp_bias or c.norm_bias or c.classifier_bias)
-    assert c.decoder_bias and c.classifier_pooling == "cls"
+    assert c.rotary == Rotary(160_000.0, 10_000.0)
+    assert c.biases == Biases(attention=False, mlp=False, norm=False, classifier=False)
+    assert c.biases.decoder and c.classifier_pooling == "cls"
     ids = (c.bos_token_id, c.eos_token_id, c.cls_token_id, c.sep_token_id)
     assert ids == (50281, 50282, 50281, 50282)
     assert c.layer_types == (
@@ -73,9 +75,9 @@ def test_config_spelling_both_ways():
         0.2,
     )
     assert (c.mlp_dropout, c.classifier_dropout, c.layer_norm_eps) == (0.3, 0.4, 1e-6)
-    assert c.global_attn_every_n_layers == 2  # layer_types wins over the key's 3
-    assert (c.global_rope_theta, c.local_rope_theta) == (100.0, 20.0)
-    assert c.mlp_bias and c.norm_bias and not c.decoder_bias and not c.attention_bias
+    assert c.local.global_every == 2  # layer_types wins over the key's 3
+    assert c.rotary == Rotary(100.0, 20.0)
+    assert c.biases == Biases(attention=False, mlp=True, norm=True, classifier=False, decoder=False)
     assert (c.bos_token_id, c.eos_token_id, c.cls_token_id, c.sep_token_id) == (4, 5, 6, None)
     back = c.to_hf("ModernBertModel")
     plain = [k for k in hf if k != "global_attn_every_n_layers"]
@@ -100,7 +102,7 @@ def test_config_spelling_both_ways():
 def test_bert_keeps_its_layers_and_config_json():
     c = BertConfig()
     assert c.layer_types == ("full_attention",) * 12
-    assert c.attention_bias and c.mlp_bias and c.norm_bias and not c.pre_layer_norm
+    assert c.biases == Biases() and c.local is None and not c.pre_layer_norm
     hf = c.to_hf("BertModel")
     assert not {"norm_eps", "layer_types", "rope_parameters", "local_attention"} & set(hf)
     assert not {"bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"} & set(hf)
@@ -110,9 +112,9 @@ def test_bert_keeps_its_layers_and_config_json():
         BertConfig(classifier_pooling="max")
 
 
-@pytest.mark.parametrize("flags", [{}, dict(attention_bias=True, mlp_bias=True, norm_bias=True)])
+@pytest.mark.parametrize("flags", [{}, dict(attention=True, mlp=True, norm=True)])
 def test_parameter_tree_follows_the_bias_flags(flags):
-    c = MODERNBERT.replace(**flags)
+    c = MODERNBERT.replace(biases=dataclasses.replace(MODERNBERT.biases, **flags))
     params = init_params(families.model_class("modernbert", "base")(c), jax.random.key(0))
     assert set(params) == {"embeddings", "final_norm"} | {f"layer_{i}" for i in range(4)}
     assert set(params["layer_0"]) == {"attention", "mlp", "mlp_norm"}  # no attention_norm
@@ -147,7 +149,9 @@ def test_head_parameter_trees(task, top):
     assert set(params["head"]["norm"]) == {"scale"}  # norm_bias=False
     if "classifier" in params:
         assert set(params["classifier"]) == {"kernel", "bias"}  # always a bias
-    no_decoder_bias = MODERNBERT.replace(decoder_bias=False)
+    no_decoder_bias = MODERNBERT.replace(
+        biases=dataclasses.replace(MODERNBERT.biases, decoder=False)
+    )
     if task == "masked_lm":
         assert set(params["decoder"]) == {"bias"}
         assert "decoder" not in init_params(model.clone(config=no_decoder_bias), jax.random.key(0))

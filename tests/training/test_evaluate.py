@@ -1,10 +1,12 @@
 """Evaluation and prediction from a workdir: clear errors for what is missing or unknown, and
 the prediction command line."""
 
+import dataclasses
 import json
 
 import pytest
 
+from jaxformer.models.config import BertConfig
 from jaxformer.training import config as base_config
 from jaxformer.training import evaluate
 
@@ -59,3 +61,99 @@ def test_predict_cli(trained_workdir, run_script):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 2 and all(x.split("\t")[0] in ("pos", "neg") for x in lines)
+
+
+# A run's model_config.json as runs wrote it when BertConfig was flat (one field per mechanism)
+# and spelled activations as Hugging Face does: each reads as the config of the same checkpoint.
+FLAT_MODEL_CONFIGS = {
+    "deberta-v2": (
+        dict(
+            relative_attention=True,
+            max_relative_positions=32,
+            position_buckets=16,
+            pos_att_type=["p2c", "c2p"],
+            share_att_key=True,
+            norm_rel_ebd="layer_norm",
+            hidden_act="gelu_new",
+            global_attn_every_n_layers=1,
+            num_hidden_groups=1,
+            inner_group_num=1,
+        ),
+        dict(
+            relative_attention=True,
+            max_relative_positions=32,
+            position_buckets=16,
+            pos_att_type=["p2c", "c2p"],
+            share_att_key=True,
+            norm_rel_ebd="layer_norm",
+            hidden_act="gelu_new",
+        ),
+    ),
+    "modernbert": (
+        dict(
+            position_embedding_type="rotary",
+            global_rope_theta=100.0,
+            local_rope_theta=20.0,
+            local_attention=8,
+            global_attn_every_n_layers=2,
+            attention_bias=False,
+            mlp_bias=True,
+            norm_bias=False,
+            classifier_bias=False,
+            decoder_bias=True,
+            relative_attention=False,
+            pre_layer_norm=True,
+            type_vocab_size=0,
+        ),
+        dict(
+            global_rope_theta=100.0,
+            local_rope_theta=20.0,
+            local_attention=8,
+            global_attn_every_n_layers=2,
+            mlp_bias=True,
+        ),
+    ),
+    "albert": (
+        dict(num_hidden_groups=2, inner_group_num=1, embedding_size=8, hidden_act="gelu_new"),
+        dict(num_hidden_groups=2, inner_group_num=1, embedding_size=8),
+    ),
+}
+
+
+@pytest.mark.parametrize("model_type", list(FLAT_MODEL_CONFIGS))
+def test_a_flat_model_config_json_reads_as_its_config(model_type, tmp_path):
+    flat, hf = FLAT_MODEL_CONFIGS[model_type]
+    shapes = dict(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    (tmp_path / "model_config.json").write_text(
+        json.dumps(dict(model_type=model_type, **shapes, **flat))
+    )
+    got = evaluate.read_model_config(tmp_path / "model_config.json")
+    want = BertConfig.from_hf(dict(model_type=model_type, **shapes, **hf))
+    want = want.replace(
+        **{
+            k: getattr(got, k)
+            for k in (
+                "layer_norm_eps",
+                "hidden_dropout_prob",
+                "attention_probs_dropout_prob",
+                "classifier_dropout",
+                "pad_token_id",
+                "bos_token_id",
+                "eos_token_id",
+                "cls_token_id",
+                "sep_token_id",
+                "max_position_embeddings",
+                "type_vocab_size",
+                "embedding_size",
+            )
+        }
+    )
+    assert got == want
+    (tmp_path / "model_config.json").write_text(json.dumps(dataclasses.asdict(want)))
+    assert evaluate.read_model_config(tmp_path / "model_config.json") == want
