@@ -200,6 +200,37 @@ class EncoderLayer(nn.Module):
         return mlp_norm(x + drop_mlp(mlp(x)))
 
 
+def check_inputs(
+    c: BertConfig,
+    input_ids: Array,
+    token_type_ids: Array | None,
+    position_ids: Array | None,
+    longest: int,
+    positions: bool = True,
+) -> Array | None:
+    """ValueError for an input the model cannot take (too long for its `longest` positions, ids
+    outside its tables); the token types as the embeddings take them: None where the model has
+    none, zeros where none were given. `positions`: whether the model has a position table."""
+    if position_ids is None and input_ids.shape[1] > longest:
+        offset = c.max_position_embeddings - longest
+        raise ValueError(
+            f"input of {input_ids.shape[1]} tokens, but the model has "
+            f"max_position_embeddings={c.max_position_embeddings} positions"
+            + (f", {offset} of them before the first token" if offset else "")
+            + f": truncate the input to {longest} tokens (load_tokenizer's max_length)"
+        )
+    check_ids("input_ids", input_ids, c.vocab_size, "vocab_size")
+    if positions:
+        check_ids(
+            "position_ids", position_ids, c.max_position_embeddings, "max_position_embeddings"
+        )
+    if c.type_vocab_size == 0:
+        check_ids("token_type_ids", token_type_ids, 1, "type_vocab_size=0, so token types")
+        return None  # all zero: the model has no token types to add
+    check_ids("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")
+    return jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+
+
 def check_ids(name: str, ids: Array | None, size: int, field: str) -> None:
     """Raises ValueError if concrete `ids` fall outside [0, size): a table lookup out of range
     would give NaN embeddings (`jnp.take`'s fill). Under `jit` the ids are traced and cannot be
@@ -265,25 +296,7 @@ class BertModel(nn.Module):
         train: bool = False,
     ) -> BertOutput:
         c = self.config
-        if position_ids is None and input_ids.shape[1] > (longest := self.max_length):
-            offset = c.max_position_embeddings - longest
-            raise ValueError(
-                f"input of {input_ids.shape[1]} tokens, but the model has "
-                f"max_position_embeddings={c.max_position_embeddings} positions"
-                + (f", {offset} of them before the first token" if offset else "")
-                + f": truncate the input to {longest} tokens (load_tokenizer's max_length)"
-            )
-        check_ids("input_ids", input_ids, c.vocab_size, "vocab_size")
-        if c.type_vocab_size == 0:
-            check_ids("token_type_ids", token_type_ids, 1, "type_vocab_size=0, so token types")
-            token_type_ids = None  # all zero: the model has no token types to add
-        else:
-            check_ids("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")
-            if token_type_ids is None:
-                token_type_ids = jnp.zeros_like(input_ids)
-        check_ids(
-            "position_ids", position_ids, c.max_position_embeddings, "max_position_embeddings"
-        )
+        token_type_ids = check_inputs(c, input_ids, token_type_ids, position_ids, self.max_length)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         if position_ids is None:

@@ -36,7 +36,7 @@ from jaxformer.models.bert import (
     FeedForward,
     LayerNorm,
     _init,
-    check_ids,
+    check_inputs,
 )
 from jaxformer.models.config import BertConfig
 
@@ -194,24 +194,10 @@ class DebertaModel(nn.Module):
         t = input_ids.shape[1]
         if c.pre_layer_norm:
             raise ValueError("DeBERTa is post-LN: pre_layer_norm=True has no DeBERTa model")
-        if position_ids is None and t > self.max_length:
-            raise ValueError(
-                f"input of {t} tokens, but the model has max_position_embeddings="
-                f"{c.max_position_embeddings} positions: truncate the input to {self.max_length} "
-                "tokens (load_tokenizer's max_length)"
-            )
-        check_ids("input_ids", input_ids, c.vocab_size, "vocab_size")
-        if c.type_vocab_size == 0:
-            check_ids("token_type_ids", token_type_ids, 1, "type_vocab_size=0, so token types")
-            token_type_ids = None
-        else:
-            check_ids("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")
-            if token_type_ids is None:
-                token_type_ids = jnp.zeros_like(input_ids)
+        token_type_ids = check_inputs(
+            c, input_ids, token_type_ids, position_ids, self.max_length, c.position_biased_input
+        )
         if c.position_biased_input:
-            check_ids(
-                "position_ids", position_ids, c.max_position_embeddings, "max_position_embeddings"
-            )
             if position_ids is None:
                 position_ids = jnp.broadcast_to(jnp.arange(t), input_ids.shape)
         if attention_mask is None:
