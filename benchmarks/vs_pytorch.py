@@ -327,11 +327,24 @@ def torch_runner(pair: Pair, workload: str, batch: dict, compiled: bool, dtype: 
 # The side-by-side measurement
 
 
-def settings(side: str, pair: Pair) -> dict:
-    """The compute settings of a jax side ("jax" or "jax_baseline"), as row fields."""
+def attention_program(config, workload: str, batch_size: int, length: int) -> str:
+    """The program `dispatch` runs an (unbiased) attention layer of `config` with in `workload`
+    at this shape: training with attention dropout runs the reference."""
+    import jax.numpy as jnp
+
+    q = jnp.zeros((batch_size, length, config.num_attention_heads, config.head_dim), config.dtype)
+    mask = jnp.ones((batch_size, 1, 1, length), bool)
+    dropout = workload == "train" and config.attention_probs_dropout_prob > 0
+    return dispatch.attention_program(config.attention, q, q, q, mask, dropout=dropout)
+
+
+def settings(side: str, pair: Pair, workload: str, batch_size: int, length: int) -> dict:
+    """The compute settings of a jax side ("jax" or "jax_baseline"), and the programs they
+    choose for this row, as row fields."""
     config = pair.jax_model.config
     return {
         f"{side}_attention": config.attention,
+        f"{side}_attention_program": attention_program(config, workload, batch_size, length),
         f"{side}_matmul": config.matmul,
         f"{side}_matmul_program": matmul_program(config.matmul, config.dtype),
         f"{side}_xla_cpu_dots": pair.xla_cpu_dots,
@@ -366,7 +379,7 @@ def measure(
         "batch": batch_size,
         "length": length,
         "dtype": dtype,
-        **settings("jax", pair),
+        **settings("jax", pair, workload, batch_size, length),
     }
     if baseline_attention or baseline_matmul or baseline_xla_cpu_dots:  # same weights
         config = pair.jax_model.config.replace(
@@ -379,7 +392,7 @@ def measure(
             xla_cpu_dots=baseline_xla_cpu_dots or pair.xla_cpu_dots,
         )
         sides["jax_baseline"] = lambda: jax_runner(baseline, workload, batch)
-        row.update(settings("jax_baseline", baseline))
+        row.update(settings("jax_baseline", baseline, workload, batch_size, length))
     if compile_torch:
         sides["torch_compile"] = lambda: torch_runner(pair, workload, batch, True, dtype)
     runners = {}
@@ -514,7 +527,11 @@ def _settings(record: dict, side: str) -> dict[str, str]:
     dots = record.get(f"{side}_xla_cpu_dots", "?")
     if dots == "onednn" and record.get(f"{side}_onednn") is False:
         dots = "default (oneDNN declined the program)"
-    return {"attention": record.get(f"{side}_attention", "?"), "matmul": matmul, "XLA dots": dots}
+    attention = record.get(f"{side}_attention", "?")
+    program = record.get(f"{side}_attention_program")
+    if program and program != attention:
+        attention += f" ({program})"
+    return {"attention": attention, "matmul": matmul, "XLA dots": dots}
 
 
 def _setting(record: dict, side: str) -> str:
@@ -689,14 +706,15 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
         "Rows: median step time over interleaved repetitions after warm-up. ex/s = examples/s, "
         "tok/s = padded tokens/s, ratio = jax / torch (>1: jax faster), TFLOP/s and % of the GEMM "
         "peak from the analytic count in the script's docstring, mem = peak RSS added by one step "
-        "(MiB), first = compile + first call (s). PyTorch: transformers "
+        "(MiB), first = compile + first call (s), jax programs = the settings and, in brackets, "
+        "what each chose for the row (jaxformer.dispatch). PyTorch: transformers "
         'BertForSequenceClassification with attn_implementation="sdpa"; compile = '
         "`torch.compile(model)` (default mode, inductor), optimizer step eager.",
         "",
         "| workload | model | batch x len | jax ex/s | jax tok/s | torch ex/s | compile ex/s "
         "| jax/eager | jax/compile | jax TFLOP/s (% peak) | torch TFLOP/s (% peak) "
-        "| mem jax / torch MiB | first jax / torch / compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mem jax / torch MiB | first jax / torch / compile s | jax programs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["workload"] == "e2e_epoch":
@@ -713,7 +731,7 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
             f"| {r['torch_eager_tflops']:.3f} ({100 * r['torch_eager_peak_fraction']:.0f}%) "
             f"| {r['jax_step_mem_mb']:.0f} / {r['torch_eager_step_mem_mb']:.0f} "
             f"| {r['jax_first_call_s']:.1f} / {r['torch_eager_first_call_s']:.1f} / "
-            f"{_num(r.get('torch_compile_first_call_s'), 1)} |"
+            f"{_num(r.get('torch_compile_first_call_s'), 1)} | {_setting(r, 'jax')} |"
         )
     based = [r for r in rows if "speedup_vs_baseline" in r]
     if based:

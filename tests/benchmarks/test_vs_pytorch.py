@@ -63,12 +63,15 @@ def test_tiny_rows_have_required_fields(bench, tmp_path):
             "onednn",
         )
         assert (row["jax_baseline_attention"], row["jax_baseline_matmul"]) == ("auto", "reference")
+        # what "auto" chose for the row: a CPU program, the reference where dropout trains
+        assert row["jax_attention_program"] in ("reference", "scan", "cpu"), row
         assert row["jax_baseline_examples_per_s"] > 0 and row["speedup_vs_baseline"] > 0
     assert machine["gemm_tflops"]["peak"] > 0
     json.dumps(rows)  # what --json writes
     report = bench.markdown(rows, machine, "python benchmarks/vs_pytorch.py --models=tiny")
     assert "| train | tiny | 2x16 |" in report and "| infer | tiny | 2x16 |" in report
     assert "matmul reference -> auto" in report
+    assert f"attention auto ({rows[1]['jax_attention_program']})" in report
 
 
 def test_render_reads_files_with_earlier_setting_names(bench, tmp_path):
