@@ -2,12 +2,18 @@
 
 MKL's GEMMs are faster than XLA's dots on some x86 CPUs and slower on others (on a 2-core AMD
 EPYC the dense layer below takes about 28 ms with MKL and 15 ms with XLA's oneDNN dots,
-docs/benchmarks.md). Which library "auto" runs is therefore measured, not assumed from the
-vendor: `fastest_gemm` times a float32 dense layer of a BERT layer's training step (tokens x
-384 -> 1536, forward and gradient) with each, interleaved, and keeps the faster. The result is
-kept per (CPU model, its feature flags, core count, jaxlib, MKL) in `cache_dir()/autotune/`,
-so the measurement (about a second) happens once per machine; deleting the file measures
-again.
+docs/benchmarks.md), and the same holds for XLA:CPU's dot libraries and the CPU attention
+programs. Which program "auto" runs is therefore measured, not assumed from the vendor, each on
+a piece of MiniLM's training step (forward and gradient), the candidates interleaved:
+- `fastest_dots`: XLA:CPU's dots by oneDNN or by XLA's default (YNNPACK) in a dense layer
+  (tokens x 384 -> 1536), the experiment's xla_cpu_dots="auto";
+- `fastest_gemm`: that dense layer by MKL or by XLA's dots (as `fastest_dots` chose), matmul;
+- `fastest_attention`: attention over 16 x 128 tokens, 12 heads of 32, with a key mask, by the
+  compiled CPU kernel, scan or XLA's fused form (without dropout), or by scan or the reference
+  (with dropout, which the CPU kernel and XLA's fused form do not have), attention="auto".
+Each result is kept per (CPU model, its feature flags, core count, jaxlib, MKL) in
+`cache_dir()/autotune/`, so a measurement (a second or two) happens once per machine; deleting
+the file measures again. `python -m jaxformer.kernels.autotune` measures and prints them all.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from jaxformer import cache, layers
 log = logging.getLogger(__name__)
 
 TOKENS, WIDTH, FF = 2048, 384, 1536  # MiniLM's feed-forward input, 16 sequences of 128
+BATCH, LENGTH, HEADS, HEAD_DIM = 16, 128, 12, 32  # MiniLM's attention
 REPS = 5
 _MEASURED: list[dict] = []
 
@@ -73,28 +80,16 @@ def machine_key() -> dict:
     }
 
 
-def _gradient_step(dense: Callable) -> Callable:
-    """A jitted forward and gradient of one dense layer, XLA's dots by oneDNN as in training."""
+def _gradient_step(loss: Callable, argnums: tuple[int, ...], dots: str) -> Callable:
+    """A jitted forward and gradient of `loss`, XLA's dots by `dots` ("onednn" or "xla")."""
     from jaxformer.runtime import onednn
 
-    def loss(x, w, b):
-        return dense(x, w, b).sum()
-
-    return onednn.jit(jax.grad(loss, argnums=(0, 1, 2)), matmul="onednn")
+    return onednn.jit(jax.grad(loss, argnums=argnums), matmul=dots)
 
 
-def measure_gemms() -> dict[str, float]:
-    """Median seconds of the dense layer's forward and gradient by "mkl" and by "xla"."""
-    from jaxformer.kernels import cpu
-
-    if not cpu.mkl_available():
-        raise RuntimeError("the MKL GEMM kernel is not available: nothing to measure")
-
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((TOKENS, WIDTH), np.float32)
-    w = rng.standard_normal((WIDTH, FF), np.float32) * 0.05
-    b = np.zeros(FF, np.float32)
-    steps = {"mkl": _gradient_step(cpu.dense), "xla": _gradient_step(layers.dense)}
+def _median_seconds(steps: dict[str, Callable], *args) -> dict[str, float]:
+    """Median seconds of each step on `args`, the steps interleaved, the compiling call left
+    out."""
     # Kept for the life of the process: XLA:CPU aborts when a oneDNN program is destroyed while
     # its last run, whose outputs are already ready, still holds its object pool.
     _MEASURED.append(steps)
@@ -102,38 +97,113 @@ def measure_gemms() -> dict[str, float]:
     for rep in range(REPS + 1):
         for name, step in steps.items():
             start = time.perf_counter()
-            jax.block_until_ready(step(x, w, b))
+            jax.block_until_ready(step(*args))
             if rep:  # the first call compiles
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def _dense_operands() -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((TOKENS, WIDTH), np.float32)
+    w = rng.standard_normal((WIDTH, FF), np.float32) * 0.05
+    return x, w, np.zeros(FF, np.float32)
+
+
+def _dense_loss(dense: Callable) -> Callable:
+    return lambda x, w, b: dense(x, w, b).sum()
+
+
+def measure_dots() -> dict[str, float]:
+    """Median seconds of the dense layer's forward and gradient with XLA's dots by "onednn" and
+    by XLA's "default"."""
+    loss = _dense_loss(layers.dense)
+    steps = {"onednn": _gradient_step(loss, (0, 1, 2), "onednn")}
+    steps["default"] = _gradient_step(loss, (0, 1, 2), "xla")
+    return _median_seconds(steps, *_dense_operands())
+
+
+def measure_gemms() -> dict[str, float]:
+    """Median seconds of the dense layer's forward and gradient by "mkl" and by "xla" (XLA's dots
+    by the library `fastest_dots` chose)."""
+    from jaxformer.kernels import cpu
+
+    if not cpu.mkl_available():
+        raise RuntimeError("the MKL GEMM kernel is not available: nothing to measure")
+    dots = "onednn" if fastest_dots() == "onednn" else "xla"
+    steps = {
+        "mkl": _gradient_step(_dense_loss(cpu.dense), (0, 1, 2), dots),
+        "xla": _gradient_step(_dense_loss(layers.dense), (0, 1, 2), dots),
+    }
+    return _median_seconds(steps, *_dense_operands())
+
+
+def measure_attention(dropout: bool) -> dict[str, float]:
+    """Median seconds of an attention layer's forward and gradient (with respect to q, k, v) by
+    each CPU program that can run it: with dropout scan and the reference, else the compiled
+    kernel (where built), scan and XLA's fused form."""
+    from jaxformer import dispatch
+    from jaxformer.kernels import cpu
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((BATCH, LENGTH, HEADS, HEAD_DIM), np.float32) for _ in range(3))
+    lengths = rng.integers(LENGTH // 2, LENGTH + 1, BATCH)
+    mask = (np.arange(LENGTH) < lengths[:, None])[:, None, None, :]  # (b, 1, 1, s)
+    rate, key = (0.1, jax.random.key(0)) if dropout else (0.0, None)
+    if dropout:
+        programs = ("scan", "reference")
+    else:
+        programs = ("cpu", "scan", "xla") if cpu.attention_available() else ("scan", "xla")
+
+    def loss(program):
+        return lambda q, k, v: dispatch.attention(
+            q, k, v, mask, dropout_rate=rate, dropout_rng=key, implementation=program
+        ).sum()
+
+    steps = {p: _gradient_step(loss(p), (0, 1, 2), "xla") for p in programs}
+    return _median_seconds(steps, q, k, v)
+
+
+def _fastest(name: str, measure: Callable[[], dict[str, float]], what: str) -> str:
+    """The fastest of `measure`'s programs on this machine, read from its record in the cache
+    or measured (and kept) there."""
+    key = machine_key()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache.cache_dir() / "autotune" / f"{name}-{digest}.json"
+    try:
+        record = json.loads(path.read_text())
+        if record.get("key") == key and record.get("choice") in record.get("seconds", {}):
+            return record["choice"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    with jax.ensure_compile_time_eval():  # measured eagerly, also when called while tracing
+        seconds = measure()
+    choice = min(seconds, key=seconds.get)
+    times = ", ".join(f"{p} {1e3 * s:.1f} ms" for p, s in seconds.items())
+    log.info("%s runs %s on this %s: %s (kept in %s)", what, choice, key["cpu"], times, path)
+    _write(path, {"key": key, "choice": choice, "seconds": seconds})
+    return choice
+
+
+@functools.cache
+def fastest_dots() -> str:
+    """ "onednn" or "default": the library of XLA:CPU's dots that runs a dense layer's step
+    faster on this machine (measured once)."""
+    return _fastest("dots", measure_dots, "xla_cpu_dots='auto'")
+
+
 @functools.cache
 def fastest_gemm() -> str:
     """ "mkl" or "xla", whichever runs float32 GEMMs faster on this machine (measured once)."""
-    key = machine_key()
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache.cache_dir() / "autotune" / f"gemm-{digest}.json"
-    try:
-        record = json.loads(path.read_text())
-        if record.get("key") == key and record.get("choice") in ("mkl", "xla"):
-            return record["choice"]
-    except (OSError, ValueError):
-        pass
-    with jax.ensure_compile_time_eval():  # measured eagerly, also when called while tracing
-        seconds = measure_gemms()
-    choice = min(seconds, key=seconds.get)
-    log.info(
-        "matmul='auto' runs %s on this %s: a dense layer's step takes %.1f ms with MKL, %.1f ms "
-        "with XLA (kept in %s)",
-        choice,
-        key["cpu"],
-        1e3 * seconds["mkl"],
-        1e3 * seconds["xla"],
-        path,
-    )
-    _write(path, {"key": key, "choice": choice, "seconds": seconds})
-    return choice
+    return _fastest("gemm", measure_gemms, "matmul='auto'")
+
+
+@functools.cache
+def fastest_attention(dropout: bool) -> str:
+    """The CPU attention program that runs an attention layer's step fastest on this machine,
+    with or without dropout (measured once each)."""
+    name = "attention-dropout" if dropout else "attention"
+    return _fastest(name, lambda: measure_attention(dropout), "attention='auto'")
 
 
 def _write(path: Path, record: dict) -> None:
@@ -145,14 +215,17 @@ def _write(path: Path, record: dict) -> None:
             json.dump(record, f, indent=2)
         os.replace(tmp, path)
     except OSError as e:
-        log.warning("could not keep the GEMM measurement in %s (%s)", path, e)
+        log.warning("could not keep the measurement in %s (%s)", path, e)
 
 
 if __name__ == "__main__":
-    seconds = measure_gemms()
-    print(
-        f"{cpu_model()}, {os.cpu_count()} cores: a dense layer's step "
-        f"{1e3 * seconds['mkl']:.1f} ms with MKL, {1e3 * seconds['xla']:.1f} ms with XLA: "
-        "'auto' runs "
-        f"{min(seconds, key=seconds.get)}"
-    )
+    print(f"{cpu_model()}, {os.cpu_count()} cores, jaxlib {_version('jaxlib')}:")
+    for what, measure in (
+        ("xla_cpu_dots: a dense layer's step", measure_dots),
+        ("matmul: a dense layer's step", measure_gemms),
+        ("attention: a layer's step", lambda: measure_attention(False)),
+        ("attention with dropout: a layer's step", lambda: measure_attention(True)),
+    ):
+        seconds = measure()
+        times = ", ".join(f"{p} {1e3 * s:.1f} ms" for p, s in seconds.items())
+        print(f"  {what}: {times} -> 'auto' runs {min(seconds, key=seconds.get)}")

@@ -143,10 +143,11 @@ def get_config() -> ml_collections.ConfigDict:
     # `model`) or "fsdp+tensor". Checkpoints restore under any mesh and sharding.
     c.sharding = "data"
     # The library of XLA:CPU's dots in the compiled steps and in prediction (runtime.onednn):
-    # "onednn" (faster for most of the encoder's CPU programs; a program oneDNN cannot run falls
-    # back to XLA's choice, logged) or "default" (XLA's own choice). Ignored on GPU/TPU and by
-    # pmap, which takes no compiler options.
-    c.xla_cpu_dots = "onednn"
+    # "onednn" (a program oneDNN cannot run falls back to XLA's choice, logged), "default"
+    # (XLA's own choice), or "auto": whichever runs a dense layer's step faster on this CPU
+    # (kernels.autotune, measured once per machine). Ignored on GPU/TPU and by pmap, which takes
+    # no compiler options.
+    c.xla_cpu_dots = "auto"
 
     c.log_every = 50
     c.eval_every = 500

@@ -32,13 +32,18 @@ log = logging.getLogger("jaxformer")
 
 # The experiment's xla_cpu_dots -> onednn.jit's `matmul`; the one place the two names meet.
 _ONEDNN_MATMUL = {"onednn": "onednn", "default": "xla"}
+XLA_CPU_DOTS = ("auto", *_ONEDNN_MATMUL)
 
 
 def _onednn_matmul(xla_cpu_dots: str) -> str:
-    if xla_cpu_dots not in _ONEDNN_MATMUL:
-        raise ValueError(
-            f"xla_cpu_dots must be one of {tuple(_ONEDNN_MATMUL)}, got {xla_cpu_dots!r}"
-        )
+    if xla_cpu_dots not in XLA_CPU_DOTS:
+        raise ValueError(f"xla_cpu_dots must be one of {XLA_CPU_DOTS}, got {xla_cpu_dots!r}")
+    if xla_cpu_dots == "auto":
+        if jax.default_backend() != "cpu":
+            return "xla"  # the option is XLA:CPU's
+        from jaxformer.kernels import autotune
+
+        xla_cpu_dots = autotune.fastest_dots()  # measured once per machine
     return _ONEDNN_MATMUL[xla_cpu_dots]
 
 

@@ -17,7 +17,7 @@ def test_from_dict_writes_saved_values_over_the_defaults():
     assert c.batch_size == 8 and c.data.buckets == (16, 32) and c.data.test_limit == 5
     assert c.export_dir is None
     assert c.data.max_length == base.get_config().data.max_length  # untouched: the default
-    assert c.xla_cpu_dots == "onednn"
+    assert c.xla_cpu_dots == "auto"
 
 
 def test_from_dict_replaces_open_sections_whole():

@@ -11,9 +11,13 @@ from jaxformer.training import loop, parallel
 
 def test_xla_cpu_dots_values():
     x = jnp.arange(12.0).reshape(3, 4)
-    for dots in ("onednn", "default"):
+    for dots in ("onednn", "default", "auto"):
         np.testing.assert_allclose(parallel.jit(lambda a: a @ a.T, dots)(x), x @ x.T)
         assert parallel.Parallelism("single", dots).xla_cpu_dots == dots
+    from jaxformer.kernels import autotune
+
+    want = {"onednn": "onednn", "default": "xla"}[autotune.fastest_dots()]
+    assert parallel.jit(lambda a: a, "auto").matmul == want  # the library measured faster here
     with pytest.raises(ValueError, match="xla_cpu_dots"):
         parallel.jit(lambda a: a, "xla")
     with pytest.raises(ValueError, match="xla_cpu_dots"):
