@@ -4,6 +4,7 @@ from jaxformer.embedding import embed
 from jaxformer.hf.convert import from_pretrained, save_pretrained
 from jaxformer.hf.hub import resolve_checkpoint
 from jaxformer.hf.tokenizer_files import load_tokenizer
+from jaxformer.lora import LoraConfig
 from jaxformer.models import (
     BertConfig,
     BertForMaskedLM,
@@ -21,5 +22,5 @@ __all__ = ["BertConfig", "BertModel", "BertForSequenceClassification", "BertOutp
 __all__ += ["BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice"]
 __all__ += ["BertForMaskedLM", "SpanLogits"]
 __all__ += ["from_pretrained", "save_pretrained", "resolve_checkpoint"]
-__all__ += ["load_tokenizer", "Tokenizer", "embed"]
+__all__ += ["load_tokenizer", "Tokenizer", "embed", "LoraConfig"]
 __version__ = "0.1.0"

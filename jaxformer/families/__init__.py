@@ -56,6 +56,9 @@ class Family(NamedTuple):
     special_tokens: dict[str, str] = BERT_SPECIAL_TOKENS
     pair_template: str = "bert"
     own_embeddings: bool = False  # embeddings of its own module, not bert.py's (no scale)
+    # The nn.Linear modules LoRA adapts by default (jaxformer.lora): PEFT's target_modules for
+    # its model_type where PEFT has them, the attention's query and value projections.
+    lora_targets: tuple[str, ...] = ("query", "value")
 
     @property
     def name(self) -> str:

@@ -109,5 +109,6 @@ register(
         special_tokens=BERT_SPECIAL_TOKENS,
         pair_template="roberta",
         own_embeddings=True,
+        lora_targets=("in_proj",),  # PEFT's default for deberta
     ),
 )

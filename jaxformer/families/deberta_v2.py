@@ -173,4 +173,9 @@ MODELS = with_embedding(
         "masked_lm": deberta.DebertaForMaskedLM,
     }
 )
-register("deberta-v2", Family(SPELLING, NAMES, MODELS, order=70, own_embeddings=True))
+# PEFT's default LoRA targets for deberta-v2.
+LORA_TARGETS = ("query_proj", "value_proj")
+register(
+    "deberta-v2",
+    Family(SPELLING, NAMES, MODELS, order=70, own_embeddings=True, lora_targets=LORA_TARGETS),
+)

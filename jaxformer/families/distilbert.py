@@ -118,4 +118,4 @@ MODELS = with_embedding(
         "masked_lm": distilbert.DistilBertForMaskedLM,
     }
 )
-register("distilbert", Family(SPELLING, NAMES, MODELS, order=30))
+register("distilbert", Family(SPELLING, NAMES, MODELS, order=30, lora_targets=("q_lin", "v_lin")))

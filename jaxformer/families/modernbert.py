@@ -201,4 +201,7 @@ MODELS = with_embedding(
         "masked_lm": modernbert.ModernBertForMaskedLM,
     }
 )
-register("modernbert", Family(SPELLING, NAMES, MODELS, order=60, own_embeddings=True))
+register(
+    "modernbert",
+    Family(SPELLING, NAMES, MODELS, order=60, own_embeddings=True, lora_targets=("Wqkv",)),
+)

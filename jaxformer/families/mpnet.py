@@ -86,4 +86,15 @@ MODELS = with_embedding(
         "masked_lm": mpnet.MPNetForMaskedLM,
     }
 )
-register("mpnet", Family(SPELLING, NAMES, MODELS, 80, SPECIAL_TOKENS, pair_template="roberta"))
+register(
+    "mpnet",
+    Family(
+        SPELLING,
+        NAMES,
+        MODELS,
+        80,
+        SPECIAL_TOKENS,
+        pair_template="roberta",
+        lora_targets=("q", "v"),
+    ),
+)

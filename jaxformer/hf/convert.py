@@ -30,11 +30,12 @@ from flax import traverse_util
 
 from jaxformer import families
 from jaxformer.families import HEADS, task_of
-from jaxformer.hf import CheckpointError
+from jaxformer.hf import CheckpointError, adapters
 from jaxformer.hf.config import spelling
 from jaxformer.hf.hub import load_config, read_weights, resolve_checkpoint
 from jaxformer.hf.names import Names, Transform
 from jaxformer.hf.sentence import SentenceConfig, read_sentence_config, write_sentence_config
+from jaxformer.lora import LoraConfig, LoraModel, add_adapters
 from jaxformer.models import param_shapes
 from jaxformer.models.config import BertConfig
 
@@ -288,6 +289,7 @@ def from_pretrained(
     num_labels: int | None = None,
     *,
     rng: jax.Array | None = None,
+    lora: LoraConfig | None = None,
     **config_overrides: Any,
 ) -> tuple[nn.Module, dict]:
     """Loads a Hugging Face checkpoint of a family in `jaxformer.families` (config.json's
@@ -308,9 +310,26 @@ def from_pretrained(
       the checkpoint's config (id2label), else 2. A width other than id2label's drops its names.
       The other tasks have no such classifier: a num_labels for them is logged as unused.
     rng: for a fresh head or pooler when the checkpoint has none (default key 0).
+    lora: a `jaxformer.lora.LoraConfig`: the model with fresh low-rank adapters, a
+      `jaxformer.lora.LoraModel` whose params are {"base": ..., "lora": ...}. A PEFT adapter folder
+      (adapter_config.json) loads as one with its adapters and head, on the base model that
+      its base_model_name_or_path names (`jaxformer.hf.adapters`).
     config_overrides: BertConfig fields, e.g. dtype="bfloat16", attention="reference",
       label_names=("neg", "pos") (which also sets num_labels).
     """
+    if adapters.is_adapter_folder(path_or_hub_id):
+        if lora is not None:
+            raise ValueError(
+                f"{path_or_hub_id} is a PEFT adapter folder, which carries its LoRA config: "
+                "load it with lora=None"
+            )
+        return adapters.load(path_or_hub_id, task, num_labels, rng, **config_overrides)
+    if lora is not None:
+        model, params = from_pretrained(
+            path_or_hub_id, task, num_labels, rng=rng, **config_overrides
+        )
+        key = jax.random.fold_in(jax.random.key(0) if rng is None else rng, 1)
+        return add_adapters(model, params, lora, key, base_model=str(path_or_hub_id))
     if task not in HEADS:
         raise ValueError(f"task={task!r}; choose one of {HEADS}")
     if num_labels is not None and task not in LABELLED:
@@ -353,8 +372,14 @@ def save_pretrained(
     sentence-transformers' modules.json and 1_Pooling/config.json for its pooling, with
     `tokenizer` also sentence_bert_config.json (max_seq_length: the tokenizer's max_length).
 
+    A `jaxformer.lora.LoraModel` writes PEFT's adapter folder (`jaxformer.hf.adapters`): its
+    adapters and task head, loaded by `peft.PeftModel.from_pretrained(base model, folder)`;
+    `jaxformer.lora.merge` gives the plain model to write as an ordinary checkpoint.
+
     Everything is written to a temporary folder first, so a failure leaves `out_dir` as it was.
     """
+    if isinstance(model, LoraModel):
+        return adapters.save(model, params, out_dir, tokenizer)
     out_dir = Path(out_dir)
     task = task_of(model)
     arch = _names(model).architectures[_tensor_task(model)]

@@ -1,0 +1,182 @@
+"""LoRA adapters (jaxformer.lora) against Hugging Face PEFT: a fresh adapter changes nothing;
+an adapter written by `save_pretrained` loads in `peft.PeftModel.from_pretrained` with the same
+outputs, and one PEFT writes loads in `jaxformer.from_pretrained` with PEFT's outputs; `merge`
+gives the plain model with the adapted outputs; bad configs are refused."""
+
+import json
+
+import hf_parity
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+import jaxformer
+from jaxformer import families, lora
+from jaxformer.hf.hub import load_config
+
+peft = pytest.importorskip("peft")
+torch = hf_parity.torch
+
+BERT = dict(
+    vocab_size=97,
+    hidden_size=36,
+    num_hidden_layers=2,
+    num_attention_heads=3,
+    intermediate_size=50,
+    max_position_embeddings=40,
+)
+ROBERTA = BERT | dict(type_vocab_size=1, pad_token_id=1)
+DEBERTA_V2 = BERT | dict(
+    relative_attention=True,
+    position_buckets=8,
+    max_relative_positions=16,
+    pos_att_type=["p2c", "c2p"],
+)
+# name: (transformers stem, fields, targets)
+FAMILIES = {
+    "bert": ("Bert", BERT, ("query", "key", "value", "output.dense", "intermediate.dense")),
+    "roberta": ("Roberta", ROBERTA, None),
+    "deberta-v2": ("DebertaV2", DEBERTA_V2, None),
+}
+
+
+def base_folder(family, task, tmp_path):
+    stem, fields, _ = FAMILIES[family]
+    hf = hf_parity.random_hf_model(stem, fields, task, seed=3)
+    hf.save_pretrained(tmp_path / "base")
+    return hf, tmp_path / "base"
+
+
+def batch_of(family, task):
+    pad = FAMILIES[family][1].get("pad_token_id", 0)
+    return hf_parity.random_batch(task, pad=pad, low=pad + 2)
+
+
+def perturbed(params, seed=1):
+    """`params` with every adapter's B (zero when fresh) random, so the adapters matter."""
+    flat = traverse_util.flatten_dict(params["lora"])
+    rng = np.random.default_rng(seed)
+    flat = {
+        k: (0.2 * rng.standard_normal(v.shape)).astype(np.float32) if k[-1] == "b" else v
+        for k, v in flat.items()
+    }
+    return {"base": params["base"], "lora": traverse_util.unflatten_dict(flat)}
+
+
+def outputs(model, params, batch):
+    return hf_parity.ours(model, params, batch)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_fresh_adapters_change_nothing_and_save_for_peft(family, tmp_path):
+    task = "classification"
+    hf, folder = base_folder(family, task, tmp_path)
+    batch = batch_of(family, task)
+    config = jaxformer.LoraConfig(rank=4, alpha=8, targets=FAMILIES[family][2])
+    model, params = jaxformer.from_pretrained(folder, task=task, num_labels=5, lora=config)
+    plain, base = jaxformer.from_pretrained(folder, task=task, num_labels=5)
+    np.testing.assert_array_equal(
+        outputs(model, params, batch)["logits"], outputs(plain, base, batch)["logits"]
+    )
+    a = traverse_util.flatten_dict(params["lora"])
+    assert a and all(v.shape[0] == 4 for k, v in a.items() if k[-1] == "a")
+    bound = 1 / np.sqrt(hf.config.hidden_size)
+    assert all(np.abs(v).max() <= bound for k, v in a.items() if k[-1] == "a")
+
+    params = perturbed(params)
+    ours = outputs(model, params, batch)
+    assert hf_parity.max_diff(task, ours, hf_parity.theirs(hf, task, batch), batch) > 1e-3
+    jaxformer.save_pretrained(model, params, tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["peft_type"] == "LORA" and saved["r"] == 4 and saved["lora_alpha"] == 8
+    assert saved["task_type"] == "SEQ_CLS" and saved["base_model_name_or_path"] == str(folder)
+    with torch.no_grad():
+        again = hf_parity.random_hf_model(FAMILIES[family][0], FAMILIES[family][1], task, seed=3)
+        peft_model = peft.PeftModel.from_pretrained(again, tmp_path / "adapter").eval()
+    diff = hf_parity.max_diff(task, ours, hf_parity.theirs(peft_model, task, batch), batch)
+    print(f"{family}: ours -> PEFT {diff:.2e}")
+    assert diff < hf_parity.TOL
+
+    # The folder reads back (base from base_model_name_or_path) to the same model.
+    back, back_params = jaxformer.from_pretrained(tmp_path / "adapter", task=task)
+    assert back.lora.rank == 4
+    assert lora.targets(back.model, back.lora) == lora.targets(model.model, config)
+    np.testing.assert_allclose(
+        outputs(back, back_params, batch)["logits"], ours["logits"], atol=1e-6
+    )
+
+    # merge: a plain model with the adapted outputs, saved as an ordinary checkpoint.
+    merged_model, merged = lora.merge(model, params)
+    np.testing.assert_allclose(
+        outputs(merged_model, merged, batch)["logits"], ours["logits"], atol=1e-5
+    )
+    jaxformer.save_pretrained(merged_model, merged, tmp_path / "merged")
+    reloaded, reloaded_params = jaxformer.from_pretrained(tmp_path / "merged", task=task)
+    np.testing.assert_allclose(
+        outputs(reloaded, reloaded_params, batch)["logits"], ours["logits"], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+@pytest.mark.parametrize("task", ["classification", "token_classification", "base"])
+def test_reads_peft_folder(family, task, tmp_path):
+    stem, fields, targets = FAMILIES[family]
+    hf, folder = base_folder(family, task, tmp_path)
+    task_type = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS"}.get(
+        task, "FEATURE_EXTRACTION"
+    )
+    config = peft.LoraConfig(
+        r=3,
+        lora_alpha=7,
+        target_modules=list(targets or ["query", "value"]),
+        task_type=task_type,
+        init_lora_weights=False,  # random B: the adapters matter
+    )
+    torch.manual_seed(0)
+    peft_model = peft.get_peft_model(hf, config)
+    peft_model.base_model.model.config.name_or_path = str(folder)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    raw = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    raw["base_model_name_or_path"] = str(folder)
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(raw))
+    batch = batch_of(family, task)
+    model, params = jaxformer.from_pretrained(tmp_path / "adapter", task=task)
+    assert isinstance(model, lora.LoraModel) and model.lora.rank == 3
+    peft_model.eval()
+    diff = hf_parity.max_diff(
+        task, outputs(model, params, batch), hf_parity.theirs(peft_model, task, batch), batch
+    )
+    print(f"{family} {task}: PEFT -> ours {diff:.2e}")
+    assert diff < hf_parity.TOL
+
+
+@pytest.mark.parametrize("model_type", list(families.FAMILIES))
+def test_every_family_default_targets_resolve(model_type, tmp_path):
+    sizes = dict(hidden_size=12, num_hidden_layers=2, num_attention_heads=2, vocab_size=50)
+    hf_parity.transformers.AutoConfig.for_model(model_type, **sizes).save_pretrained(tmp_path)
+    model = families.model_class(model_type, "classification")(load_config(tmp_path))
+    found = lora.targets(model, jaxformer.LoraConfig())
+    assert found and all(".0." in m or ".1." in m for m in found), found
+
+
+def test_refusals(tmp_path):
+    with pytest.raises(ValueError, match="rank"):
+        jaxformer.LoraConfig(rank=0)
+    with pytest.raises(ValueError, match="alpha"):
+        jaxformer.LoraConfig(alpha=-1)
+    with pytest.raises(ValueError, match="dropout"):
+        jaxformer.LoraConfig(dropout=1.5)
+    _, folder = base_folder("bert", "classification", tmp_path)
+    with pytest.raises(ValueError, match=r"\['nope'\].*attention.self.query"):
+        jaxformer.from_pretrained(folder, lora=jaxformer.LoraConfig(targets=("query", "nope")))
+    model, params = jaxformer.from_pretrained(folder, lora=jaxformer.LoraConfig(dropout=0.1))
+    batch = batch_of("bert", "classification")
+    with pytest.raises(ValueError, match="dropout=0.1"):
+        model.apply(
+            {"params": params},
+            batch["input_ids"],
+            batch["attention_mask"],
+            train=True,
+            rngs={"dropout": jax.random.key(0)},
+        )
