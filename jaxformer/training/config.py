@@ -67,6 +67,15 @@ def get_config() -> ml_collections.ConfigDict:
         )
     )
 
+    # LoRA (jaxformer.lora): low-rank adapters on the checkpoint's frozen weights; only the
+    # adapters and the task head train, and the export is a PEFT adapter folder. rank None: off.
+    c.lora = ml_collections.ConfigDict()
+    c.lora.rank = placeholder(int)
+    c.lora.alpha = 16.0
+    c.lora.dropout = 0.0  # PEFT's lora_dropout; only 0 trains (the adapters are folded in)
+    # PEFT's target_modules, comma-separated ("query,value"); None: the family's default.
+    c.lora.targets = placeholder(str)
+
     c.data = ml_collections.ConfigDict()
     c.data.archive = placeholder(
         str

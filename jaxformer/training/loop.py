@@ -32,6 +32,7 @@ from jaxformer import dispatch, families, tasks
 from jaxformer.data import batching, locks
 from jaxformer.hf.convert import from_pretrained, save_pretrained
 from jaxformer.hf.tokenizer_files import load_tokenizer
+from jaxformer.lora import LoraConfig, LoraModel
 from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
 from jaxformer.training import checkpoints, hooks, metrics, optim, processes, steps
@@ -64,14 +65,21 @@ def build_model(config: ml_collections.ConfigDict, rng: jax.Array, tokenizer=Non
         overrides["label_names"] = task.label_names()
     if (problem_type := getattr(task, "problem_type", None)) is not None:
         overrides["problem_type"] = problem_type
+    adapters = lora_config(config)
+    if adapters is not None and not m.checkpoint:
+        raise ValueError(
+            "--config.lora.rank asks for LoRA adapters on a pretrained checkpoint, but "
+            "model.checkpoint is None; name one with --config.model.checkpoint"
+        )
     if m.checkpoint:
-        model, params = from_pretrained(m.checkpoint, task=task.head, **overrides)
+        model, params = from_pretrained(m.checkpoint, task=task.head, lora=adapters, **overrides)
     else:
         fields = dict(m.arch, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id)
         arch = BertConfig(**(fields | overrides))
         model = families.model_class(arch.model_type, task.head)(arch)
         params = init_params(model, rng)
-    if config.data.max_length > (longest := max_input_length(model)):
+    plain = model.model if isinstance(model, LoraModel) else model
+    if config.data.max_length > (longest := max_input_length(plain)):
         raise ValueError(
             f"data.max_length={config.data.max_length} exceeds the {longest} tokens the model's "
             f"position table holds (max_position_embeddings="
@@ -79,6 +87,19 @@ def build_model(config: ml_collections.ConfigDict, rng: jax.Array, tokenizer=Non
         )
     check_vocabulary(tokenizer, model.config)
     return tokenizer, model, params
+
+
+def lora_config(config: ml_collections.ConfigDict) -> LoraConfig | None:
+    """The experiment's `lora` section as a LoraConfig; None when lora.rank is None."""
+    section = config.lora
+    if section.rank is None:
+        return None
+    targets = None
+    if section.targets:
+        targets = tuple(t.strip() for t in section.targets.split(",") if t.strip())
+    return LoraConfig(
+        rank=section.rank, alpha=section.alpha, dropout=section.dropout, targets=targets
+    )
 
 
 def log_compute(config: BertConfig) -> None:

@@ -12,8 +12,9 @@ import jax
 import ml_collections
 import optax
 
-# Leaves that get weight decay: matrices and embedding tables. Biases and LayerNorm scales don't.
-DECAYED = {"w_q", "w_k", "w_v", "w_o", "w1", "w2", "kernel", "embedding"}
+# Leaves that get weight decay: matrices and embedding tables (and LoRA's A and B, as PEFT
+# models train under transformers' Trainer). Biases and LayerNorm scales don't.
+DECAYED = {"w_q", "w_k", "w_v", "w_o", "w1", "w2", "kernel", "embedding", "a", "b"}
 
 
 def decay_mask(params) -> Any:

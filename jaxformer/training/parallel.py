@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxformer.lora import LoraModel
 from jaxformer.models import BertForSequenceClassification
 from jaxformer.runtime import onednn
 from jaxformer.training import sharding as sharding_lib
@@ -196,6 +197,8 @@ class Parallelism:
             self.num_devices,
             self.sharding,
         )
+        if isinstance(model, LoraModel):
+            return model.clone(model=model.model.clone(config=model.config.replace(matmul="xla")))
         return model.clone(config=model.config.replace(matmul="xla"))
 
     def compile_train(self, step: Callable) -> Callable:

@@ -12,23 +12,85 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from flax.training.train_state import TrainState
+from flax import struct, traverse_util
+from flax.training import train_state
 
+from jaxformer import lora
 from jaxformer.tasks import classification
 from jaxformer.training import optim
+
+
+class TrainState(train_state.TrainState):
+    """flax's TrainState with frozen leaves (a LoRA model's base weights): `frozen` holds their
+    paths; gradients and optimizer moments exist only for the other leaves (`split`)."""
+
+    frozen: frozenset = struct.field(pytree_node=False, default=frozenset())
+
+    @classmethod
+    def create(cls, *, apply_fn, params, tx, frozen=frozenset(), **kwargs):
+        trained, _ = _split(params, frozen)
+        opt_state = tx.init(trained)
+        return cls(
+            step=0,
+            apply_fn=apply_fn,
+            params=params,
+            tx=tx,
+            opt_state=opt_state,
+            frozen=frozen,
+            **kwargs,
+        )
+
+    def split(self) -> tuple[dict, dict]:
+        """(the trained leaves, the frozen ones), each a tree of `params`' paths."""
+        return _split(self.params, self.frozen)
+
+    def apply_gradients(self, *, grads, **kwargs):
+        """One update of the trained leaves by `grads` (a tree of theirs); frozen leaves are
+        carried over as they are."""
+        trained, frozen = self.split()
+        updates, opt_state = self.tx.update(grads, self.opt_state, trained)
+        params = join(optax.apply_updates(trained, updates), frozen)
+        return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **kwargs)
+
+
+def _split(params, frozen: frozenset) -> tuple[dict, dict]:
+    if not frozen:
+        return params, {}
+    flat = traverse_util.flatten_dict(params)
+    trained = {k: v for k, v in flat.items() if k not in frozen}
+    fixed = {k: v for k, v in flat.items() if k in frozen}
+    return traverse_util.unflatten_dict(trained), traverse_util.unflatten_dict(fixed)
+
+
+def join(trained: dict, frozen: dict) -> dict:
+    if not frozen:
+        return trained
+    flat = traverse_util.flatten_dict(trained) | traverse_util.flatten_dict(frozen)
+    return traverse_util.unflatten_dict(flat)
+
+
+def frozen_paths(model, params) -> frozenset:
+    """The leaves of `params` that do not train: a LoRA model's base weights but its head."""
+    if not isinstance(model, lora.LoraModel):
+        return frozenset()
+    mask = traverse_util.flatten_dict(lora.trainable(model, params))
+    return frozenset(k for k, trains in mask.items() if not trains)
 
 
 def create_state(model, params, optimizer: ml_collections.ConfigDict, num_steps: int) -> TrainState:
     """A fresh state at step 0; `optimizer` is the experiment's `optimizer` section."""
     return TrainState.create(
-        apply_fn=model.apply, params=params, tx=optim.make_optimizer(optimizer, num_steps)
+        apply_fn=model.apply,
+        params=params,
+        tx=optim.make_optimizer(optimizer, num_steps),
+        frozen=frozen_paths(model, params),
     )
 
 
-def _loss_sums(params, apply_fn, batch, dropout_rng, loss_terms):
+def _loss_sums(trained, frozen, apply_fn, batch, dropout_rng, loss_terms):
     """Sums over scored items (weight 1), so micro-batches and devices can be added up."""
     outputs = apply_fn(
-        {"params": params},
+        {"params": join(trained, frozen)},
         batch["input_ids"],
         batch["attention_mask"],
         batch["token_type_ids"],
@@ -58,10 +120,12 @@ def train_step(
     dropout_rng = jax.random.fold_in(rng, state.step)
     if axis_name is not None:
         dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
-    grad_fn = jax.value_and_grad(_loss_sums, has_aux=True)
+    grad_fn = jax.value_and_grad(_loss_sums, has_aux=True)  # of the trained leaves only
+    # flax's own TrainState (no frozen leaves) trains all of them.
+    trained, frozen = _split(state.params, getattr(state, "frozen", frozenset()))
     if accum_steps == 1:
         (loss_sum, (correct, count)), grads = grad_fn(
-            state.params, state.apply_fn, batch, dropout_rng, loss_terms
+            trained, frozen, state.apply_fn, batch, dropout_rng, loss_terms
         )
     else:
         micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
@@ -69,11 +133,11 @@ def train_step(
         def accumulate(carry, i_mb):
             i, mb = i_mb
             (l, (c, n)), g = grad_fn(
-                state.params, state.apply_fn, mb, jax.random.fold_in(dropout_rng, i), loss_terms
+                trained, frozen, state.apply_fn, mb, jax.random.fold_in(dropout_rng, i), loss_terms
             )
             return jax.tree.map(jnp.add, carry, (l, c, n, g)), None
 
-        zeros = (0.0, 0.0, 0.0, jax.tree.map(jnp.zeros_like, state.params))
+        zeros = (0.0, 0.0, 0.0, jax.tree.map(jnp.zeros_like, trained))
         (loss_sum, correct, count, grads), _ = jax.lax.scan(
             accumulate, zeros, (jnp.arange(accum_steps), micro)
         )
