@@ -24,6 +24,7 @@ from flax import traverse_util
 
 from jaxformer import families, lora
 from jaxformer.hf import CheckpointError
+from jaxformer.hf.hub import load_config, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,8 @@ def load(
     pairs = {k: v for k, v in stored.items() if ".lora_A." in k or ".lora_B." in k}
     head_tensors = {k: v for k, v in stored.items() if k not in pairs}
     if num_labels is None and task in LABELLED:
-        probe, _ = from_pretrained(base, task="base", **config_overrides)  # only for its family
-        names = families.family(probe.config.model_type).names
+        model_type = load_config(resolve_checkpoint(base), **config_overrides).model_type
+        names = families.family(model_type).names
         out = f"{names.outputs[task]}/kernel"
         for name, (path, _) in names.heads[task].items():
             if path == out and name in head_tensors:
