@@ -29,6 +29,7 @@ generator's state and the inputs' shapes and values.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -142,6 +143,37 @@ def mask_tokens(
     masked = np.where(to_mask, mask_id, np.where(to_random, random_ids, input_ids))
     labels = np.where(selected, input_ids, IGNORE)
     return masked.astype(np.int32), labels.astype(np.int32)
+
+
+def target_slots(length: int, mask_prob: float) -> int:
+    """The default number of target slots p of a row of `length` tokens: the expected count
+    length * mask_prob plus six standard deviations of its binomial spread, plus one, rounded up
+    to a multiple of 8 and capped at `length`, so a row of independently chosen tokens almost
+    never has more (`gather_targets` widens a batch that does)."""
+    mean = length * mask_prob
+    spread = math.sqrt(length * mask_prob * (1.0 - mask_prob))
+    return min(length, 8 * math.ceil((mean + 6.0 * spread + 1.0) / 8))
+
+
+def gather_targets(labels: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """The targets of `mask_tokens`' labels (b, t) as (positions, target_labels), both (b, p)
+    int32: each row's target positions in order, then slots at position 0 with label -100.
+    p is `slots`, or where a row has more targets, the next power of two that holds them
+    (capped at t), so that few distinct shapes compile and no target is dropped."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise MaskingError(f"labels {labels.shape} must be (batch, length)")
+    if slots < 1:
+        raise MaskingError(f"slots={slots}; it must be positive")
+    b, t = labels.shape
+    chosen = labels != IGNORE  # (b, t)
+    most = int(chosen.sum(axis=1).max(initial=0))
+    p = min(slots, t) if most <= slots else min(t, 1 << (most - 1).bit_length())
+    order = np.argsort(~chosen, axis=1, kind="stable")[:, :p]  # targets first, in order
+    used = np.take_along_axis(chosen, order, axis=1)  # (b, p)
+    positions = np.where(used, order, 0)
+    targets = np.where(used, np.take_along_axis(labels, order, axis=1), IGNORE)
+    return positions.astype(np.int32), targets.astype(np.int32)
 
 
 def word_start_table(tokenizer: Tokenizer) -> np.ndarray:

@@ -186,9 +186,25 @@ class MaskedLMHead(nn.Module):
         return layers.tied_logits(x, table.astype(x.dtype), bias.astype(x.dtype))  # (b, t, v)
 
 
+def gather_positions(x: Array, positions: Array | None) -> Array:
+    """x (b, t, m) at each row's `positions` (b, p) -> (b, p, m); x itself for None. A masked
+    LM decodes only the positions it scores: the vocabulary projection is its largest matmul."""
+    if positions is None:
+        return x
+    if jnp.ndim(positions) != 2 or jnp.shape(positions)[0] != x.shape[0]:
+        raise ValueError(
+            f"masked_positions has shape {jnp.shape(positions)}; it must be (batch, positions) "
+            f"with batch {x.shape[0]}, as the input_ids"
+        )
+    if not jnp.issubdtype(jnp.asarray(positions).dtype, jnp.integer):
+        raise ValueError(f"masked_positions must be integer indices, got {positions.dtype}")
+    return jnp.take_along_axis(x, positions[..., None], axis=1, mode="clip")
+
+
 class BertForMaskedLM(Head):
     """logits_t = LN(act(W x_t + b)) E^T + b_v over the vocabulary, E the token embeddings, as
-    transformers' BertForMaskedLM."""
+    transformers' BertForMaskedLM: at every position t, or with `masked_positions` (b, p) int
+    at those only ((b, p, vocab))."""
 
     mlm_activation: ClassVar[str | None] = None  # None: hidden_act
 
@@ -201,10 +217,12 @@ class BertForMaskedLM(Head):
         position_ids=None,
         *,
         train: bool = False,
+        masked_positions=None,
     ) -> Array:
         c = self.config
         encoder = self.encoder(c, add_pooling_layer=False, name=self.prefix)
         x, _ = encoder(input_ids, attention_mask, token_type_ids, position_ids, train=train)
+        x = gather_positions(x, masked_positions)  # (b, t or p, m)
         table = encoder.variables["params"]["embeddings"]["token"]["embedding"]  # (vocab, e)
         logits = MaskedLMHead(c, self.mlm_activation, name="mlm")(x, table)
-        return logits.astype(jnp.float32)  # (b, t, vocab)
+        return logits.astype(jnp.float32)  # (b, t or p, vocab)

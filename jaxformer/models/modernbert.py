@@ -280,15 +280,24 @@ class TiedDecoder(nn.Module):
 
 
 class ModernBertForMaskedLM(_ModernBert, heads.BertForMaskedLM):
-    """logits_t = head(x_t) E^T + b_v, E the token embeddings."""
+    """logits_t = head(x_t) E^T + b_v, E the token embeddings; at `masked_positions` (b, p)
+    only where given."""
 
     @nn.compact
     def __call__(
-        self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, *, train=False
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        *,
+        train=False,
+        masked_positions=None,
     ) -> Array:
         c = self.config
         encoder = self.encoder(c, name=self.prefix)
         x, _ = encoder(input_ids, attention_mask, token_type_ids, position_ids, train=train)
+        x = heads.gather_positions(x, masked_positions)  # (b, t or p, m)
         table = encoder.variables["params"]["embeddings"]["token"]["embedding"]  # (vocab, m)
-        x = PredictionHead(c, name="head")(x)  # (b, t, m)
-        return TiedDecoder(c, name="decoder")(x, table).astype(jnp.float32)  # (b, t, vocab)
+        x = PredictionHead(c, name="head")(x)  # (b, t or p, m)
+        return TiedDecoder(c, name="decoder")(x, table).astype(jnp.float32)  # (b, t or p, v)

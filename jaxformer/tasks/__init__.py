@@ -80,6 +80,9 @@ class Task:
     splits_available: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
     train_accuracy: ClassVar[bool] = True  # whether a training step's "accuracy" means one
     section: ClassVar[str | None] = None  # the task's own section of the experiment config
+    # Batch fields the steps pass to the model as keywords, where a batch has them (masked-LM's
+    # masked_positions).
+    model_inputs: ClassVar[tuple[str, ...]] = ()
 
     @staticmethod
     def settings(c: ml_collections.ConfigDict) -> None:

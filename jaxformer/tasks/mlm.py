@@ -5,6 +5,10 @@ tokens are chosen, 80% of them become the mask token, 10% a random token, 10% st
 is the cross-entropy at the chosen positions only, and a split is scored by its perplexity
 exp(mean loss) and the accuracy of the predicted tokens (transformers' run_mlm.py).
 
+Only the targets are decoded: the host also lists each row's target positions (a fixed number
+of slots per batch shape, jaxformer.data.masking.gather_targets), and the model gathers their
+hidden states before its transform and the vocabulary projection, the step's largest matmul.
+
 The masking is drawn on the host with a generator seeded by the batch's position
 (jaxformer.data.masking), so a resumed run sees the masks it would have seen, and a split is
 masked the same way at every evaluation.
@@ -87,10 +91,22 @@ class MaskedLM(Task):
             word_starts=masking.word_start_table(tok) if m.whole_word_mask else None,
         )
 
+    # The model decodes the targets only: the transform's masked_positions (b, p) go to the
+    # model, which gathers their hidden states before the vocabulary projection.
+    model_inputs = ("masked_positions",)
+
     @staticmethod
     def loss_terms(logits, batch):
-        labels = batch["labels"]  # (b, t), IGNORE off the chosen positions
-        weight = (labels != batching.IGNORE) * batch["weights"][:, None]  # (b, t)
+        """logits: (b, p, vocab) at the batch's masked_positions, scored against masked_labels
+        (b, p); or, for a batch without them, (b, t, vocab) against labels (b, t). IGNORE off
+        the targets either way."""
+        labels = batch["masked_labels"] if "masked_positions" in batch else batch["labels"]
+        if logits.shape[:2] != labels.shape:
+            raise ValueError(
+                f"masked-LM logits {logits.shape} do not match the labels {labels.shape}: pass "
+                "the batch's masked_positions to the model (the task's model_inputs)"
+            )
+        weight = (labels != batching.IGNORE) * batch["weights"][:, None]  # (b, p) or (b, t)
         correct = logits.argmax(-1) == labels
         return cross_entropy(logits, labels), weight, correct
 
@@ -126,4 +142,8 @@ class MaskedLM(Task):
 
 def _mask_batch(batch, rng, **kwargs):
     ids, labels = masking.mask_tokens(batch["input_ids"], batch["attention_mask"], rng, **kwargs)
-    return dict(batch, input_ids=ids, labels=labels)
+    slots = masking.target_slots(ids.shape[1], kwargs["mask_prob"])
+    positions, targets = masking.gather_targets(labels, slots)
+    return dict(
+        batch, input_ids=ids, labels=labels, masked_positions=positions, masked_labels=targets
+    )

@@ -200,7 +200,11 @@ def evaluate_split(
     # eval_step reads only apply_fn and params: no optimizer.
     state = TrainState(step=0, apply_fn=model.apply, params=params, tx=None, opt_state=None)
     state = par.put_state(state)
-    eval_fn = par.compile_eval(functools.partial(steps.eval_step, eval_outputs=task.eval_outputs))
+    eval_fn = par.compile_eval(
+        functools.partial(
+            steps.eval_step, eval_outputs=task.eval_outputs, model_inputs=task.model_inputs
+        )
+    )
     start = time.perf_counter()
     result = metrics.evaluate_batches(
         eval_fn,

@@ -324,9 +324,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, par: P
             steps.train_step,
             loss_terms=task.loss_terms,
             accum_steps=config.optimizer.accum_steps,
+            model_inputs=task.model_inputs,
         )
     )
-    eval_fn = par.compile_eval(functools.partial(steps.eval_step, eval_outputs=task.eval_outputs))
+    eval_fn = par.compile_eval(
+        functools.partial(
+            steps.eval_step, eval_outputs=task.eval_outputs, model_inputs=task.model_inputs
+        )
+    )
     schedule = optim.make_schedule(config.optimizer, num_steps)
     # A key of its own, not the parameter-init one (seed): dropout masks independent of heads.
     dropout_rng = jax.random.PRNGKey(config.seed + 1)

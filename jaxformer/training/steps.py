@@ -87,7 +87,12 @@ def create_state(model, params, optimizer: ml_collections.ConfigDict, num_steps:
     )
 
 
-def _loss_sums(trained, frozen, apply_fn, batch, dropout_rng, loss_terms):
+def _keywords(batch: dict, model_inputs: tuple[str, ...]) -> dict:
+    """The model's keyword inputs: the fields of `model_inputs` (a task's) the batch has."""
+    return {k: batch[k] for k in model_inputs if k in batch}
+
+
+def _loss_sums(trained, frozen, apply_fn, batch, dropout_rng, loss_terms, model_inputs):
     """Sums over scored items (weight 1), so micro-batches and devices can be added up."""
     outputs = apply_fn(
         {"params": join(trained, frozen)},
@@ -96,6 +101,7 @@ def _loss_sums(trained, frozen, apply_fn, batch, dropout_rng, loss_terms):
         batch["token_type_ids"],
         train=True,
         rngs={"dropout": dropout_rng},
+        **_keywords(batch, model_inputs),
     )
     loss, w, correct = loss_terms(outputs, batch)
     return (loss * w).sum(), ((correct * w).sum(), w.sum())
@@ -109,13 +115,15 @@ def train_step(
     loss_terms=classification.single_label_terms,
     accum_steps: int = 1,
     axis_name: str | None = None,
+    model_inputs: tuple[str, ...] = (),
 ) -> tuple[TrainState, dict]:
     """One AdamW update on a global batch of (b,) examples; gradients averaged over the weights
     of the scored items (examples, or tokens), which `loss_terms` (a task's) gives.
 
     With `accum_steps` > 1 the batch is split into that many micro-batches (lax.scan) whose
     gradient sums are added: the update equals the one-shot update, with less memory.
-    Under pmap, `axis_name` names the device axis the sums are psum'ed over.
+    Under pmap, `axis_name` names the device axis the sums are psum'ed over. `model_inputs`
+    (a task's): batch fields passed to the model as keywords, where the batch has them.
     """
     dropout_rng = jax.random.fold_in(rng, state.step)
     if axis_name is not None:
@@ -125,15 +133,16 @@ def train_step(
     trained, frozen = _split(state.params, getattr(state, "frozen", frozenset()))
     if accum_steps == 1:
         (loss_sum, (correct, count)), grads = grad_fn(
-            trained, frozen, state.apply_fn, batch, dropout_rng, loss_terms
+            trained, frozen, state.apply_fn, batch, dropout_rng, loss_terms, model_inputs
         )
     else:
         micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
 
         def accumulate(carry, i_mb):
             i, mb = i_mb
+            rng = jax.random.fold_in(dropout_rng, i)
             (l, (c, n)), g = grad_fn(
-                trained, frozen, state.apply_fn, mb, jax.random.fold_in(dropout_rng, i), loss_terms
+                trained, frozen, state.apply_fn, mb, rng, loss_terms, model_inputs
             )
             return jax.tree.map(jnp.add, carry, (l, c, n, g)), None
 
@@ -158,16 +167,22 @@ def train_step(
 
 
 def eval_step(
-    state: TrainState, batch: dict, *, eval_outputs=classification.single_label_outputs
+    state: TrainState,
+    batch: dict,
+    *,
+    eval_outputs=classification.single_label_outputs,
+    model_inputs: tuple[str, ...] = (),
 ) -> dict[str, jax.Array]:
     """The task's deterministic per-example outputs of a batch (classification: "logits" (b,
     labels), "loss" (b,), "labels"), with the batch's "weights" and "index", padding rows
-    included: the host drops them (weight 0) and puts the split back in order."""
+    included: the host drops them (weight 0) and puts the split back in order. `model_inputs`:
+    as for `train_step`."""
     outputs = state.apply_fn(
         {"params": state.params},
         batch["input_ids"],
         batch["attention_mask"],
         batch["token_type_ids"],
+        **_keywords(batch, model_inputs),
     )
     return {
         **eval_outputs(outputs, batch),
