@@ -2,14 +2,22 @@
 selected share and the 80/10/10 split), what is never selected, the labels, determinism per
 (seed, step), at least one target a row, whole-word masking against words found by hand; and
 `word_start_table` for WordPiece (MiniLM's), byte-level BPE and SentencePiece
-Unigram vocabularies, checked token by token against the markers."""
+Unigram vocabularies, checked token by token against the markers; the targets listed per row
+(`target_slots`, `gather_targets`) for a model that decodes only those."""
 
 import numpy as np
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import jaxformer
-from jaxformer.data.masking import MaskingError, mask_tokens, word_start_table
+from jaxformer.data.masking import (
+    IGNORE,
+    MaskingError,
+    gather_targets,
+    mask_tokens,
+    target_slots,
+    word_start_table,
+)
 
 VOCAB = 1000
 PAD, CLS, SEP, UNK, MASK = 0, 1, 2, 3, 4
@@ -233,3 +241,49 @@ def test_word_start_table_of_bpe_and_sentencepiece(kind):
     enc = tok.tokenizer.encode("the movie was superb", add_special_tokens=False)
     spaced = [t.startswith(marker) for t in enc.tokens]
     assert list(table[enc.ids]) == spaced and sum(spaced) >= 3
+
+
+def test_target_slots_hold_the_targets_of_independent_draws(rng):
+    assert [target_slots(t, 0.15) for t in (16, 64, 128, 512)] == [16, 32, 48, 128]
+    assert target_slots(4, 0.5) == 4  # capped at the length
+    ids, mask = batch(rng, t=128, shortest=128)
+    _, labels = corrupt(ids, mask, mask_prob=0.15)
+    most = (labels != IGNORE).sum(1).max()
+    assert most <= target_slots(128, 0.15) < 128
+
+
+def test_gather_targets_by_hand():
+    labels = np.full((3, 10), IGNORE, np.int32)
+    labels[0, [2, 5, 9]] = [11, 12, 13]
+    labels[1, [0]] = [21]  # row 2: no target (a filler row)
+    positions, targets = gather_targets(labels, 4)
+    np.testing.assert_array_equal(positions, [[2, 5, 9, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        targets, [[11, 12, 13, IGNORE], [21, IGNORE, IGNORE, IGNORE], [IGNORE] * 4]
+    )
+    assert positions.dtype == targets.dtype == np.int32
+    # Scattered back, the targets are the labels.
+    back = np.full_like(labels, IGNORE)
+    rows = np.arange(3)[:, None]
+    used = targets != IGNORE
+    back[np.broadcast_to(rows, used.shape)[used], positions[used]] = targets[used]
+    np.testing.assert_array_equal(back, labels)
+
+
+def test_gather_targets_widens_a_batch_with_more_targets_than_slots():
+    labels = np.full((2, 40), IGNORE, np.int32)
+    labels[1, :19] = np.arange(19)
+    positions, targets = gather_targets(labels, 8)
+    assert positions.shape == targets.shape == (2, 32)  # the next power of two over 19
+    np.testing.assert_array_equal(positions[1, :19], np.arange(19))
+    np.testing.assert_array_equal(targets[1, :19], np.arange(19))
+    assert (targets[1, 19:] == IGNORE).all() and (targets[0] == IGNORE).all()
+    assert gather_targets(np.zeros((1, 24), np.int32), 8)[0].shape == (1, 24)  # capped at t
+    assert gather_targets(labels, 100)[0].shape == (2, 40)
+
+
+def test_gather_targets_bad_inputs():
+    with pytest.raises(MaskingError, match=r"labels \(5,\) must be \(batch, length\)"):
+        gather_targets(np.zeros(5, np.int32), 8)
+    with pytest.raises(MaskingError, match="slots=0"):
+        gather_targets(np.zeros((2, 5), np.int32), 0)

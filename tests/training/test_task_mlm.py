@@ -2,15 +2,17 @@
 falls, validation and eval report the perplexity of the chosen tokens, the export is a
 transformers masked-LM folder, and a classifier fine-tunes from it."""
 
+import functools
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 
 from jaxformer import tasks
-from jaxformer.data import batching
-from jaxformer.training import evaluate, loop
+from jaxformer.data import batching, masking
+from jaxformer.training import evaluate, loop, steps
 
 
 def test_masked_lm_learns_and_a_classifier_fine_tunes_from_its_export(
@@ -61,3 +63,68 @@ def test_masking_never_touches_padding_or_special_tokens(make_config):
         chosen += picked.sum()
     real = split.lengths.sum() - 2 * len(split)  # [CLS] and [SEP] are never chosen
     assert 0.10 < chosen / real < 0.20
+
+
+def mlm_setup(make_config, **changes):
+    """The tiny masked-LM model, its train state, and the first training batches, masked."""
+    config = make_config(task="masked_lm", label_names=None, **changes)
+    tokenizer = loop.build_tokenizer(config)
+    task = tasks.make(config, tokenizer)
+    _, model, params = loop.build_model(config, jax.random.key(0), tokenizer, task)
+    state = steps.create_state(model, params, config.optimizer, 10)
+    split = task.splits(("train",))["train"]
+    batches = batching.TrainBatches(split, 8, seed=0, transform=task.transform())
+    return task, state, batches
+
+
+def dense(batch):
+    """The batch without its target lists: the model decodes every position."""
+    return {k: v for k, v in batch.items() if k not in ("masked_positions", "masked_labels")}
+
+
+def assert_sparse_equals_dense(task, state, batch):
+    b, t = batch["input_ids"].shape
+    p = batch["masked_positions"].shape[1]
+    assert batch["masked_labels"].shape == (b, p) and p <= t
+    picked = batch["labels"] != batching.IGNORE
+    assert (batch["masked_labels"] != batching.IGNORE).sum() == picked.sum()  # none dropped
+    eval_fn = functools.partial(
+        steps.eval_step, eval_outputs=task.eval_outputs, model_inputs=task.model_inputs
+    )
+    sparse_out, dense_out = eval_fn(state, batch), eval_fn(state, dense(batch))
+    for k in ("loss_sum", "correct", "tokens"):
+        np.testing.assert_allclose(sparse_out[k], dense_out[k], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(dense_out["tokens"], picked.sum(1) * batch["weights"])
+    for accum in (1, 2):  # micro-batches reshape the (b, p) arrays like the (b, t) ones
+        train = functools.partial(
+            steps.train_step,
+            loss_terms=task.loss_terms,
+            accum_steps=accum,
+            model_inputs=task.model_inputs,
+        )
+        rng = jax.random.key(3)
+        (s1, m1), (s2, m2) = train(state, batch, rng), train(state, dense(batch), rng)
+        for k in ("loss", "accuracy", "grad_norm"):
+            np.testing.assert_allclose(m1[k], m2[k], rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_decoding_the_targets_only_gives_the_dense_loss_and_metrics(make_config):
+    task, state, batches = mlm_setup(make_config)
+    batch = batches.batch(0, 0)
+    t = batch["input_ids"].shape[1]
+    assert batch["masked_positions"].shape[1] == masking.target_slots(t, 0.15)
+    assert_sparse_equals_dense(task, state, batch)
+    with pytest.raises(ValueError, match="pass the batch's masked_positions to the model"):
+        steps.eval_step(state, batch, eval_outputs=task.eval_outputs)  # dense logits, sparse labels
+
+
+def test_a_batch_with_more_targets_than_the_default_slots_keeps_them_all(make_config, monkeypatch):
+    task, state, batches = mlm_setup(make_config)
+    monkeypatch.setattr(masking, "target_slots", lambda length, mask_prob: 2)
+    batch = batches.batch(0, 0)
+    most = int((batch["labels"] != batching.IGNORE).sum(1).max())
+    assert most > 2
+    assert batch["masked_positions"].shape[1] == 1 << (most - 1).bit_length()
+    assert_sparse_equals_dense(task, state, batch)
