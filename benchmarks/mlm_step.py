@@ -28,6 +28,7 @@ flags.DEFINE_string("shape", "32x128", "BATCHxLENGTH.")
 flags.DEFINE_integer("reps", 5, "Timed steps per side (median reported).")
 flags.DEFINE_integer("warmup", 1, "Untimed steps per side after the first (compile) one.")
 flags.DEFINE_float("mask_prob", 0.15, "The share of real tokens chosen as targets.")
+flags.DEFINE_integer("layers", 6, "Encoder layers (MiniLM-L6: 6; fewer for a smoke run).")
 flags.DEFINE_enum(
     "xla_cpu_dots",
     "onednn",
@@ -101,7 +102,7 @@ def main(argv):
     from jaxformer.training import steps
 
     b, t = (int(x) for x in FLAGS.shape.split("x"))
-    model = BertForMaskedLM(BertConfig(**MINILM))
+    model = BertForMaskedLM(BertConfig(**(MINILM | {"num_hidden_layers": FLAGS.layers})))
     params = init_params(model, jax.random.key(0))
     optimizer = training_config.get_config().optimizer
     batch = {k: jnp.asarray(v) for k, v in masked_batch(b, t).items()}
@@ -141,6 +142,7 @@ def main(argv):
     result = {
         "shape": FLAGS.shape,
         "vocab_size": MINILM["vocab_size"],
+        "layers": FLAGS.layers,
         "target_slots": int(batch["masked_positions"].shape[1]),
         "targets": int((batch["labels"] != -100).sum()),
         "first_loss": {side: float(v) for side, v in losses.items()},
