@@ -26,14 +26,23 @@ def test_xla_cpu_dots_values():
         parallel.Parallelism("data")
 
 
-def test_parallel_paths_agree(tmp_path, make_config, read_metrics):
-    """jit over a 4-device Mesh, pmap over 4 devices and one device: same losses."""
+@pytest.mark.parametrize("task", ["classification", "masked_lm"])
+def test_parallel_paths_agree(tmp_path, make_config, read_metrics, task):
+    """jit over a 4-device Mesh, pmap over 4 devices and one device: same losses (masked-LM:
+    its (b, p) target lists split over the devices like the rest of the batch)."""
     if jax.device_count() < 4:
         pytest.skip("needs 4 devices: XLA_FLAGS=--xla_force_host_platform_device_count=4")
     losses = {}
+    labels = {} if task == "classification" else {"label_names": None}
     for kind in ("jit", "pmap", "single"):
         config = make_config(
-            num_train_steps=5, log_every=1, eval_every=100, parallelism=kind, export_dir=None
+            num_train_steps=5,
+            log_every=1,
+            eval_every=100,
+            parallelism=kind,
+            export_dir=None,
+            task=task,
+            **labels,
         )
         loop.train_and_evaluate(config, tmp_path / kind)
         losses[kind] = [r["loss"] for r in read_metrics(tmp_path / kind, "train")]
