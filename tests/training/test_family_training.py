@@ -32,6 +32,31 @@ FAMILY_CONFIGS = {
         num_attention_heads=4,
         intermediate_size=64,
     ),
+    "camembert": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        type_vocab_size=1,
+    ),
+    "mpnet": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=80,  # positions start after id 1, MPNet's padding_idx
+    ),
+    "deberta": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        relative_attention=True,
+        max_relative_positions=16,
+        pos_att_type=["c2p", "p2c"],
+        type_vocab_size=0,
+    ),
     "deberta-v2": dict(
         hidden_size=32,
         num_hidden_layers=2,
