@@ -1,7 +1,8 @@
 """LoRA adapters (jaxformer.lora) against Hugging Face PEFT: a fresh adapter changes nothing;
 an adapter written by `save_pretrained` loads in `peft.PeftModel.from_pretrained` with the same
-outputs, and one PEFT writes loads in `jaxformer.from_pretrained` with PEFT's outputs; `merge`
-gives the plain model with the adapted outputs; bad configs are refused."""
+outputs, for every family's classification and token-classification heads, and one PEFT writes
+loads in `jaxformer.from_pretrained` with PEFT's outputs; `merge` gives the plain model with the
+adapted outputs; bad configs are refused."""
 
 import json
 
@@ -9,7 +10,14 @@ import hf_parity
 import jax
 import numpy as np
 import pytest
+import test_families_camembert as camembert
+import test_families_deberta as deberta_v2
+import test_families_deberta_v1 as deberta
+import test_families_electra_albert as electra_albert
+import test_families_modernbert as modernbert
+import test_families_mpnet as mpnet
 from flax import traverse_util
+from test_families import DISTILBERT_SHAPES, ROBERTA_SHAPES
 
 import jaxformer
 from jaxformer import families, lora
@@ -40,6 +48,22 @@ FAMILIES = {
     "deberta-v2": ("DebertaV2", DEBERTA_V2, None),
 }
 
+# Every registered family, with the odd shapes of its own parity tests: (transformers stem,
+# fields). ModernBERT runs transformers' sdpa attention, as its parity tests do.
+EVERY_FAMILY = {
+    "bert": ("Bert", BERT),
+    "roberta": ("Roberta", ROBERTA_SHAPES),
+    "xlm-roberta": ("XLMRoberta", ROBERTA_SHAPES),
+    "camembert": ("Camembert", camembert.SHAPES),
+    "distilbert": ("DistilBert", DISTILBERT_SHAPES),
+    "electra": ("Electra", electra_albert.ELECTRA_SHAPES),
+    "albert": electra_albert.FAMILIES["albert"],  # one group of two layers: shared weights
+    "modernbert": ("ModernBert", modernbert.SHAPES | modernbert.VARIANTS["mean"]),
+    "deberta": ("Deberta", deberta.CONFIGS["both"]),
+    "deberta-v2": ("DebertaV2", deberta_v2.CONFIGS["v3"]),
+    "mpnet": ("MPNet", mpnet.SHAPES),
+}
+
 
 def base_folder(family, task, tmp_path):
     stem, fields, _ = FAMILIES[family]
@@ -62,6 +86,20 @@ def perturbed(params, seed=1):
         for k, v in flat.items()
     }
     return {"base": params["base"], "lora": traverse_util.unflatten_dict(flat)}
+
+
+def perturbed_head(model, params, seed=2):
+    """`params` with the task head (what trains with the adapters) moved off the base
+    checkpoint's, so the adapter folder must carry it."""
+    rng = np.random.default_rng(seed)
+    mask = traverse_util.flatten_dict(lora.trainable(model, params))
+    flat = {
+        k: v + (0.1 * rng.standard_normal(v.shape)).astype(np.float32)
+        if mask[k] and k[0] == "base"
+        else v
+        for k, v in traverse_util.flatten_dict(params).items()
+    }
+    return traverse_util.unflatten_dict(flat)
 
 
 def outputs(model, params, batch):
@@ -116,6 +154,32 @@ def test_fresh_adapters_change_nothing_and_save_for_peft(family, tmp_path):
     np.testing.assert_allclose(
         outputs(reloaded, reloaded_params, batch)["logits"], ours["logits"], atol=1e-5
     )
+
+
+@pytest.mark.parametrize("task", ["classification", "token_classification"])
+@pytest.mark.parametrize("family", list(EVERY_FAMILY))
+def test_every_family_saves_for_peft(family, task, tmp_path):
+    """The family's default targets, adapters and head non-zero: PeftModel on transformers'
+    Auto model of the base checkpoint gives our logits."""
+    assert set(EVERY_FAMILY) == set(families.FAMILIES)
+    stem, fields = EVERY_FAMILY[family]
+    attention = "sdpa" if family == "modernbert" else "eager"
+    hf = hf_parity.random_hf_model(stem, fields, task, seed=3, attention=attention)
+    hf.save_pretrained(tmp_path / "base")
+    batch = hf_parity.random_batch(task, pad=fields.get("pad_token_id", 0), low=3)
+    config = jaxformer.LoraConfig(rank=4, alpha=8)
+    model, params = jaxformer.from_pretrained(tmp_path / "base", task=task, lora=config)
+    assert model.lora.targets is None  # the family's default
+    params = perturbed_head(model, perturbed(params))
+    ours = outputs(model, params, batch)
+    assert hf_parity.max_diff(task, ours, hf_parity.theirs(hf, task, batch), batch) > 1e-2
+    jaxformer.save_pretrained(model, params, tmp_path / "adapter")
+    auto = getattr(hf_parity.transformers, hf_parity.HEADS[task][1])
+    base = auto.from_pretrained(tmp_path / "base", attn_implementation=attention)
+    peft_model = peft.PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    diff = hf_parity.max_diff(task, ours, hf_parity.theirs(peft_model, task, batch), batch)
+    print(f"{family} {task}: ours -> PEFT {diff:.2e}")
+    assert diff < hf_parity.TOL
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
