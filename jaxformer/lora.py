@@ -73,16 +73,19 @@ class LoraConfig:
         return self.alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
 
 
-def _linear_weights(model: nn.Module) -> dict[str, tuple[str, Transform, tuple[int, int]]]:
+def linear_weights(
+    model: nn.Module, head: bool = False
+) -> dict[str, tuple[str, Transform, tuple[int, int]]]:
     """{transformers module name: (our param path, transform, HF weight shape (out, in))} of
-    every nn.Linear of `model`'s encoder that LoRA can adapt (not its task head)."""
+    every nn.Linear of `model`'s encoder that LoRA can adapt, or with `head` of its task head
+    (which trains in full)."""
     from jaxformer.hf.convert import _hf_shape, conversion_table, param_shapes
 
     shapes = traverse_util.flatten_dict(param_shapes(model), sep="/")
-    head = set(head_table(model))
+    heads = set(head_table(model))
     out = {}
     for name, (path, transform) in conversion_table(model).items():
-        if not name.endswith(".weight") or transform is IDENTITY or name in head:
+        if not name.endswith(".weight") or transform is IDENTITY or (name in heads) != head:
             continue
         hf = _hf_shape(transform, model.config, shapes[path].shape)
         if len(hf) == 2:
@@ -122,7 +125,7 @@ def targets(model: nn.Module, lora: LoraConfig) -> dict[str, tuple[str, Transfor
     """{transformers module name: (our param path, transform, HF shape)} that `lora` adapts in
     `model`; ValueError for a target that names no nn.Linear of the model's encoder."""
     wanted = default_targets(model) if lora.targets is None else lora.targets
-    linears = _linear_weights(model)
+    linears = linear_weights(model)
     found = {m: v for m, v in linears.items() if _matches(m, wanted)}
     if isinstance(wanted, str):
         unmatched = [] if found else [wanted]

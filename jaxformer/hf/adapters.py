@@ -10,6 +10,7 @@ and the task head's tensors (modules_to_save) under "base_model.model.<their nam
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -61,8 +62,8 @@ def is_adapter_folder(path: str | os.PathLike) -> bool:
 
 
 def read_config(folder: Path) -> tuple[lora.LoraConfig, dict]:
-    """(the LoraConfig, the raw adapter_config.json) of a PEFT folder; ValueError for a PEFT
-    method or LoRA variant jaxformer does not implement."""
+    """(the LoraConfig, the raw adapter_config.json) of a PEFT folder; ValueError naming the
+    field for a PEFT method or LoRA variant jaxformer does not implement, or a bad value."""
     raw = json.loads((folder / CONFIG).read_text())
     if raw.get("peft_type") != "LORA":
         raise ValueError(
@@ -76,11 +77,24 @@ def read_config(folder: Path) -> tuple[lora.LoraConfig, dict]:
                 f"implement (it reads {field}={neutral!r}); merge the adapter with PEFT "
                 "(merge_and_unload) and load the merged model"
             )
-    targets = raw.get("target_modules")
+    r, alpha, targets = raw.get("r"), raw.get("lora_alpha"), raw.get("target_modules")
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"{folder / CONFIG}: r={r!r}; the rank is an integer >= 1")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise ValueError(f"{folder / CONFIG}: lora_alpha={alpha!r}; a number > 0")
+    if not isinstance(targets, str) and not (
+        isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)
+    ):
+        raise ValueError(
+            f"{folder / CONFIG}: target_modules={targets!r}; module names or one regular expression"
+        )
+    dropout = raw.get("lora_dropout") or 0.0
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"{folder / CONFIG}: lora_dropout={dropout!r}; a probability in [0, 1)")
     config = lora.LoraConfig(
-        rank=raw["r"],
-        alpha=raw["lora_alpha"],
-        dropout=raw.get("lora_dropout") or 0.0,
+        rank=r,
+        alpha=alpha,
+        dropout=dropout,
         targets=targets if isinstance(targets, str) else tuple(sorted(targets)),
         use_rslora=bool(raw.get("use_rslora", False)),
     )
@@ -141,20 +155,28 @@ def load(
     task: str,
     num_labels: int | None,
     rng: jax.Array | None,
+    base: str | os.PathLike | None = None,
     **config_overrides,
 ) -> tuple[lora.LoraModel, dict]:
-    """A PEFT LoRA folder as (LoraModel, params): the base model from the folder's
-    base_model_name_or_path with `task`'s head, the adapters and head from the folder."""
-    from jaxformer.hf.convert import LABELLED, _hf_shape, conversion_table, from_pretrained
+    """A PEFT LoRA folder as (LoraModel, params): the base model (`base`, else the folder's
+    base_model_name_or_path) with `task`'s head, the adapters and head from the folder.
+
+    The adapters are the folder's tensors, whatever target_modules named them; one on a module
+    of the task head (which trains in full, PEFT's modules_to_save) is folded into its weight,
+    and a head module the folder does not hold is the base checkpoint's, as in PEFT."""
+    from jaxformer.hf.convert import LABELLED, from_pretrained
 
     folder = Path(folder)
+    if not is_adapter_folder(folder):
+        raise FileNotFoundError(f"{folder} is no PEFT adapter folder: it has no {CONFIG}")
     cfg, raw = read_config(folder)
-    base = raw.get("base_model_name_or_path")
-    if not base:
+    named = raw.get("base_model_name_or_path")
+    if base is None and not named:
         raise ValueError(
             f"{folder / CONFIG} names no base_model_name_or_path: set it to the base model's "
-            "folder or hub id"
+            "folder or hub id, or pass the base model (from_pretrained(base, adapter=folder))"
         )
+    base = named if base is None else base
     if not (folder / WEIGHTS).is_file():
         raise CheckpointError(f"{folder} has no {WEIGHTS} (jaxformer reads safetensors only)")
     stored = {
@@ -170,46 +192,123 @@ def load(
             if path == out and name in head_tensors:
                 num_labels = head_tensors[name].shape[0]
     model, params = from_pretrained(base, task, num_labels, rng=rng, **config_overrides)
-    c = model.config
+    if named and str(named) != str(base):
+        _check_named_base(folder, str(named), model, base)
     flat = traverse_util.flatten_dict(params, sep="/")
-    head = lora.head_table(model)
-    table = {k: v for k, v in conversion_table(model).items() if k in head}
-    found = [n for n in table if n in head_tensors]
-    if found and len(found) != len(table):
-        raise CheckpointError(
-            f"{folder / WEIGHTS} holds part of the {task} head: {found}, not "
-            f"{sorted(set(table) - set(found))}"
-        )
-    for name in found:
-        path, transform = table[name]
-        w, want = head_tensors.pop(name), _hf_shape(transform, c, flat[path].shape)
-        if w.shape != want:
-            raise CheckpointError(
-                f"{name!r} in {folder / WEIGHTS} has shape {w.shape}, the model {want}; "
-                "pass the head's num_labels"
-            )
-        flat[path] = np.asarray(transform.to_jax(w, c), flat[path].dtype)
-    if head_tensors:
-        log.info("unused adapter tensors: %s", sorted(head_tensors))
-    adapters = {}
-    for module, (path, _, (out, inp)) in lora.targets(model, cfg).items():
-        for part, shape in (("A", (cfg.rank, inp)), ("B", (out, cfg.rank))):
-            name = f"{module}.lora_{part}.weight"
-            if name not in pairs:
-                raise CheckpointError(f"{folder / WEIGHTS} lacks {PREFIX}{name}")
-            w = pairs.pop(name)
-            if w.shape != shape:
-                raise CheckpointError(
-                    f"{PREFIX}{name} in {folder / WEIGHTS} has shape {w.shape}, expected {shape}"
-                )
-            adapters[f"{path}/{part.lower()}"] = np.asarray(w, np.float32)
-    if pairs:
-        raise CheckpointError(
-            f"{folder / WEIGHTS} has adapters for modules the config's target_modules do not "
-            f"reach in this model: {sorted(pairs)[:6]}"
-        )
+    cfg, adapters = _read_adapters(folder, model, cfg, raw, pairs, flat, base)
+    _read_head(folder, model, head_tensors, flat)
     params = {
         "base": traverse_util.unflatten_dict(flat, sep="/"),
         "lora": traverse_util.unflatten_dict(adapters, sep="/"),
     }
     return lora.LoraModel(model, cfg, str(base)), jax.tree.map(jax.numpy.asarray, params)
+
+
+def _check_named_base(folder: Path, named: str, model, base) -> None:
+    """ValueError where adapter_config.json's base model, when its config.json is at hand (a
+    local folder, or the Hugging Face cache), is of another model_type or width than `base`."""
+    config = Path(named).expanduser() / "config.json"
+    if not config.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(named, "config.json")
+        except Exception:  # not a hub id either: nothing to compare
+            return
+        if not isinstance(cached, str):
+            return
+        config = Path(cached)
+    theirs, c = json.loads(config.read_text()), model.config
+    width = theirs.get("hidden_size", theirs.get("dim"))  # DistilBERT's config says dim
+    for field, value, ours in (
+        ("model_type", theirs.get("model_type"), c.model_type),
+        ("hidden_size", width, c.hidden_size),
+    ):
+        if value is not None and value != ours:
+            raise ValueError(
+                f"{folder / CONFIG}: base_model_name_or_path={named!r} is a model of {field} "
+                f"{value!r}, the base {str(base)!r} of {ours!r}: the adapter was made for "
+                "another model"
+            )
+
+
+def _read_head(folder: Path, model, head_tensors: dict, flat: dict) -> None:
+    """The folder's task-head tensors (PEFT's modules_to_save) into `flat`; the head's others
+    stay the base checkpoint's."""
+    from jaxformer.hf.convert import _hf_shape, conversion_table
+
+    c, head = model.config, lora.head_table(model)
+    table = {k: v for k, v in conversion_table(model).items() if k in head}
+    for name in [n for n in table if n in head_tensors]:
+        path, transform = table[name]
+        w, want = head_tensors.pop(name), _hf_shape(transform, c, flat[path].shape)
+        if w.shape != want:
+            labels = len(want) == w.ndim and w.shape[1:] == want[1:]
+            raise CheckpointError(
+                f"{name!r} in {folder / WEIGHTS} has shape {w.shape}, the model {want}; "
+                + ("pass the head's num_labels" if labels else "it was made for another width")
+            )
+        flat[path] = np.asarray(transform.to_jax(w, c), flat[path].dtype)
+    if head_tensors:
+        log.info("unused adapter tensors: %s", sorted(head_tensors))
+
+
+def _read_adapters(folder: Path, model, cfg, raw, pairs: dict, flat: dict, base):
+    """(the LoraConfig, {our path/a|b: array}) of the folder's lora_A/lora_B pairs; adapters on
+    head modules are folded into `flat`. CheckpointError, naming the tensor, for a pair of no
+    module of the model (another architecture), a shape that is not (r, in) / (out, r), or a
+    targeted module without its pair."""
+    c, file = model.config, folder / WEIGHTS
+    encoder, head = lora.linear_weights(model), lora.linear_weights(model, head=True)
+    modules = sorted({k.rsplit(".lora_", 1)[0] for k in pairs})
+    adapters = {}
+    for module in modules:
+        if module not in encoder and module not in head:
+            raise CheckpointError(
+                f"{file}: {PREFIX}{module}.lora_A/B adapt no nn.Linear of the {c.model_type} "
+                f"model {str(base)!r} (its are like {sorted(encoder)[:3]}): the adapter was made "
+                f"for another architecture (adapter_config.json base_model_name_or_path="
+                f"{raw.get('base_model_name_or_path')!r})"
+            )
+        path, transform, (out, inp) = encoder.get(module) or head[module]
+        ab = []
+        for part, shape in (("A", (cfg.rank, inp)), ("B", (out, cfg.rank))):
+            name = f"{PREFIX}{module}.lora_{part}.weight"
+            w = pairs.get(name.removeprefix(PREFIX))
+            if w is None:
+                raise CheckpointError(f"{file} lacks {name}")
+            if w.ndim == 2 and w.shape[1 - (part == "A")] != cfg.rank:
+                raise CheckpointError(
+                    f"{name} in {file} has shape {w.shape}: rank "
+                    f"{w.shape[1 - (part == 'A')]}, not adapter_config.json's r={cfg.rank}"
+                )
+            if w.shape != shape:
+                raise CheckpointError(
+                    f"{name} in {file} has shape {w.shape}, the {c.model_type} model "
+                    f"{str(base)!r} {shape} (its {module} is {(out, inp)}): the adapter was made "
+                    "for a model of another width"
+                )
+            ab.append(np.asarray(w, np.float32))
+        if module in encoder:
+            adapters[f"{path}/a"], adapters[f"{path}/b"] = ab
+        else:  # the head trains in full: its adapter folds into its weight
+            delta = (ab[1] @ ab[0]) * cfg.scale
+            flat[path] = (flat[path] + transform.to_jax(delta, c)).astype(flat[path].dtype)
+    wanted = cfg.targets
+    targeted = [m for m in encoder if wanted == "all-linear" or lora._matches(m, wanted)]
+    missing = sorted(set(targeted) - set(modules))
+    if missing:
+        raise CheckpointError(
+            f"{file} lacks {PREFIX}{missing[0]}.lora_A.weight, which adapter_config.json's "
+            f"target_modules={raw['target_modules']!r} name"
+        )
+    found = tuple(m for m in modules if m in encoder)
+    if not found:
+        raise CheckpointError(f"{file} holds no adapter of the model's encoder")
+    try:  # target_modules as they are where they name just these modules, else their names
+        same = set(lora.targets(model, cfg)) == set(found)
+    except ValueError:
+        same = False
+    if not same:
+        cfg = dataclasses.replace(cfg, targets=found)
+    return cfg, adapters

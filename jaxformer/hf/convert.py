@@ -290,6 +290,7 @@ def from_pretrained(
     *,
     rng: jax.Array | None = None,
     lora: LoraConfig | None = None,
+    adapter: str | os.PathLike | None = None,
     **config_overrides: Any,
 ) -> tuple[nn.Module, dict]:
     """Loads a Hugging Face checkpoint of a family in `jaxformer.families` (config.json's
@@ -314,9 +315,18 @@ def from_pretrained(
       `jaxformer.lora.LoraModel` whose params are {"base": ..., "lora": ...}. A PEFT adapter folder
       (adapter_config.json) loads as one with its adapters and head, on the base model that
       its base_model_name_or_path names (`jaxformer.hf.adapters`).
+    adapter: a PEFT LoRA adapter folder to load onto this checkpoint (the base model): a
+      LoraModel with the folder's adapters and head, whatever base its config names.
     config_overrides: BertConfig fields, e.g. dtype="bfloat16", attention="reference",
       label_names=("neg", "pos") (which also sets num_labels).
     """
+    if adapter is not None:
+        if lora is not None or adapters.is_adapter_folder(path_or_hub_id):
+            raise ValueError(
+                f"adapter={str(adapter)!r} loads onto a base model: pass the base checkpoint "
+                f"(not {str(path_or_hub_id)!r}, an adapter folder) and no lora="
+            )
+        return adapters.load(adapter, task, num_labels, rng, path_or_hub_id, **config_overrides)
     if adapters.is_adapter_folder(path_or_hub_id):
         if lora is not None:
             raise ValueError(

@@ -5,6 +5,7 @@ loads in `jaxformer.from_pretrained` with PEFT's outputs; `merge` gives the plai
 adapted outputs; bad configs are refused."""
 
 import json
+import shutil
 
 import hf_parity
 import jax
@@ -21,6 +22,7 @@ from test_families import DISTILBERT_SHAPES, ROBERTA_SHAPES
 
 import jaxformer
 from jaxformer import families, lora
+from jaxformer.hf import CheckpointError
 from jaxformer.hf.hub import load_config
 
 peft = pytest.importorskip("peft")
@@ -213,6 +215,95 @@ def test_reads_peft_folder(family, task, tmp_path):
     )
     print(f"{family} {task}: PEFT -> ours {diff:.2e}")
     assert diff < hf_parity.TOL
+
+
+def peft_folder(family, task, targets, out, seed=3, **changes):
+    """(transformers base folder, PEFT's model, its adapter folder): a random base model of
+    EVERY_FAMILY[family] (and `changes`) and a PEFT LoRA on `targets`, r=3, B random."""
+    stem, fields = EVERY_FAMILY[family]
+    attention = "sdpa" if family == "modernbert" else "eager"
+    hf = hf_parity.random_hf_model(stem, fields | changes, task, seed=seed, attention=attention)
+    hf.save_pretrained(out / "base")
+    task_type = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS"}[task]
+    config = peft.LoraConfig(
+        r=3, lora_alpha=5, target_modules=targets, task_type=task_type, init_lora_weights=False
+    )
+    torch.manual_seed(0)
+    peft_model = peft.get_peft_model(hf, config)
+    peft_model.save_pretrained(out / "adapter")
+    return out / "base", peft_model.eval(), out / "adapter"
+
+
+@pytest.mark.parametrize(
+    "family, targets",
+    [
+        ("bert", "all-linear"),  # the pooler too
+        ("electra", "all-linear"),  # the classifier's modules named, not adapted: saved whole
+        ("deberta-v2", "all-linear"),  # the pooler, part of our head: folded into it
+        ("modernbert", r".*\.(Wqkv|Wo)"),  # a regular expression
+    ],
+)
+def test_adapter_onto_base(family, targets, tmp_path):
+    """from_pretrained(base, adapter=folder): PEFT's folder, whatever its targets, on the base
+    checkpoint gives PEFT's logits; saved again, PEFT reads it back the same."""
+    task = "classification"
+    base, peft_model, folder = peft_folder(family, task, targets, tmp_path)
+    batch = hf_parity.random_batch(task, pad=EVERY_FAMILY[family][1].get("pad_token_id", 0), low=3)
+    model, params = jaxformer.from_pretrained(base, task=task, adapter=folder)
+    assert isinstance(model, lora.LoraModel) and model.lora.rank == 3
+    assert model.base_model == str(base)
+    ours = outputs(model, params, batch)
+    diff = hf_parity.max_diff(task, ours, hf_parity.theirs(peft_model, task, batch), batch)
+    print(f"{family} {targets}: PEFT -> ours {diff:.2e}")
+    assert diff < hf_parity.TOL
+    jaxformer.save_pretrained(model, params, tmp_path / "again")
+    auto = getattr(hf_parity.transformers, hf_parity.HEADS[task][1])
+    attention = "sdpa" if family == "modernbert" else "eager"
+    again = auto.from_pretrained(base, attn_implementation=attention)
+    again = peft.PeftModel.from_pretrained(again, tmp_path / "again").eval()
+    assert hf_parity.max_diff(task, ours, hf_parity.theirs(again, task, batch), batch) < 1e-4
+
+
+def edited(folder, out, **fields):
+    """A copy of the adapter `folder` with adapter_config.json's `fields` changed."""
+    shutil.copytree(folder, out)
+    raw = json.loads((out / "adapter_config.json").read_text())
+    (out / "adapter_config.json").write_text(json.dumps(raw | fields))
+    return out
+
+
+def test_adapter_refusals(tmp_path):
+    """Each a one-line error naming the file and what in it does not fit."""
+    task = "classification"
+    base, _, folder = peft_folder("bert", task, ["query", "value"], tmp_path / "bert")
+    config = r"adapter_config\.json"
+    weights = r"adapter_model\.safetensors"
+
+    ia3 = edited(folder, tmp_path / "ia3", peft_type="IA3")
+    with pytest.raises(ValueError, match=f"{config}: peft_type='IA3'"):
+        jaxformer.from_pretrained(base, task=task, adapter=ia3)
+    rank = edited(folder, tmp_path / "rank", r=5)
+    with pytest.raises(CheckpointError, match=f"{weights} has shape .*rank 3, not {config}'s r=5"):
+        jaxformer.from_pretrained(base, task=task, adapter=rank)
+    with pytest.raises(ValueError, match=f"{config}: r=0"):
+        jaxformer.from_pretrained(base, task=task, adapter=edited(folder, tmp_path / "r0", r=0))
+
+    # Another architecture: by its tensors' names, and by the base its config names.
+    _, other = base_folder("roberta", task, tmp_path / "roberta")
+    with pytest.raises(CheckpointError, match=f"{weights}: .*bert.encoder.*another architecture"):
+        jaxformer.from_pretrained(other, task=task, adapter=folder)
+    named = edited(folder, tmp_path / "named", base_model_name_or_path=str(other))
+    with pytest.raises(ValueError, match=f"{config}: base_model_name_or_path=.* model_type"):
+        jaxformer.from_pretrained(base, task=task, adapter=named)
+    # Another width: same names, other shapes.
+    wide, _, _ = peft_folder("bert", task, ["query"], tmp_path / "wide", hidden_size=48)
+    with pytest.raises(CheckpointError, match=f"{weights} has shape .*another width"):
+        jaxformer.from_pretrained(wide, task=task, adapter=folder)
+
+    with pytest.raises(ValueError, match="adapter=.*base checkpoint"):
+        jaxformer.from_pretrained(folder, task=task, adapter=folder)
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
+        jaxformer.from_pretrained(base, task=task, adapter=base)
 
 
 @pytest.mark.parametrize("model_type", list(families.FAMILIES))
