@@ -36,6 +36,7 @@ from jaxformer.hf.hub import load_config, read_weights, resolve_checkpoint
 from jaxformer.hf.names import Names, Transform
 from jaxformer.hf.sentence import SentenceConfig, read_sentence_config, write_sentence_config
 from jaxformer.lora import LoraConfig, LoraModel, add_adapters
+from jaxformer.lora import merge as merge_adapters
 from jaxformer.models import param_shapes
 from jaxformer.models.config import BertConfig
 
@@ -374,6 +375,8 @@ def save_pretrained(
     params: dict,
     out_dir: str | os.PathLike,
     tokenizer=None,
+    *,
+    merge: bool = False,
 ) -> Path:
     """Writes a folder transformers loads with the model's class (`BertModel`,
     `BertFor<Task>`, the family's others, also named in config.json's `architectures`, so the
@@ -384,11 +387,14 @@ def save_pretrained(
 
     A `jaxformer.lora.LoraModel` writes PEFT's adapter folder (`jaxformer.hf.adapters`): its
     adapters and task head, loaded by `peft.PeftModel.from_pretrained(base model, folder)`;
-    `jaxformer.lora.merge` gives the plain model to write as an ordinary checkpoint.
+    with merge=True, the plain model with the adapters folded in (`jaxformer.lora.merge`), an
+    ordinary checkpoint.
 
     Everything is written to a temporary folder first, so a failure leaves `out_dir` as it was.
     """
-    if isinstance(model, LoraModel):
+    if merge:
+        model, params = merge_adapters(model, params)
+    elif isinstance(model, LoraModel):
         return adapters.save(model, params, out_dir, tokenizer)
     out_dir = Path(out_dir)
     task = task_of(model)

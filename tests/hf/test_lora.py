@@ -183,6 +183,17 @@ def test_every_family_saves_for_peft(family, task, tmp_path):
     print(f"{family} {task}: ours -> PEFT {diff:.2e}")
     assert diff < hf_parity.TOL
 
+    # merge=True: the plain model, adapters folded in, an ordinary checkpoint transformers loads.
+    jaxformer.save_pretrained(model, params, tmp_path / "merged", merge=True)
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    merged, info = auto.from_pretrained(
+        tmp_path / "merged", output_loading_info=True, attn_implementation=attention
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    diff = hf_parity.max_diff(task, ours, hf_parity.theirs(merged.eval(), task, batch), batch)
+    print(f"{family} {task}: ours -> merged {diff:.2e}")
+    assert diff < hf_parity.TOL
+
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 @pytest.mark.parametrize("task", ["classification", "token_classification", "base"])
@@ -323,6 +334,9 @@ def test_refusals(tmp_path):
     with pytest.raises(ValueError, match="dropout"):
         jaxformer.LoraConfig(dropout=1.5)
     _, folder = base_folder("bert", "classification", tmp_path)
+    plain, plain_params = jaxformer.from_pretrained(folder)
+    with pytest.raises(ValueError, match="no LoRA adapters to merge"):
+        jaxformer.save_pretrained(plain, plain_params, tmp_path / "out", merge=True)
     with pytest.raises(ValueError, match=r"\['nope'\].*attention.self.query"):
         jaxformer.from_pretrained(folder, lora=jaxformer.LoraConfig(targets=("query", "nope")))
     model, params = jaxformer.from_pretrained(folder, lora=jaxformer.LoraConfig(dropout=0.1))
