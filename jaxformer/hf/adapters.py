@@ -5,7 +5,8 @@ modules_to_save, base_model_name_or_path, task_type) and adapter_model.safetenso
 adapted module's "base_model.model.<module>.lora_A.weight" (r, in) and ".lora_B.weight" (out, r),
 and the task head's tensors (modules_to_save) under "base_model.model.<their name>".
 `peft.PeftModel.from_pretrained(transformers base model, folder)` loads what `save` writes, and
-`load` reads what PEFT's `save_pretrained` writes, its base model from base_model_name_or_path.
+`load` reads what PEFT's `save_pretrained` writes, onto the base model given
+(`from_pretrained(base, adapter=folder)`) or else the one its base_model_name_or_path names.
 """
 
 from __future__ import annotations
