@@ -267,8 +267,8 @@ def _read_adapters(folder: Path, model, cfg, raw, pairs: dict, flat: dict, base)
         if module not in encoder and module not in head:
             raise CheckpointError(
                 f"{file}: {PREFIX}{module}.lora_A/B adapt no nn.Linear of the {c.model_type} "
-                f"model {str(base)!r} (its are like {sorted(encoder)[:3]}): the adapter was made "
-                f"for another architecture (adapter_config.json base_model_name_or_path="
+                f"model {str(base)!r} (its modules are like {sorted(encoder)[:2]}): the adapter "
+                f"was made for another architecture (adapter_config.json base_model_name_or_path="
                 f"{raw.get('base_model_name_or_path')!r})"
             )
         path, transform, (out, inp) = encoder.get(module) or head[module]
