@@ -344,6 +344,8 @@ def param_shapes(model: nn.Module, length: int = 8) -> dict:
 def max_input_length(model: nn.Module) -> int:
     """The longest input `model` (an encoder or a task head on one) takes with its default
     position ids."""
+    if isinstance(inner := getattr(model, "model", None), nn.Module):  # a wrapper (LoraModel)
+        return max_input_length(inner)
     encoder = model if isinstance(model, BertModel) else model.encoder(model.config)
     if isinstance(getattr(type(encoder), "max_length", None), property):
         return encoder.max_length

@@ -29,6 +29,7 @@ from jaxformer.data import conll, ner_words, squad
 from jaxformer.hf import config as hf_config
 from jaxformer.hf.convert import from_pretrained
 from jaxformer.hf.tokenizer_files import load_tokenizer
+from jaxformer.lora import LoraModel
 from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
 from jaxformer.tokenizer import HEAD_TOKENS
@@ -133,6 +134,8 @@ def load_trained(
         truncation=_truncation(config, length),
     )
     loop.check_vocabulary(tokenizer, model.config)
+    if (adapters := loop.lora_config(config)) is not None:  # the state holds {base, lora}
+        model = LoraModel(model, adapters, config.model.checkpoint)
     which = "latest" if step is not None else checkpoint
     # The optimizer state's shapes come from the params alone; the step count is irrelevant.
     shapes = jax.eval_shape(

@@ -32,7 +32,7 @@ from jaxformer import dispatch, families, tasks
 from jaxformer.data import batching, locks
 from jaxformer.hf.convert import from_pretrained, save_pretrained
 from jaxformer.hf.tokenizer_files import load_tokenizer
-from jaxformer.lora import LoraConfig, LoraModel
+from jaxformer.lora import LoraConfig
 from jaxformer.models import init_params, max_input_length
 from jaxformer.models.config import BertConfig
 from jaxformer.training import checkpoints, hooks, metrics, optim, processes, steps
@@ -78,8 +78,7 @@ def build_model(config: ml_collections.ConfigDict, rng: jax.Array, tokenizer=Non
         arch = BertConfig(**(fields | overrides))
         model = families.model_class(arch.model_type, task.head)(arch)
         params = init_params(model, rng)
-    plain = model.model if isinstance(model, LoraModel) else model
-    if config.data.max_length > (longest := max_input_length(plain)):
+    if config.data.max_length > (longest := max_input_length(model)):
         raise ValueError(
             f"data.max_length={config.data.max_length} exceeds the {longest} tokens the model's "
             f"position table holds (max_position_embeddings="

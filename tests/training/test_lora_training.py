@@ -11,7 +11,7 @@ from flax import traverse_util
 
 import jaxformer
 from jaxformer.training import config as config_lib
-from jaxformer.training import loop, steps
+from jaxformer.training import evaluate, loop, steps
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -86,6 +86,11 @@ def test_lora_config_flags_train_and_export_a_peft_folder(
     assert adapter["modules_to_save"] == ["classifier"]
     model, params = jaxformer.from_pretrained(folder)
     assert model.lora.rank == 4 and "lora" in params
+    # eval.py reads the run's LoRA checkpoint (base and adapters) and the exported folder alike
+    from_checkpoint = evaluate.evaluate_split(tmp_path / "run", "test", checkpoint="latest")
+    from_folder = evaluate.evaluate_split(tmp_path / "run", "test", hf_dir=folder)
+    assert from_checkpoint["accuracy"] == pytest.approx(from_folder["accuracy"])
+    assert from_checkpoint["loss"] == pytest.approx(from_folder["loss"], abs=1e-4)
 
 
 def test_lora_without_a_checkpoint_is_refused(make_config):
