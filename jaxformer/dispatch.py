@@ -9,10 +9,8 @@ The models call these functions with the choices of their config (`BertConfig.at
 `BertConfig.matmul`). No math here: every branch calls a function that is tested against the
 reference. When a requested fast path cannot take the arguments, the fallback is logged once.
 
-attention: "auto"      float32 on CPU: the program measured fastest on this CPU, with dropout
-                       and without (`kernels.autotune`, once per machine); "cudnn" on GPU,
-                       "splash" on TPU, "xla" elsewhere, each with its own fallback below; on
-                       GPU and TPU the choice is logged once;
+attention: "auto"      "cpu" on CPU, "cudnn" on GPU, "splash" on TPU, "xla" elsewhere, each
+                       with its own fallback below; on GPU and TPU the choice is logged once;
            "reference" `layers.attention`: all heads at once, the (b, h, t, s) weights stored;
            "xla"       `kernels.fused` (jax.nn.dot_product_attention, XLA's implementation);
            "scan"      `kernels.scan`: one head at a time, no weights stored for the backward;
@@ -110,11 +108,6 @@ def attention_program(
     _check("attention", implementation, ATTENTION)
     platform = backend()
     chosen = AUTO.get(platform, "xla") if implementation == "auto" else implementation
-    if implementation == "auto" and platform == "cpu" and q.dtype == jnp.float32:
-        from jaxformer.kernels import autotune
-
-        # The program measured fastest on this machine (once, cached), with or without dropout.
-        chosen = autotune.fastest_attention(dropout)
     if chosen in FUSED and dropout:
         _say_once(f"attention={implementation!r} with dropout runs 'reference' (no fused dropout)")
         return "reference"
