@@ -5,14 +5,13 @@ tables a model has depends on its config: `absent` names the ones it lacks."""
 
 from typing import Any
 
-from jaxformer.families import Family, register, with_embedding
+from jaxformer.families import Family, bert, register, with_embedding
 from jaxformer.families.bert import MASKED_LM
 from jaxformer.hf.config import BERT_FIELDS, HfSpelling
 from jaxformer.hf.names import (
     IDENTITY,
     SPLIT_HEADS_BIAS,
     SPLIT_HEADS_IN,
-    SPLIT_HEADS_OUT,
     TRANSPOSE,
     Names,
     dense,
@@ -75,14 +74,8 @@ LAYER = {  # under `encoder.layer.{i}.` in HF, `layer_{i}/` in ours
     **_projection("attention.self.value_proj", "v"),
     **_projection("attention.self.pos_key_proj", "pk"),  # c2p's, without share_att_key
     **_projection("attention.self.pos_query_proj", "pq"),  # p2c's, without share_att_key
-    "attention.output.dense.weight": ("attention/w_o", SPLIT_HEADS_OUT),
-    "attention.output.dense.bias": ("attention/b_o", IDENTITY),
-    **layer_norm("attention.output.LayerNorm", "attention_norm"),
-    "intermediate.dense.weight": ("mlp/w1", TRANSPOSE),
-    "intermediate.dense.bias": ("mlp/b1", IDENTITY),
-    "output.dense.weight": ("mlp/w2", TRANSPOSE),
-    "output.dense.bias": ("mlp/b2", IDENTITY),
-    **layer_norm("output.LayerNorm", "mlp_norm"),
+    # then BERT's: the attention's output, its norm, the feed-forward
+    **{k: v for k, v in bert.LAYER.items() if not k.startswith("attention.self.")},
 }
 CLASSIFIER = dense("classifier", "classifier")
 POOLED_CLASSIFIER = dense("pooler.dense", "pooler") | CLASSIFIER  # ContextPooler, then W

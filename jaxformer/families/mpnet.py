@@ -6,7 +6,7 @@ pairs."""
 
 from jaxformer.families import Family, register, with_embedding
 from jaxformer.families.roberta import NAMES as ROBERTA
-from jaxformer.hf.config import HfSpelling
+from jaxformer.hf.config import BERT_FIELDS, HfSpelling
 from jaxformer.hf.names import IDENTITY
 from jaxformer.models import mpnet
 
@@ -47,18 +47,11 @@ NAMES = ROBERTA._replace(
 # heads drop at hidden_dropout_prob). The bias is always 32 buckets (compute_position_bias's
 # own), so relative_attention_num_buckets, the table's rows, is read only at 32.
 FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "hidden_act",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "max_position_embeddings",
-    "initializer_range",
-    "layer_norm_eps",
-    "pad_token_id",
+    *(
+        f
+        for f in BERT_FIELDS
+        if f not in ("classifier_dropout", "type_vocab_size", "position_embedding_type")
+    ),
     "bos_token_id",
     "eos_token_id",
 )

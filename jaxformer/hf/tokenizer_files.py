@@ -80,8 +80,8 @@ def _special_tokens(
     tokenizer_config.json (each a string or an AddedToken object {"content": string, ...}), else
     tokenizer.json (`_tokenizer_json_tokens`), else the defaults of config.json's model_type,
     else BERT's."""
-    if family_special_tokens(model_type) is not None:
-        defaults = family_special_tokens(model_type)
+    if (family_defaults := family_special_tokens(model_type)) is not None:
+        defaults = family_defaults
         default_origin = f"the default for config.json's model_type {model_type!r}"
     else:
         defaults = SPECIAL_TOKENS
